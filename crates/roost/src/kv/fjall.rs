@@ -1,0 +1,309 @@
+//! The embedded default backend: fjall (a pure-Rust LSM tree) in one data folder.
+//!
+//! Writes go through one committer thread (group commit): it drains every batch waiting in the
+//! bounded queue, checks each batch's fence against the store plus the batches already accepted
+//! in the same group, and applies the accepted ones as one fjall batch followed by one fsync.
+//! Because the committer is the only writer, a fence check and the write it guards cannot be
+//! interleaved with another write. Reads go straight to fjall from the caller's thread.
+//!
+//! Memory: the block cache is capped by `cache_bytes_max` and the memtables by
+//! `write_buffer_bytes_max` / `memtable_bytes_max`; both are reported in [`KvStats`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{
+    CallCounters, Durability, KvError, KvResult, KvStats, KvStore, Key, Value, WriteBatch, WriteOp,
+};
+
+/// Configuration of the embedded store. Every cache and queue has a cap.
+#[derive(Debug, Clone)]
+pub struct FjallConfig {
+    /// The data folder (created if missing).
+    pub path: PathBuf,
+    /// Block cache cap.
+    pub cache_bytes_max: u64,
+    /// Cap on all memtables together (at least 1 MiB).
+    pub write_buffer_bytes_max: u64,
+    /// Size at which one memtable is sealed and flushed.
+    pub memtable_bytes_max: u64,
+    /// Durability of acknowledged durable batches.
+    pub durability: Durability,
+    /// Under [`Durability::Relaxed`], how often written data is fsynced.
+    pub relaxed_sync_interval_ms: u64,
+    /// Batches waiting for the committer; writers block when it is full.
+    pub commit_queue_max: usize,
+    /// Most batches merged into one physical commit.
+    pub group_batches_max: usize,
+}
+
+impl FjallConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            cache_bytes_max: 16 << 20,
+            write_buffer_bytes_max: 32 << 20,
+            memtable_bytes_max: 8 << 20,
+            durability: Durability::Sync,
+            relaxed_sync_interval_ms: 100,
+            commit_queue_max: 1024,
+            group_batches_max: 512,
+        }
+    }
+}
+
+struct Shared {
+    db: Database,
+    data: Keyspace,
+    counters: CallCounters,
+}
+
+struct Request {
+    batch: WriteBatch,
+    reply: Sender<KvResult<()>>,
+}
+
+/// The fjall-backed store. Dropping it stops the committer after it drained the queue, then
+/// syncs the journal.
+pub struct FjallStore {
+    shared: Arc<Shared>,
+    queue: Option<Sender<Request>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore").finish_non_exhaustive()
+    }
+}
+
+fn io(err: impl std::fmt::Display) -> KvError {
+    KvError::Io(err.to_string())
+}
+
+impl FjallStore {
+    /// Opens (or creates) the store in `config.path`.
+    pub fn open(config: FjallConfig) -> KvResult<Self> {
+        assert!(config.commit_queue_max > 0 && config.group_batches_max > 0);
+        std::fs::create_dir_all(&config.path).map_err(io)?;
+        #[allow(deprecated)] // the only knob that caps all memtables together
+        let db = Database::builder(&config.path)
+            .cache_size(config.cache_bytes_max)
+            .max_write_buffer_size(Some(config.write_buffer_bytes_max.max(1 << 20)))
+            .open()
+            .map_err(io)?;
+        let memtable = config.memtable_bytes_max;
+        let data = db
+            .keyspace("data", || KeyspaceCreateOptions::default().max_memtable_size(memtable))
+            .map_err(io)?;
+        let shared = Arc::new(Shared { db, data, counters: CallCounters::default() });
+        let (tx, rx) = bounded(config.commit_queue_max);
+        let committer = Committer { shared: shared.clone(), config: config.clone() };
+        let handle = std::thread::Builder::new()
+            .name("roost-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(io)?;
+        Ok(Self { shared, queue: Some(tx), committer: Some(handle) })
+    }
+}
+
+impl Drop for FjallStore {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+        if let Err(e) = self.shared.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final sync of the store failed");
+        }
+    }
+}
+
+impl KvStore for FjallStore {
+    fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
+        CallCounters::bump(&self.shared.counters.read_calls);
+        keys.iter()
+            .map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io))
+            .collect()
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
+        CallCounters::bump(&self.shared.counters.read_calls);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for guard in self.shared.data.range(start..end).take(limit) {
+            let (k, v) = guard.into_inner().map_err(io)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        CallCounters::bump(&self.shared.counters.write_calls);
+        let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
+        let (reply, answer) = bounded(1);
+        queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
+        answer.recv().map_err(|_| KvError::Closed)?
+    }
+
+    fn stats(&self) -> KvStats {
+        let mut stats = KvStats {
+            cache_bytes: self.shared.db.cache_size(),
+            cache_bytes_max: self.shared.db.cache_capacity(),
+            write_buffer_bytes: self.shared.db.write_buffer_size(),
+            ..KvStats::default()
+        };
+        self.shared.counters.fill(&mut stats);
+        stats
+    }
+}
+
+/// The single writer thread.
+struct Committer {
+    shared: Arc<Shared>,
+    config: FjallConfig,
+}
+
+/// Keys changed by the batches accepted so far in one group: `None` is a deletion.
+type Overlay = BTreeMap<Key, Option<Value>>;
+
+impl Committer {
+    fn run(self, queue: Receiver<Request>) {
+        let relaxed = self.config.durability == Durability::Relaxed;
+        let interval = Duration::from_millis(self.config.relaxed_sync_interval_ms.max(1));
+        let mut unsynced_since: Option<Instant> = None;
+        loop {
+            let first = match unsynced_since {
+                Some(since) => {
+                    let wait = interval.saturating_sub(since.elapsed());
+                    match queue.recv_timeout(wait) {
+                        Ok(request) => Some(request),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match queue.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => return,
+                },
+            };
+            if let Some(first) = first {
+                let mut group = vec![first];
+                while group.len() < self.config.group_batches_max {
+                    match queue.try_recv() {
+                        Ok(request) => group.push(request),
+                        Err(_) => break,
+                    }
+                }
+                self.commit_group(group, relaxed);
+                if relaxed && unsynced_since.is_none() {
+                    unsynced_since = Some(Instant::now());
+                }
+            }
+            if unsynced_since.is_some_and(|since| since.elapsed() >= interval) {
+                if let Err(e) = self.sync() {
+                    tracing::error!(error = %e, "periodic store sync failed");
+                }
+                unsynced_since = None;
+            }
+        }
+    }
+
+    fn sync(&self) -> KvResult<()> {
+        CallCounters::bump(&self.shared.counters.syncs);
+        self.shared.db.persist(PersistMode::SyncAll).map_err(io)
+    }
+
+    fn commit_group(&self, group: Vec<Request>, relaxed: bool) {
+        let mut overlay = Overlay::new();
+        let mut accepted = Vec::with_capacity(group.len());
+        let mut needs_sync = false;
+        for request in group {
+            match self.resolve(&request.batch, &mut overlay) {
+                Ok(()) => {
+                    needs_sync |= request.batch.durable && !relaxed;
+                    accepted.push(request.reply);
+                }
+                Err(e) => {
+                    let _ = request.reply.send(Err(e));
+                }
+            }
+        }
+        let result = self.apply(overlay, needs_sync);
+        for reply in accepted {
+            let _ = reply.send(result.clone());
+        }
+    }
+
+    fn apply(&self, overlay: Overlay, sync: bool) -> KvResult<()> {
+        if !overlay.is_empty() {
+            let mut batch = self.shared.db.batch();
+            for (key, value) in overlay {
+                match value {
+                    Some(v) => batch.insert(&self.shared.data, key, v),
+                    None => batch.remove(&self.shared.data, key),
+                }
+            }
+            batch.commit().map_err(io)?;
+            CallCounters::bump(&self.shared.counters.group_commits);
+        }
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the fence and folds the batch's ops into `overlay`. A rejected batch leaves
+    /// `overlay` untouched.
+    fn resolve(&self, batch: &WriteBatch, overlay: &mut Overlay) -> KvResult<()> {
+        if let Some(fence) = &batch.fence {
+            let current = match overlay.get(&fence.key) {
+                Some(pending) => pending.clone(),
+                None => self.shared.data.get(&fence.key).map_err(io)?.map(|s| s.to_vec()),
+            };
+            if current != fence.expected {
+                return Err(KvError::Fenced);
+            }
+        }
+        let mut local = Overlay::new();
+        for op in &batch.ops {
+            match op {
+                WriteOp::Put(k, v) => {
+                    local.insert(k.clone(), Some(v.clone()));
+                }
+                WriteOp::Delete(k) => {
+                    local.insert(k.clone(), None);
+                }
+                WriteOp::DeleteRange { start, end } if start < end => {
+                    self.delete_range(start, end, overlay, &mut local)?;
+                }
+                WriteOp::DeleteRange { .. } => {}
+            }
+        }
+        overlay.extend(local);
+        Ok(())
+    }
+
+    /// Marks every key in `[start, end)` deleted: those in the store, those written earlier in
+    /// this group, and those written earlier in this batch.
+    fn delete_range(&self, start: &[u8], end: &[u8], overlay: &Overlay, local: &mut Overlay) -> KvResult<()> {
+        let range = start.to_vec()..end.to_vec();
+        let mut doomed: Vec<Key> = overlay.range(range.clone()).map(|(k, _)| k.clone()).collect();
+        doomed.extend(local.range(range).map(|(k, _)| k.clone()));
+        for guard in self.shared.data.range(start..end) {
+            doomed.push(guard.key().map_err(io)?.to_vec());
+        }
+        for key in doomed {
+            local.insert(key, None);
+        }
+        Ok(())
+    }
+}

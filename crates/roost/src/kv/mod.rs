@@ -1,0 +1,185 @@
+//! The key-value layer: a batch-shaped store trait and its backends.
+//!
+//! Invariants every backend keeps:
+//! - keys and values are opaque bytes; keys sort bytewise, so big-endian numbers in keys sort
+//!   numerically;
+//! - [`KvStore::write`] applies a [`WriteBatch`] atomically: after a crash either every op of the
+//!   batch is visible or none is;
+//! - a batch with a [`Fence`] is rejected with [`KvError::Fenced`] (and changes nothing) unless
+//!   the fence key holds exactly the expected value when the batch is applied;
+//! - ops in a batch apply in order, so a put after a range delete survives it;
+//! - with [`Durability::Sync`], `write` of a batch with `durable == true` returns only once the
+//!   batch is on stable storage.
+//!
+//! Remote backends pay a round trip per call, so callers batch: `get_many` reads many keys in
+//! one call and a whole SQLite transaction is one `write`.
+
+mod faulty;
+mod fjall;
+mod memory;
+
+pub use self::faulty::{FaultPlan, FaultyStore};
+pub use self::fjall::{FjallConfig, FjallStore};
+pub use self::memory::MemoryStore;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A key: bytes ordered bytewise.
+pub type Key = Vec<u8>;
+/// A value: bytes.
+pub type Value = Vec<u8>;
+
+/// The layer's error type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The batch's fence key no longer holds the expected generation: another owner wrote.
+    #[error("write fenced: the ownership generation changed")]
+    Fenced,
+    /// The backend failed (disk, network, corruption). The message is for logs, not clients.
+    #[error("store I/O error: {0}")]
+    Io(String),
+    /// The store is shutting down or was closed.
+    #[error("store is closed")]
+    Closed,
+    /// A fault injected by [`FaultyStore`].
+    #[error("injected fault on {0}")]
+    Injected(&'static str),
+}
+
+/// Result alias of the layer.
+pub type KvResult<T> = Result<T, KvError>;
+
+/// Whether acknowledged writes are on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A durable batch is acknowledged only after an fsync that covers it (grouped).
+    #[default]
+    Sync,
+    /// Batches are acknowledged once applied; an fsync runs periodically.
+    Relaxed,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "relaxed" => Ok(Self::Relaxed),
+            other => Err(format!("unknown durability {other:?} (expected sync or relaxed)")),
+        }
+    }
+}
+
+/// One mutation in a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put(Key, Value),
+    /// Remove `key` if present.
+    Delete(Key),
+    /// Remove every key in `[start, end)`.
+    DeleteRange { start: Key, end: Key },
+}
+
+/// Guards a batch with compare-and-set on one key: the batch applies only if `key` holds
+/// `expected` (`None`: absent). Used for actor ownership generations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub key: Key,
+    pub expected: Option<Value>,
+}
+
+/// An atomic group of mutations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub fence: Option<Fence>,
+    pub ops: Vec<WriteOp>,
+    /// Must this batch be durable before `write` returns (under [`Durability::Sync`])?
+    pub durable: bool,
+}
+
+impl WriteBatch {
+    /// Payload bytes (keys and values) carried by the batch.
+    pub fn payload_bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put(k, v) => k.len() + v.len(),
+                WriteOp::Delete(k) => k.len(),
+                WriteOp::DeleteRange { start, end } => start.len() + end.len(),
+            })
+            .sum::<usize>() as u64
+    }
+}
+
+/// Counters and memory figures of a store, for metrics and memory reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvStats {
+    /// Calls to `get_many` and `scan` (each one round trip for a remote backend).
+    pub read_calls: u64,
+    /// Calls to `write` (each one round trip for a remote backend).
+    pub write_calls: u64,
+    /// Physical commits: with group commit, several `write` calls share one.
+    pub group_commits: u64,
+    /// fsyncs issued.
+    pub syncs: u64,
+    /// Block cache bytes in use, and its cap.
+    pub cache_bytes: u64,
+    pub cache_bytes_max: u64,
+    /// Memtable (write buffer) bytes in use.
+    pub write_buffer_bytes: u64,
+}
+
+/// A batch-shaped, ordered key-value store.
+///
+/// Calls block; callers run them on blocking threads, never on async runtime workers.
+pub trait KvStore: Send + Sync + 'static {
+    /// Reads many keys in one call; the answer has one entry per key, in order.
+    fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>>;
+    /// Returns up to `limit` pairs with `start <= key < end`, in key order.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>>;
+    /// Applies `batch` atomically (see the module invariants).
+    fn write(&self, batch: WriteBatch) -> KvResult<()>;
+    /// Counters and memory figures.
+    fn stats(&self) -> KvStats;
+}
+
+/// Call counters shared by the backends.
+#[derive(Debug, Default)]
+pub(crate) struct CallCounters {
+    pub read_calls: AtomicU64,
+    pub write_calls: AtomicU64,
+    pub group_commits: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+impl CallCounters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn fill(&self, stats: &mut KvStats) {
+        stats.read_calls = self.read_calls.load(Ordering::Relaxed);
+        stats.write_calls = self.write_calls.load(Ordering::Relaxed);
+        stats.group_commits = self.group_commits.load(Ordering::Relaxed);
+        stats.syncs = self.syncs.load(Ordering::Relaxed);
+    }
+}
+
+impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
+    fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
+        (**self).get_many(keys)
+    }
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
+        (**self).scan(start, end, limit)
+    }
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        (**self).write(batch)
+    }
+    fn stats(&self) -> KvStats {
+        (**self).stats()
+    }
+}
+
+#[cfg(test)]
+mod tests;

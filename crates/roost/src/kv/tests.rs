@@ -1,0 +1,118 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn put(k: &[u8], v: &[u8]) -> WriteOp {
+    WriteOp::Put(k.to_vec(), v.to_vec())
+}
+
+fn batch(ops: Vec<WriteOp>) -> WriteBatch {
+    WriteBatch { fence: None, ops, durable: true }
+}
+
+/// The contract every backend must meet.
+fn contract(store: &dyn KvStore) {
+    store.write(batch(vec![put(b"a1", b"x"), put(b"a2", b"y"), put(b"a3", b"z"), put(b"b", b"w")])).unwrap();
+    assert_eq!(
+        store.get_many(&[b"a1".to_vec(), b"nope".to_vec(), b"b".to_vec()]).unwrap(),
+        vec![Some(b"x".to_vec()), None, Some(b"w".to_vec())]
+    );
+    let scanned = store.scan(b"a", b"b", 10).unwrap();
+    assert_eq!(scanned.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(), vec![b"a1", b"a2", b"a3"]);
+    assert_eq!(store.scan(b"a", b"b", 2).unwrap().len(), 2);
+    assert!(store.scan(b"b", b"a", 10).unwrap().is_empty());
+
+    // Ops apply in order: a put after a range delete survives it.
+    let ops = vec![
+        WriteOp::DeleteRange { start: b"a".to_vec(), end: b"b".to_vec() },
+        put(b"a2", b"new"),
+        WriteOp::Delete(b"b".to_vec()),
+    ];
+    store.write(batch(ops)).unwrap();
+    let all = store.scan(b"", b"\xff", 100).unwrap();
+    assert_eq!(all, vec![(b"a2".to_vec(), b"new".to_vec())]);
+
+    // Fences: absent key, then a generation.
+    let fence = |expected: Option<&[u8]>| Some(Fence { key: b"gen".to_vec(), expected: expected.map(<[u8]>::to_vec) });
+    let mut b = batch(vec![put(b"gen", b"1"), put(b"c", b"1")]);
+    b.fence = fence(None);
+    store.write(b).unwrap();
+    let mut stale = batch(vec![put(b"c", b"stale")]);
+    stale.fence = fence(None);
+    assert_eq!(store.write(stale), Err(KvError::Fenced));
+    let mut good = batch(vec![put(b"c", b"2")]);
+    good.fence = fence(Some(b"1"));
+    store.write(good).unwrap();
+    assert_eq!(store.get_many(&[b"c".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    assert!(store.stats().write_calls >= 4);
+}
+
+#[test]
+fn memory_store_meets_contract() {
+    contract(&MemoryStore::new());
+}
+
+#[test]
+fn fjall_store_meets_contract_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
+        contract(&store);
+    }
+    let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
+    assert_eq!(store.get_many(&[b"c".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    let stats = store.stats();
+    assert!(stats.cache_bytes_max >= 16 << 20);
+}
+
+#[test]
+fn fjall_group_commit_shares_syncs_and_keeps_fences_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(FjallConfig::new(dir.path())).unwrap());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let gen_key = format!("gen{t}").into_bytes();
+                for i in 0..50u32 {
+                    let expected = (i > 0).then(|| (i - 1).to_be_bytes().to_vec());
+                    let b = WriteBatch {
+                        fence: Some(Fence { key: gen_key.clone(), expected }),
+                        ops: vec![WriteOp::Put(gen_key.clone(), i.to_be_bytes().to_vec())],
+                        durable: true,
+                    };
+                    store.write(b).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.write_calls, 800);
+    assert!(stats.syncs <= 800, "{stats:?}");
+    // Two batches fenced on the same expected value in one group: only the first applies.
+    let mk = |v: &[u8]| WriteBatch {
+        fence: Some(Fence { key: b"g".to_vec(), expected: None }),
+        ops: vec![WriteOp::Put(b"g".to_vec(), v.to_vec())],
+        durable: true,
+    };
+    let s1 = store.clone();
+    let s2 = store.clone();
+    let a = std::thread::spawn(move || s1.write(mk(b"a")));
+    let b = std::thread::spawn(move || s2.write(mk(b"b")));
+    let results = [a.join().unwrap(), b.join().unwrap()];
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert_eq!(results.iter().filter(|r| **r == Err(KvError::Fenced)).count(), 1);
+}
+
+#[test]
+fn faulty_store_fails_the_nth_call_without_effect() {
+    let store = FaultyStore::new(MemoryStore::new());
+    store.set_plan(FaultPlan { fail_commit: 2, ..FaultPlan::default() });
+    store.write(batch(vec![put(b"k", b"1")])).unwrap();
+    assert_eq!(store.write(batch(vec![put(b"k", b"2")])), Err(KvError::Injected("commit")));
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"1".to_vec())]);
+    assert_eq!(store.injected(), 1);
+}
