@@ -4,3 +4,9 @@
 //! (the batch-shaped store and its backends).
 
 pub mod kv;
+pub mod vfs;
+
+mod actor_id;
+
+pub use actor_id::{ActorId, InvalidActorId, ACTOR_ID_BYTES_MAX};
+pub use vfs::{Database, Error, Params, QueryResult, Statement, Storage, StorageConfig, Value};

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{KvError, KvResult, KvStats, KvStore, Key, Value, WriteBatch};
+use super::{Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch};
 
 /// Which call to fail: the Nth (1-based) of its kind, counted from the plan's installation.
 /// "Reads" are `get_many` and `scan`; "writes" are non-durable batches (journal traffic);

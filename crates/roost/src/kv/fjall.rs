@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{
-    CallCounters, Durability, KvError, KvResult, KvStats, KvStore, Key, Value, WriteBatch, WriteOp,
-};
+use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
 
 /// Configuration of the embedded store. Every cache and queue has a cap.
 #[derive(Debug, Clone)]
@@ -128,9 +126,7 @@ impl Drop for FjallStore {
 impl KvStore for FjallStore {
     fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
         CallCounters::bump(&self.shared.counters.read_calls);
-        keys.iter()
-            .map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io))
-            .collect()
+        keys.iter().map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io)).collect()
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {

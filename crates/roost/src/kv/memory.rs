@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{CallCounters, KvError, KvResult, KvStats, KvStore, Key, Value, WriteBatch, WriteOp};
+use super::{CallCounters, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
 
 /// A store that keeps everything in RAM. Batches apply atomically under one lock.
 #[derive(Debug, Default)]

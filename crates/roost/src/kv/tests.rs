@@ -33,7 +33,9 @@ fn contract(store: &dyn KvStore) {
     assert_eq!(all, vec![(b"a2".to_vec(), b"new".to_vec())]);
 
     // Fences: absent key, then a generation.
-    let fence = |expected: Option<&[u8]>| Some(Fence { key: b"gen".to_vec(), expected: expected.map(<[u8]>::to_vec) });
+    let fence = |expected: Option<&[u8]>| {
+        Some(Fence { key: b"gen".to_vec(), expected: expected.map(<[u8]>::to_vec) })
+    };
     let mut b = batch(vec![put(b"gen", b"1"), put(b"c", b"1")]);
     b.fence = fence(None);
     store.write(b).unwrap();

@@ -1,0 +1,152 @@
+//! Per-actor state shared by an actor's open files and its `Database` handle.
+//!
+//! All store writes of an actor go through [`ActorFiles::write`], which fences them: the first
+//! write of this owner claims the actor by bumping its generation (compare-and-set on the
+//! generation key), every later write requires the generation to be unchanged. A store failure
+//! marks the actor broken; its connection must be reopened, which re-reads the store (and rolls
+//! back a hot journal) instead of trusting buffers that may be half written.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::layout::{self, FileMeta, FileTag, FormatError, Generation};
+use crate::actor_id::ActorId;
+use crate::kv::{Fence, KvError, KvStore, WriteBatch, WriteOp};
+
+/// Why the VFS failed an I/O call: the `Database` reads it to give a typed error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Store(KvError),
+    Format(FormatError),
+    TransactionTooLarge { bytes_max: u64 },
+    Poisoned,
+}
+
+#[derive(Debug)]
+struct Ownership {
+    /// The generation stored when we last looked (or wrote).
+    stored: Option<Generation>,
+    /// Did this owner's first write bump it yet?
+    claimed: bool,
+}
+
+/// Shared state of one attached actor.
+pub(crate) struct ActorFiles {
+    pub id: ActorId,
+    pub store: Arc<dyn KvStore>,
+    ownership: Mutex<Ownership>,
+    /// Main database metadata read when the actor was attached.
+    pub main_meta: Option<FileMeta>,
+    journal_exists: AtomicBool,
+    failure: Mutex<Option<Failure>>,
+    broken: AtomicBool,
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for ActorFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorFiles").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl ActorFiles {
+    /// Reads the actor's generation and file metadata in one store call.
+    pub fn load(id: ActorId, store: Arc<dyn KvStore>) -> Result<Self, Failure> {
+        let keys = [
+            layout::generation_key(&id),
+            layout::meta_key(&id, FileTag::Main),
+            layout::meta_key(&id, FileTag::Journal),
+        ];
+        let mut values = store.get_many(&keys).map_err(Failure::Store)?.into_iter();
+        let mut next = || values.next().expect("one answer per key");
+        let stored = next().map(|v| Generation::decode(&v)).transpose().map_err(Failure::Format)?;
+        let main_meta = next().map(|v| FileMeta::decode(&v)).transpose().map_err(Failure::Format)?;
+        let journal_exists = next().is_some();
+        Ok(Self {
+            id,
+            store,
+            ownership: Mutex::new(Ownership { stored, claimed: false }),
+            main_meta,
+            journal_exists: AtomicBool::new(journal_exists),
+            failure: Mutex::new(None),
+            broken: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    /// Applies `ops` as one fenced batch.
+    pub fn write(&self, mut ops: Vec<WriteOp>, durable: bool) -> Result<(), Failure> {
+        self.check_usable()?;
+        let mut ownership = self.ownership.lock();
+        let gen_key = layout::generation_key(&self.id);
+        let expected = ownership.stored.map(Generation::encode);
+        let next = if ownership.claimed {
+            ownership.stored
+        } else {
+            let next = Generation(ownership.stored.map_or(1, |g| g.0 + 1));
+            ops.push(WriteOp::Put(gen_key.clone(), next.encode()));
+            Some(next)
+        };
+        let batch = WriteBatch { fence: Some(Fence { key: gen_key, expected }), ops, durable };
+        match self.store.write(batch) {
+            Ok(()) => {
+                ownership.stored = next;
+                ownership.claimed = true;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(Failure::Store(e))),
+        }
+    }
+
+    /// Reads values through the store, recording a failure.
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, Failure> {
+        self.check_usable()?;
+        self.store.get_many(keys).map_err(|e| self.fail(Failure::Store(e)))
+    }
+
+    fn check_usable(&self) -> Result<(), Failure> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Failure::Poisoned);
+        }
+        if self.broken.load(Ordering::SeqCst) {
+            let failure = self.failure.lock().clone();
+            return Err(failure.unwrap_or(Failure::Store(KvError::Closed)));
+        }
+        Ok(())
+    }
+
+    /// Records `failure` (store failures also break the actor) and hands it back.
+    pub fn fail(&self, failure: Failure) -> Failure {
+        if matches!(failure, Failure::Store(_) | Failure::Format(_)) {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        if failure == Failure::Poisoned {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        *self.failure.lock() = Some(failure.clone());
+        failure
+    }
+
+    /// The failure behind the most recent I/O error, cleared by reading it.
+    pub fn take_failure(&self) -> Option<Failure> {
+        self.failure.lock().take()
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    pub fn journal_exists(&self) -> bool {
+        self.journal_exists.load(Ordering::SeqCst)
+    }
+
+    pub fn set_journal_exists(&self, exists: bool) {
+        self.journal_exists.store(exists, Ordering::SeqCst);
+    }
+}

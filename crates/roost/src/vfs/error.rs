@@ -1,0 +1,46 @@
+//! The error type of the storage layer (`vfs`), translated from SQLite and store failures.
+
+use crate::actor_id::InvalidActorId;
+use crate::kv::KvError;
+
+/// Errors of [`Database`](super::Database) and [`Storage`](super::Storage).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid actor id: {0}")]
+    InvalidActorId(#[from] InvalidActorId),
+    /// SQLite refused the statement: syntax, constraint, type, missing table, full database...
+    /// `code` is SQLite's extended result code.
+    #[error("{message}")]
+    Sql { code: i32, message: String },
+    /// Parameters do not match the statement.
+    #[error("{0}")]
+    Parameters(String),
+    /// The transaction changed more existing data than the journal limit allows; it was
+    /// rolled back.
+    #[error("transaction too large: its rollback journal would exceed {bytes_max} bytes")]
+    TransactionTooLarge { bytes_max: u64 },
+    /// An answer would hold more rows than allowed; nothing was applied.
+    #[error("the statement returns more than {rows_max} rows")]
+    TooManyRows { rows_max: usize },
+    /// Another owner claimed the actor; this handle may no longer write.
+    #[error("the actor was claimed by another owner")]
+    Fenced,
+    /// The store failed; any open transaction was rolled back and the next call reconnects.
+    #[error("storage failure: {0}")]
+    Store(KvError),
+    /// Stored data is not in a format this version reads.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// The actor is open in this process already.
+    #[error("actor is already open")]
+    ActorBusy,
+    /// A storage callback panicked; the handle is unusable and must be dropped.
+    #[error("actor poisoned by an internal error")]
+    Poisoned,
+    /// The statement was interrupted.
+    #[error("statement interrupted")]
+    Interrupted,
+    /// Statement `index` of a batch failed; with a transactional batch nothing was applied.
+    #[error("statement {index} failed: {source}")]
+    InBatch { index: usize, source: Box<Error> },
+}

@@ -1,0 +1,382 @@
+//! The files SQLite sees, in safe Rust: the actor's main database and rollback journal stored
+//! as chunks in the KV store, and scratch files kept in memory.
+//!
+//! Invariants of a [`KvFile`]:
+//! - the logical file is: stored chunks below `stale_from` (zeros where absent), overlaid by
+//!   `dirty`, cut at `size`;
+//! - `dirty` reaches the store only as whole batches that also carry the new size, so the store
+//!   always holds some consistent version of the file;
+//! - between `begin_atomic` and `commit_atomic` nothing is sent; the commit is one durable batch
+//!   (the whole SQLite transaction), a rollback drops the buffer;
+//! - outside atomic mode the buffer is flushed when it exceeds `write_buffer_bytes_max` and on
+//!   `sync`, which is durable. SQLite orders journal and database syncs, so crash safety of
+//!   large transactions comes from SQLite's own rollback journal, stored like any file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::actor::{ActorFiles, Failure};
+use super::ffi::{FileBackend, IoError};
+use super::layout::{self, chunks_for, ChunkIndex, FileMeta, FileTag, CHUNK_BYTES};
+use crate::kv::WriteOp;
+
+/// Named limits of the VFS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VfsLimits {
+    /// Dirty bytes buffered per file outside atomic writes before a (non-durable) flush.
+    pub write_buffer_bytes_max: u64,
+    /// Largest batch-atomic commit; larger transactions go through the journal instead.
+    pub batch_bytes_max: u64,
+    /// Largest rollback journal, which bounds how many existing pages one transaction may
+    /// change; beyond it the statement fails with `TransactionTooLarge`.
+    pub journal_bytes_max: u64,
+    /// Largest in-memory scratch file (temp tables, statement journals).
+    pub scratch_bytes_max: u64,
+}
+
+impl Default for VfsLimits {
+    fn default() -> Self {
+        Self {
+            write_buffer_bytes_max: 1 << 20,
+            batch_bytes_max: 64 << 20,
+            journal_bytes_max: 1 << 30,
+            scratch_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// Bytes of the SQLite database header kept in memory: SQLite re-reads its change counter at
+/// every transaction start, and this answers that without a store round trip.
+const HEADER_BYTES: usize = 100;
+
+type Chunk = Box<[u8]>;
+
+fn zero_chunk() -> Chunk {
+    vec![0u8; CHUNK_BYTES].into_boxed_slice()
+}
+
+pub(crate) struct KvFile {
+    actor: Arc<ActorFiles>,
+    tag: FileTag,
+    limits: VfsLimits,
+    size: u64,
+    persisted_size: u64,
+    dirty: BTreeMap<ChunkIndex, Chunk>,
+    /// Stored chunks from this index on are stale (the file was truncated below them).
+    stale_from: Option<ChunkIndex>,
+    /// A non-durable flush happened since the last durable one.
+    unsynced: bool,
+    atomic: Option<Option<[u8; HEADER_BYTES]>>,
+    header: Option<[u8; HEADER_BYTES]>,
+}
+
+impl KvFile {
+    pub fn new(actor: Arc<ActorFiles>, tag: FileTag, meta: Option<FileMeta>, limits: VfsLimits) -> Self {
+        let size = meta.map_or(0, |m| m.size_bytes);
+        Self {
+            actor,
+            tag,
+            limits,
+            size,
+            persisted_size: size,
+            dirty: BTreeMap::new(),
+            stale_from: None,
+            unsynced: false,
+            atomic: None,
+            header: None,
+        }
+    }
+
+    fn io(&self, failure: Failure, error: IoError) -> IoError {
+        if let Failure::TransactionTooLarge { .. } = failure {
+            self.actor.fail(failure);
+            return IoError::Full;
+        }
+        error
+    }
+
+    /// Loads the chunks in `wanted` that are neither dirty nor known to be zeros.
+    fn load(&self, wanted: &[ChunkIndex]) -> Result<BTreeMap<ChunkIndex, Chunk>, Failure> {
+        let fetch: Vec<ChunkIndex> = wanted
+            .iter()
+            .copied()
+            .filter(|i| !self.dirty.contains_key(i))
+            .filter(|i| self.stale_from.is_none_or(|s| *i < s) && i.start_offset() < self.persisted_size)
+            .collect();
+        let mut out = BTreeMap::new();
+        if fetch.is_empty() {
+            return Ok(out);
+        }
+        let keys: Vec<Vec<u8>> =
+            fetch.iter().map(|i| layout::chunk_key(&self.actor.id, self.tag, *i)).collect();
+        for (index, value) in fetch.into_iter().zip(self.actor.get_many(&keys)?) {
+            let Some(value) = value else { continue };
+            if value.len() != CHUNK_BYTES {
+                return Err(self
+                    .actor
+                    .fail(Failure::Format(layout::FormatError("chunk has the wrong length"))));
+            }
+            out.insert(index, value.into_boxed_slice());
+        }
+        Ok(out)
+    }
+
+    fn remember_header(&mut self, index: ChunkIndex, chunk: &[u8]) {
+        if self.tag == FileTag::Main && index.0 == 0 && self.size >= HEADER_BYTES as u64 {
+            self.header = Some(chunk[..HEADER_BYTES].try_into().expect("chunk holds the header"));
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.dirty.is_empty() || self.stale_from.is_some() || self.size != self.persisted_size
+    }
+
+    /// Sends the buffer (and the size) as one batch.
+    fn flush(&mut self, durable: bool) -> Result<(), Failure> {
+        if !(self.pending() || durable && self.unsynced) {
+            return Ok(());
+        }
+        let id = &self.actor.id;
+        let mut ops = Vec::with_capacity(self.dirty.len() + 2);
+        if let Some(from) = self.stale_from.take() {
+            let (start, end) = layout::chunk_range(id, self.tag, from);
+            ops.push(WriteOp::DeleteRange { start, end });
+        }
+        for (index, chunk) in std::mem::take(&mut self.dirty) {
+            ops.push(WriteOp::Put(layout::chunk_key(id, self.tag, index), chunk.into_vec()));
+        }
+        if self.size != self.persisted_size || !ops.is_empty() {
+            ops.push(WriteOp::Put(
+                layout::meta_key(id, self.tag),
+                FileMeta { size_bytes: self.size }.encode(),
+            ));
+        }
+        self.actor.write(ops, durable)?;
+        self.persisted_size = self.size;
+        self.unsynced = !durable;
+        Ok(())
+    }
+
+    fn dirty_bytes(&self) -> u64 {
+        (self.dirty.len() * CHUNK_BYTES) as u64
+    }
+}
+
+impl FileBackend for KvFile {
+    fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, IoError> {
+        let end = offset + buf.len() as u64;
+        if let Some(header) = &self.header {
+            if end <= HEADER_BYTES as u64 {
+                buf.copy_from_slice(&header[offset as usize..end as usize]);
+                return Ok(true);
+            }
+        }
+        buf.fill(0);
+        let avail_end = end.min(self.size);
+        if avail_end <= offset {
+            return Ok(buf.is_empty());
+        }
+        let first = ChunkIndex::of_offset(offset);
+        let last = ChunkIndex::of_offset(avail_end - 1);
+        let wanted: Vec<ChunkIndex> = (first.0..=last.0).map(ChunkIndex).collect();
+        let loaded = self.load(&wanted).map_err(|f| self.io(f, IoError::Read))?;
+        for index in wanted {
+            let chunk = self.dirty.get(&index).or_else(|| loaded.get(&index));
+            let Some(chunk) = chunk else { continue };
+            let chunk_start = index.start_offset();
+            let from = offset.max(chunk_start);
+            let to = avail_end.min(chunk_start + CHUNK_BYTES as u64);
+            let src = &chunk[(from - chunk_start) as usize..(to - chunk_start) as usize];
+            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        }
+        if let Some(chunk) = loaded.get(&ChunkIndex(0)) {
+            let chunk = chunk.clone();
+            self.remember_header(ChunkIndex(0), &chunk);
+        }
+        Ok(end <= self.size)
+    }
+
+    fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), IoError> {
+        let end = offset + buf.len() as u64;
+        if self.tag == FileTag::Journal && end > self.limits.journal_bytes_max {
+            let failure = Failure::TransactionTooLarge { bytes_max: self.limits.journal_bytes_max };
+            return Err(self.io(failure, IoError::Full));
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let first = ChunkIndex::of_offset(offset);
+        let last = ChunkIndex::of_offset(end - 1);
+        let partial: Vec<ChunkIndex> = [first, last]
+            .into_iter()
+            .filter(|i| offset > i.start_offset() || end < i.start_offset() + CHUNK_BYTES as u64)
+            .collect();
+        let mut loaded = self.load(&partial).map_err(|f| self.io(f, IoError::Write))?;
+        for index in (first.0..=last.0).map(ChunkIndex) {
+            let mut chunk = match self.dirty.remove(&index) {
+                Some(chunk) => chunk,
+                None => loaded.remove(&index).unwrap_or_else(zero_chunk),
+            };
+            let chunk_start = index.start_offset();
+            let from = offset.max(chunk_start);
+            let to = end.min(chunk_start + CHUNK_BYTES as u64);
+            chunk[(from - chunk_start) as usize..(to - chunk_start) as usize]
+                .copy_from_slice(&buf[(from - offset) as usize..(to - offset) as usize]);
+            self.dirty.insert(index, chunk);
+        }
+        self.size = self.size.max(end);
+        if offset < HEADER_BYTES as u64 {
+            let chunk = self.dirty[&ChunkIndex(0)].clone();
+            self.remember_header(ChunkIndex(0), &chunk);
+        }
+        if self.atomic.is_some() {
+            if self.dirty_bytes() > self.limits.batch_bytes_max {
+                // SQLite answers an I/O error here by retrying the commit through the journal.
+                return Err(IoError::Write);
+            }
+        } else if self.dirty_bytes() > self.limits.write_buffer_bytes_max {
+            self.flush(false).map_err(|f| self.io(f, IoError::Write))?;
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, size: u64) -> Result<(), IoError> {
+        if size >= self.size {
+            self.size = size;
+            return Ok(());
+        }
+        let keep = ChunkIndex(chunks_for(size));
+        self.dirty.retain(|i, _| *i < keep);
+        self.stale_from = Some(self.stale_from.map_or(keep, |s| s.min(keep)));
+        let tail = (size % CHUNK_BYTES as u64) as usize;
+        if tail != 0 {
+            // Keep the partial last chunk as dirty, its tail zeroed, so stale bytes never return.
+            let last = ChunkIndex(keep.0 - 1);
+            let mut loaded = self.load(&[last]).map_err(|f| self.io(f, IoError::Truncate))?;
+            let mut chunk =
+                self.dirty.remove(&last).or_else(|| loaded.remove(&last)).unwrap_or_else(zero_chunk);
+            chunk[tail..].fill(0);
+            self.dirty.insert(last, chunk);
+        }
+        self.size = size;
+        if size < HEADER_BYTES as u64 {
+            self.header = None;
+        }
+        // SQLite shrinks the database after a commit and does not sync again: send the cut now
+        // so stored chunks and the reported size follow (durability comes with the next sync).
+        if self.atomic.is_none() {
+            self.flush(false).map_err(|f| self.io(f, IoError::Truncate))?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), IoError> {
+        self.flush(true).map_err(|f| self.io(f, IoError::Fsync))
+    }
+
+    fn size(&mut self) -> Result<u64, IoError> {
+        Ok(self.size)
+    }
+
+    fn batch_atomic(&self) -> bool {
+        self.tag == FileTag::Main
+    }
+
+    fn begin_atomic(&mut self) -> Result<(), IoError> {
+        self.flush(false).map_err(|f| self.io(f, IoError::Write))?;
+        self.atomic = Some(self.header);
+        Ok(())
+    }
+
+    fn commit_atomic(&mut self) -> Result<(), IoError> {
+        self.atomic = None;
+        self.flush(true).map_err(|f| self.io(f, IoError::Write))
+    }
+
+    fn rollback_atomic(&mut self) {
+        if let Some(header) = self.atomic.take() {
+            self.header = header;
+        }
+        self.dirty.clear();
+        self.stale_from = None;
+        self.size = self.persisted_size;
+    }
+
+    fn close(&mut self) -> Result<(), IoError> {
+        if self.actor.is_broken() || self.actor.is_poisoned() {
+            return Ok(());
+        }
+        self.flush(true).map_err(|f| self.io(f, IoError::Fsync))
+    }
+
+    fn poison(&mut self) {
+        self.actor.fail(Failure::Poisoned);
+    }
+}
+
+/// A scratch file (temp database, statement journal): memory only, capped.
+pub(crate) struct ScratchFile {
+    data: Vec<u8>,
+    bytes_max: u64,
+}
+
+impl ScratchFile {
+    pub fn new(bytes_max: u64) -> Self {
+        Self { data: Vec::new(), bytes_max }
+    }
+}
+
+impl FileBackend for ScratchFile {
+    fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, IoError> {
+        buf.fill(0);
+        let start = (offset as usize).min(self.data.len());
+        let end = (offset as usize + buf.len()).min(self.data.len());
+        buf[..end - start].copy_from_slice(&self.data[start..end]);
+        Ok(end - start == buf.len())
+    }
+
+    fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), IoError> {
+        let end = offset + buf.len() as u64;
+        if end > self.bytes_max {
+            return Err(IoError::Full);
+        }
+        if self.data.len() < end as usize {
+            self.data.resize(end as usize, 0);
+        }
+        self.data[offset as usize..end as usize].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn truncate(&mut self, size: u64) -> Result<(), IoError> {
+        self.data.truncate(size as usize);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), IoError> {
+        Ok(())
+    }
+
+    fn size(&mut self) -> Result<u64, IoError> {
+        Ok(self.data.len() as u64)
+    }
+
+    fn batch_atomic(&self) -> bool {
+        false
+    }
+
+    fn begin_atomic(&mut self) -> Result<(), IoError> {
+        Err(IoError::Write)
+    }
+
+    fn commit_atomic(&mut self) -> Result<(), IoError> {
+        Err(IoError::Write)
+    }
+
+    fn rollback_atomic(&mut self) {}
+
+    fn close(&mut self) -> Result<(), IoError> {
+        Ok(())
+    }
+
+    fn poison(&mut self) {}
+}

@@ -1,0 +1,190 @@
+//! Storage format version 1: where an actor's files live in the store.
+//! `docs/storage-format.md` is the prose version; `tests/format_fixture.rs` freezes it.
+//!
+//! ```text
+//! actor prefix   'a' ++ actor_id ++ 0x00
+//! generation     prefix ++ 'g'                      -> u64 big-endian
+//! file metadata  prefix ++ tag                      -> version u8 (=1) ++ size u64 big-endian
+//! file chunk     prefix ++ tag ++ index u64 BE      -> exactly CHUNK_BYTES bytes
+//! tags           'm' main database, 'j' rollback journal
+//! ```
+//! Actor ids never contain 0x00, so one actor's keys never interleave with another's and key
+//! order is actor-id order. A file's metadata key sorts before its chunks, and chunk keys sort
+//! by index because the index is big-endian.
+
+use crate::actor_id::ActorId;
+
+/// Bytes per stored chunk; equal to the SQLite page size, so one page is one value.
+pub const CHUNK_BYTES: usize = 4096;
+/// The format version written into every file's metadata.
+pub const FORMAT_VERSION: u8 = 1;
+const META_BYTES: usize = 9;
+
+/// A file of an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileTag {
+    Main,
+    Journal,
+}
+
+impl FileTag {
+    fn byte(self) -> u8 {
+        match self {
+            Self::Main => b'm',
+            Self::Journal => b'j',
+        }
+    }
+}
+
+/// Index of a chunk in a file (byte offset / `CHUNK_BYTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkIndex(pub u64);
+
+impl ChunkIndex {
+    pub fn of_offset(offset: u64) -> Self {
+        Self(offset / CHUNK_BYTES as u64)
+    }
+
+    pub fn start_offset(self) -> u64 {
+        self.0 * CHUNK_BYTES as u64
+    }
+}
+
+/// Number of chunks needed to hold `size` bytes.
+pub fn chunks_for(size: u64) -> u64 {
+    size.div_ceil(CHUNK_BYTES as u64)
+}
+
+pub fn actor_prefix(actor: &ActorId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(actor.as_str().len() + 11);
+    key.push(b'a');
+    key.extend_from_slice(actor.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// The first key after every key of `actor`.
+pub fn actor_end(actor: &ActorId) -> Vec<u8> {
+    let mut key = actor_prefix(actor);
+    *key.last_mut().expect("prefix is not empty") = 1;
+    key
+}
+
+pub fn generation_key(actor: &ActorId) -> Vec<u8> {
+    let mut key = actor_prefix(actor);
+    key.push(b'g');
+    key
+}
+
+pub fn meta_key(actor: &ActorId, tag: FileTag) -> Vec<u8> {
+    let mut key = actor_prefix(actor);
+    key.push(tag.byte());
+    key
+}
+
+pub fn chunk_key(actor: &ActorId, tag: FileTag, index: ChunkIndex) -> Vec<u8> {
+    let mut key = meta_key(actor, tag);
+    key.extend_from_slice(&index.0.to_be_bytes());
+    key
+}
+
+/// `[start, end)` covering a file's chunks from `from` on.
+pub fn chunk_range(actor: &ActorId, tag: FileTag, from: ChunkIndex) -> (Vec<u8>, Vec<u8>) {
+    (chunk_key(actor, tag, from), file_end(actor, tag))
+}
+
+/// `[start, end)` covering a whole file: metadata and chunks.
+pub fn file_range(actor: &ActorId, tag: FileTag) -> (Vec<u8>, Vec<u8>) {
+    (meta_key(actor, tag), file_end(actor, tag))
+}
+
+fn file_end(actor: &ActorId, tag: FileTag) -> Vec<u8> {
+    let mut key = actor_prefix(actor);
+    key.push(tag.byte() + 1);
+    key
+}
+
+/// Per-file metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size_bytes: u64,
+}
+
+/// A stored value that this version cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable stored value: {0}")]
+pub struct FormatError(pub &'static str);
+
+impl FileMeta {
+    pub fn encode(self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(META_BYTES);
+        value.push(FORMAT_VERSION);
+        value.extend_from_slice(&self.size_bytes.to_be_bytes());
+        value
+    }
+
+    pub fn decode(value: &[u8]) -> Result<Self, FormatError> {
+        match value {
+            [FORMAT_VERSION, size @ ..] if size.len() == 8 => {
+                let size_bytes = u64::from_be_bytes(size.try_into().expect("8 bytes"));
+                Ok(Self { size_bytes })
+            }
+            [FORMAT_VERSION, ..] => Err(FormatError("file metadata has the wrong length")),
+            _ => Err(FormatError("file metadata has an unknown format version")),
+        }
+    }
+}
+
+/// Ownership generation of an actor: bumped by every new owner's first write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Generation(pub u64);
+
+impl Generation {
+    pub fn encode(self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+
+    pub fn decode(value: &[u8]) -> Result<Self, FormatError> {
+        let bytes: [u8; 8] = value.try_into().map_err(|_| FormatError("generation is not 8 bytes"))?;
+        Ok(Self(u64::from_be_bytes(bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_numerically_and_stay_inside_the_actor() {
+        let a = ActorId::new("ab").unwrap();
+        let b = ActorId::new("abc").unwrap();
+        let keys = [
+            actor_prefix(&a),
+            generation_key(&a),
+            meta_key(&a, FileTag::Journal),
+            chunk_key(&a, FileTag::Journal, ChunkIndex(u64::MAX)),
+            meta_key(&a, FileTag::Main),
+            chunk_key(&a, FileTag::Main, ChunkIndex(1)),
+            chunk_key(&a, FileTag::Main, ChunkIndex(256)),
+            chunk_key(&a, FileTag::Main, ChunkIndex(u64::MAX)),
+            actor_end(&a),
+            actor_prefix(&b),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        let (start, end) = file_range(&a, FileTag::Main);
+        assert!(
+            start <= chunk_key(&a, FileTag::Main, ChunkIndex(u64::MAX))
+                && end > chunk_key(&a, FileTag::Main, ChunkIndex(u64::MAX))
+        );
+        assert!(end <= actor_end(&a));
+    }
+
+    #[test]
+    fn meta_round_trips_and_rejects_unknown_versions() {
+        let meta = FileMeta { size_bytes: 123_456 };
+        assert_eq!(FileMeta::decode(&meta.encode()), Ok(meta));
+        assert!(FileMeta::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(FileMeta::decode(&[1, 0]).is_err());
+        assert_eq!(Generation::decode(&Generation(7).encode()), Ok(Generation(7)));
+    }
+}
