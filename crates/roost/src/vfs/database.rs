@@ -346,7 +346,13 @@ impl Database {
             return Err(Error::Poisoned);
         }
         if open.files.is_broken() {
+            // SQLite turns some I/O errors into answers (integrity_check reports unreadable
+            // pages as text): a statement during which the store failed never succeeds.
+            let failure = open.files.take_failure();
             self.disconnect();
+            if result.is_ok() {
+                return Err(failure.map_or(Error::Store(KvError::Closed), failure_error));
+            }
         }
         result
     }

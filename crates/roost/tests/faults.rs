@@ -1,0 +1,129 @@
+//! Fault injection: the store fails the Nth read, write or commit. After each failure the
+//! database (reconnected) must equal the last acknowledged state, and `integrity_check` is ok.
+//! A reference SQLite database receives exactly the transactions Roost acknowledged.
+
+use std::sync::Arc;
+
+use roost::kv::{FaultPlan, FaultyStore, KvStore, MemoryStore};
+use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
+
+/// The workload: each entry is one transaction (a script run in BEGIN/COMMIT). It mixes
+/// batch-atomic commits, spilled (journaled) inserts, rewrites of existing pages, deletes and
+/// a VACUUM that truncates.
+fn workload() -> Vec<String> {
+    let mut txns =
+        vec!["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); CREATE INDEX t_v ON t(v);".to_string()];
+    for i in 0..12 {
+        txns.push(match i % 6 {
+            0 | 1 => format!("INSERT INTO t(v) VALUES (zeroblob({}) || x'{:02x}')", 50 + i, i),
+            2 => format!(
+                "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < 80) \
+                 INSERT INTO t(v) SELECT zeroblob(3000) || x'{i:02x}' || i FROM s"
+            ),
+            3 => format!("UPDATE t SET v = zeroblob(2500) || x'{i:02x}' || id WHERE id % 2 = {}", i % 2),
+            4 => format!("DELETE FROM t WHERE id % 5 = {}", i % 5),
+            _ => "VACUUM".to_string(),
+        });
+    }
+    txns
+}
+
+fn run_txn(db: &mut Database, sql: &str) -> Result<(), roost::Error> {
+    if sql == "VACUUM" {
+        return db.execute_script(sql);
+    }
+    db.execute_script(&format!("BEGIN; {sql}; COMMIT;")).inspect_err(|_| {
+        if db.in_transaction() {
+            let _ = db.execute_script("ROLLBACK");
+        }
+    })
+}
+
+fn roost_rows(db: &mut Database) -> Vec<Vec<Value>> {
+    // As with the integrity check, the injected fault may hit this read: retry once.
+    let sql = "SELECT id, hex(v) FROM t ORDER BY id";
+    let rows = db.execute(sql, &Params::None).or_else(|_| db.execute(sql, &Params::None));
+    rows.expect("reading back").rows
+}
+
+fn reference_rows(conn: &rusqlite::Connection) -> Vec<Vec<Value>> {
+    let Ok(mut stmt) = conn.prepare("SELECT id, hex(v) FROM t ORDER BY id") else { return Vec::new() };
+    stmt.query_map([], |r| Ok(vec![Value::Integer(r.get(0)?), Value::Text(r.get(1)?)]))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn assert_same(db: &mut Database, reference: &rusqlite::Connection, context: &str) {
+    // The one injected fault may hit this check itself: then it fails and a retry succeeds.
+    let check = db.execute("PRAGMA integrity_check", &Params::None);
+    let check = check.or_else(|_| db.execute("PRAGMA integrity_check", &Params::None)).unwrap();
+    assert_eq!(check.rows, vec![vec![Value::Text("ok".into())]], "{context}");
+    assert_eq!(roost_rows(db), reference_rows(reference), "{context}: state differs from acknowledged");
+}
+
+/// Runs the workload with `plan` installed (it fails one call). After the fault the same
+/// handle goes on (it reconnects) and every later transaction must succeed. Returns whether a
+/// fault was injected.
+fn run_with_fault(plan: FaultPlan) -> bool {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    // Small buffers so that larger transactions spill through the journal and flushes
+    // (non-durable writes) happen inside transactions too.
+    let mut config = StorageConfig { page_cache_bytes_max: 128 << 10, ..StorageConfig::default() };
+    config.limits.write_buffer_bytes_max = 32 << 10;
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, config).unwrap();
+    let reference = rusqlite::Connection::open_in_memory().unwrap();
+    let id = ActorId::new("faulty").unwrap();
+    store.set_plan(plan);
+    let mut db = storage.open(&id).or_else(|_| storage.open(&id)).expect("open");
+    let mut checked = false;
+    for (step, sql) in workload().iter().enumerate() {
+        let before = store.injected();
+        let mut outcome = run_txn(&mut db, sql);
+        if outcome.is_err() {
+            assert!(store.injected() > before, "{plan:?}: step {step} failed without a fault: {outcome:?}");
+            // The fault was one call: a client's retry must go through.
+            outcome = run_txn(&mut db, sql);
+            assert!(outcome.is_ok(), "{plan:?}: step {step} retry failed: {outcome:?}");
+        }
+        reference.execute_batch(sql).unwrap();
+        if store.injected() > 0 && !checked {
+            checked = true;
+            assert_same(&mut db, &reference, &format!("{plan:?} right after the fault at step {step}"));
+        }
+    }
+    assert_same(&mut db, &reference, &format!("{plan:?} at the end"));
+    drop(db);
+    let mut db = storage.open(&id).expect("reopen");
+    assert_same(&mut db, &reference, &format!("{plan:?} after reopening"));
+    store.injected() > 0
+}
+
+/// Fails call n = 1, 1+stride, ... until a run finishes without reaching the Nth call.
+fn sweep(kind: &str, make: impl Fn(u64) -> FaultPlan, stride: u64) -> u64 {
+    let mut injected = 0;
+    let mut n = 1;
+    while run_with_fault(make(n)) {
+        injected += 1;
+        n += stride;
+        assert!(n < 100_000, "{kind}: the workload never completes");
+    }
+    eprintln!("{kind}: {injected} runs with an injected fault (stride {stride})");
+    assert!(injected > 3, "{kind}: too few fault positions exercised");
+    injected
+}
+
+#[test]
+fn every_commit_failure_loses_nothing_acknowledged() {
+    sweep("commit", |n| FaultPlan { fail_commit: n, ..FaultPlan::default() }, 1);
+}
+
+#[test]
+fn every_write_failure_loses_nothing_acknowledged() {
+    sweep("write", |n| FaultPlan { fail_write: n, ..FaultPlan::default() }, 1);
+}
+
+#[test]
+fn read_failures_lose_nothing_acknowledged() {
+    sweep("read", |n| FaultPlan { fail_read: n, ..FaultPlan::default() }, 37);
+}
