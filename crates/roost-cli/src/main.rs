@@ -1,1 +1,7 @@
-fn main() {}
+//! The `roost` command line. Subcommands live in [`cli`].
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}
