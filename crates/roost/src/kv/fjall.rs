@@ -215,7 +215,7 @@ impl Committer {
 
     fn sync(&self) -> KvResult<()> {
         CallCounters::bump(&self.shared.counters.syncs);
-        self.shared.db.persist(PersistMode::SyncAll).map_err(io)
+        self.shared.db.persist(PersistMode::SyncData).map_err(io)
     }
 
     fn commit_group(&self, group: Vec<Request>, relaxed: bool) {

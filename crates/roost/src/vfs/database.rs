@@ -32,6 +32,8 @@ pub struct StorageConfig {
     pub db_bytes_max: u64,
     /// Most rows in one statement's answer.
     pub rows_max: usize,
+    /// Prepared statements kept per connection (0 turns the cache off).
+    pub statement_cache_capacity: usize,
 }
 
 impl Default for StorageConfig {
@@ -41,6 +43,7 @@ impl Default for StorageConfig {
             page_cache_bytes_max: 2 << 20,
             db_bytes_max: 10 << 30,
             rows_max: 100_000,
+            statement_cache_capacity: 16,
         }
     }
 }
@@ -303,6 +306,7 @@ impl Database {
                 "PRAGMA synchronous=FULL; PRAGMA cache_size=-{cache_kib}; PRAGMA max_page_count={pages_max};"
             ))?;
             conn.authorizer(Some(authorize))?;
+            conn.set_prepared_statement_cache_capacity(config.statement_cache_capacity);
             Ok(conn)
         });
         match opened {
@@ -534,7 +538,7 @@ fn run_statement(
     params: &Params,
     rows_max: usize,
 ) -> Result<QueryResult, Error> {
-    let mut stmt = conn.prepare(sql).map_err(|e| translate(e, files))?;
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| translate(e, files))?;
     bind(&mut stmt, params)?;
     let columns: Vec<String> = stmt.column_names().map(str::to_string).collect();
     let readonly = stmt.readonly();
