@@ -10,7 +10,7 @@
 //! `write_buffer_bytes_max` / `memtable_bytes_max`; both are reported in [`KvStats`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, 
 /// Configuration of the embedded store. Every cache and queue has a cap.
 #[derive(Debug, Clone)]
 pub struct FjallConfig {
-    /// The data folder (created if missing).
+    /// The data folder (created if missing); the store lives in its `fjall/` subfolder.
     pub path: PathBuf,
     /// Block cache cap.
     pub cache_bytes_max: u64,
@@ -86,12 +86,12 @@ fn io(err: impl std::fmt::Display) -> KvError {
 }
 
 impl FjallStore {
-    /// Opens (or creates) the store in `config.path`.
+    /// Opens (or creates) the store in `config.path`; fjall's files live in its `fjall/`.
     pub fn open(config: FjallConfig) -> KvResult<Self> {
         assert!(config.commit_queue_max > 0 && config.group_batches_max > 0);
-        std::fs::create_dir_all(&config.path).map_err(io)?;
+        let path = create_once(&config.path)?;
         #[allow(deprecated)] // the only knob that caps all memtables together
-        let db = Database::builder(&config.path)
+        let db = Database::builder(&path)
             .cache_size(config.cache_bytes_max)
             .max_write_buffer_size(Some(config.write_buffer_bytes_max.max(1 << 20)))
             .open()
@@ -109,6 +109,28 @@ impl FjallStore {
             .map_err(io)?;
         Ok(Self { shared, queue: Some(tx), committer: Some(handle) })
     }
+}
+
+/// Returns the fjall folder inside `data`, creating it atomically the first time.
+///
+/// fjall cannot reopen a folder whose creation was interrupted (a kill between its first files
+/// and its version file leaves it refusing to open), so a new store is created under a
+/// temporary name and renamed into place once complete. Leftovers of an interrupted creation
+/// hold no data (nothing is written before `open` returns) and are removed.
+fn create_once(data: &Path) -> KvResult<PathBuf> {
+    let path = data.join("fjall");
+    if path.exists() {
+        return Ok(path);
+    }
+    let staging = data.join("fjall.creating");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io)?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io)?;
+    drop(Database::builder(&staging).open().map_err(io)?);
+    std::fs::rename(&staging, &path).map_err(io)?;
+    std::fs::File::open(data).and_then(|dir| dir.sync_all()).map_err(io)?;
+    Ok(path)
 }
 
 impl Drop for FjallStore {

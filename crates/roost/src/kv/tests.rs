@@ -118,3 +118,20 @@ fn faulty_store_fails_the_nth_call_without_effect() {
     assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"1".to_vec())]);
     assert_eq!(store.injected(), 1);
 }
+
+#[test]
+fn fjall_recovers_from_an_interrupted_creation() {
+    // What a kill during the very first open leaves behind: fjall's first files, no version.
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("fjall.creating");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("lock"), b"").unwrap();
+    std::fs::write(staging.join("0.jnl"), b"").unwrap();
+    std::fs::write(staging.join("version"), b"").unwrap();
+    let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
+    store.write(batch(vec![put(b"k", b"v")])).unwrap();
+    drop(store);
+    assert!(!staging.exists());
+    let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"v".to_vec())]);
+}
