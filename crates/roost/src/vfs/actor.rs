@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::layout::{self, FileMeta, FileTag, FormatError, Generation};
+use super::layout::{self, ChunkIndex, FileMeta, FileTag, FormatError, Generation};
 use crate::actor_id::ActorId;
 use crate::kv::{Fence, KvError, KvStore, WriteBatch, WriteOp};
 
@@ -30,6 +30,8 @@ struct Ownership {
     stored: Option<Generation>,
     /// Did this owner's first write bump it yet?
     claimed: bool,
+    /// Ops that ride along with the first write (removal of a stale journal).
+    cleanup: Vec<WriteOp>,
 }
 
 /// Shared state of one attached actor.
@@ -58,18 +60,28 @@ impl ActorFiles {
             layout::generation_key(&id),
             layout::meta_key(&id, FileTag::Main),
             layout::meta_key(&id, FileTag::Journal),
+            layout::chunk_key(&id, FileTag::Journal, ChunkIndex(0)),
         ];
         let mut values = store.get_many(&keys).map_err(Failure::Store)?.into_iter();
         let mut next = || values.next().expect("one answer per key");
         let stored = next().map(|v| Generation::decode(&v)).transpose().map_err(Failure::Format)?;
         let main_meta = next().map(|v| FileMeta::decode(&v)).transpose().map_err(Failure::Format)?;
-        let journal_exists = next().is_some();
+        let journal_meta = next();
+        // SQLite treats a journal whose first byte is zero as not hot and ignores it (it was
+        // interrupted before its header was written). Reporting it absent saves SQLite two
+        // store reads per transaction; its keys go with this owner's first write.
+        let journal_hot = next().is_some_and(|chunk| chunk.first().is_some_and(|b| *b != 0));
+        let mut cleanup = Vec::new();
+        if journal_meta.is_some() && !journal_hot {
+            let (start, end) = layout::file_range(&id, FileTag::Journal);
+            cleanup.push(WriteOp::DeleteRange { start, end });
+        }
         Ok(Self {
             id,
             store,
-            ownership: Mutex::new(Ownership { stored, claimed: false }),
+            ownership: Mutex::new(Ownership { stored, claimed: false, cleanup }),
             main_meta,
-            journal_exists: AtomicBool::new(journal_exists),
+            journal_exists: AtomicBool::new(journal_meta.is_some() && journal_hot),
             failure: Mutex::new(None),
             broken: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
@@ -86,6 +98,7 @@ impl ActorFiles {
             ownership.stored
         } else {
             let next = Generation(ownership.stored.map_or(1, |g| g.0 + 1));
+            ops.splice(0..0, ownership.cleanup.iter().cloned());
             ops.push(WriteOp::Put(gen_key.clone(), next.encode()));
             Some(next)
         };
@@ -94,6 +107,7 @@ impl ActorFiles {
             Ok(()) => {
                 ownership.stored = next;
                 ownership.claimed = true;
+                ownership.cleanup.clear();
                 Ok(())
             }
             Err(e) => Err(self.fail(Failure::Store(e))),
