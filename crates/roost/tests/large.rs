@@ -29,8 +29,10 @@ fn verify(db: &mut Database) {
     let check = db.execute("PRAGMA integrity_check", &Params::None).unwrap();
     assert_eq!(check.rows, vec![vec![Value::Text("ok".into())]]);
     for start in (0..ROWS).step_by(400) {
-        let params = Params::Positional(vec![Value::Integer(start as i64), Value::Integer(start as i64 + 400)]);
-        let rows = db.execute("SELECT id, v FROM t WHERE id >= ? AND id < ? ORDER BY id", &params).unwrap().rows;
+        let params =
+            Params::Positional(vec![Value::Integer(start as i64), Value::Integer(start as i64 + 400)]);
+        let rows =
+            db.execute("SELECT id, v FROM t WHERE id >= ? AND id < ? ORDER BY id", &params).unwrap().rows;
         assert_eq!(rows.len(), 400);
         for row in rows {
             let (Value::Integer(id), Value::Blob(v)) = (&row[0], &row[1]) else { panic!("bad row types") };
