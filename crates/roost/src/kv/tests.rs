@@ -135,3 +135,25 @@ fn fjall_recovers_from_an_interrupted_creation() {
     let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
     assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"v".to_vec())]);
 }
+
+#[test]
+fn fjall_relaxed_durability_acknowledges_before_syncing_and_syncs_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = FjallConfig::new(dir.path());
+    config.durability = Durability::Relaxed;
+    config.relaxed_sync_interval_ms = 20;
+    {
+        let store = FjallStore::open(config.clone()).unwrap();
+        for i in 0..200u32 {
+            store.write(batch(vec![put(&i.to_be_bytes(), b"v")])).unwrap();
+        }
+        let syncs = store.stats().syncs;
+        assert!(syncs < 50, "relaxed mode synced {syncs} times for 200 commits");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(store.stats().syncs > syncs, "no periodic sync happened");
+    }
+    let store = FjallStore::open(config).unwrap();
+    assert_eq!(store.scan(b"", b"\xff", 1000).unwrap().len(), 200);
+    assert_eq!("relaxed".parse::<Durability>(), Ok(Durability::Relaxed));
+    assert!("fast".parse::<Durability>().is_err());
+}
