@@ -57,6 +57,7 @@ impl FjallConfig {
 }
 
 struct Shared {
+    write_buffer_bytes_max: u64,
     db: Database,
     data: Keyspace,
     counters: CallCounters,
@@ -100,7 +101,8 @@ impl FjallStore {
         let data = db
             .keyspace("data", || KeyspaceCreateOptions::default().max_memtable_size(memtable))
             .map_err(io)?;
-        let shared = Arc::new(Shared { db, data, counters: CallCounters::default() });
+        let write_buffer_bytes_max = config.write_buffer_bytes_max.max(1 << 20);
+        let shared = Arc::new(Shared { write_buffer_bytes_max, db, data, counters: CallCounters::default() });
         let (tx, rx) = bounded(config.commit_queue_max);
         let committer = Committer { shared: shared.clone(), config: config.clone() };
         let handle = std::thread::Builder::new()
@@ -177,6 +179,7 @@ impl KvStore for FjallStore {
             cache_bytes: self.shared.db.cache_size(),
             cache_bytes_max: self.shared.db.cache_capacity(),
             write_buffer_bytes: self.shared.db.write_buffer_size(),
+            write_buffer_bytes_max: self.shared.write_buffer_bytes_max,
             ..KvStats::default()
         };
         self.shared.counters.fill(&mut stats);

@@ -126,8 +126,9 @@ pub struct KvStats {
     /// Block cache bytes in use, and its cap.
     pub cache_bytes: u64,
     pub cache_bytes_max: u64,
-    /// Memtable (write buffer) bytes in use.
+    /// Memtable (write buffer) bytes in use, and its cap.
     pub write_buffer_bytes: u64,
+    pub write_buffer_bytes_max: u64,
 }
 
 /// A batch-shaped, ordered key-value store.

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use super::actor::{ActorFiles, Failure};
 use super::backend::{main_file_name, AttachError, KvVfs};
 use super::error::Error;
-use super::ffi::{FileBackend, FileKind, IoError, Registration, VfsBackend};
+use super::ffi::{self, FileBackend, FileKind, IoError, Registration, VfsBackend};
 use super::file::VfsLimits;
 use super::layout::{self, FileMeta, FileTag};
 use crate::actor_id::ActorId;
@@ -34,6 +34,10 @@ pub struct StorageConfig {
     pub rows_max: usize,
     /// Prepared statements kept per connection (0 turns the cache off).
     pub statement_cache_capacity: usize,
+    /// Per-connection lookaside allocator: `lookaside_slots` x `lookaside_slot_bytes`. Off by
+    /// default: SQLite's default (1200 x 100 bytes) costs ~47 KiB per open connection.
+    pub lookaside_slot_bytes: u32,
+    pub lookaside_slots: u32,
 }
 
 impl Default for StorageConfig {
@@ -44,6 +48,8 @@ impl Default for StorageConfig {
             db_bytes_max: 10 << 30,
             rows_max: 100_000,
             statement_cache_capacity: 16,
+            lookaside_slot_bytes: 0,
+            lookaside_slots: 0,
         }
     }
 }
@@ -217,6 +223,39 @@ impl Storage {
         result
     }
 
+    /// Actors that have a database, in id order: those whose id starts with `prefix`, after
+    /// `after`, at most `limit`. Two store calls per actor listed.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&ActorId>,
+        limit: usize,
+    ) -> Result<Vec<(ActorId, u64)>, Error> {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        if !prefix.bytes().all(ok) {
+            return Ok(Vec::new());
+        }
+        let mut start = [b"a", prefix.as_bytes()].concat();
+        let mut end = start.clone();
+        *end.last_mut().expect("not empty") += 1;
+        if let Some(after) = after {
+            start = start.max(layout::actor_end(after));
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let next = self.inner.store.scan(&start, &end, 1).map_err(Error::Store)?;
+            let Some((key, _)) = next.into_iter().next() else { break };
+            let id_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let id = std::str::from_utf8(&key[1..id_end]).ok().and_then(|s| ActorId::new(s).ok());
+            let Some(id) = id else { return Err(Error::Corrupt("a key holds an invalid actor id".into())) };
+            if let Some(size) = self.size_bytes(&id)? {
+                out.push((id.clone(), size));
+            }
+            start = layout::actor_end(&id);
+        }
+        Ok(out)
+    }
+
     /// Actors attached (open) in this process.
     pub fn attached_len(&self) -> usize {
         self.inner.vfs.attached_len()
@@ -300,6 +339,8 @@ impl Database {
         let name = main_file_name(&self.id);
         let vfs_name = self.storage.inner.registration.name();
         let opened = Connection::open_with_flags_and_vfs(&name, flags, vfs_name).and_then(|mut conn| {
+            ffi::set_lookaside(&conn, config.lookaside_slot_bytes, config.lookaside_slots)
+                .map_err(|code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))?;
             let pages_max = (config.db_bytes_max / layout::CHUNK_BYTES as u64).max(1);
             let cache_kib = (config.page_cache_bytes_max / 1024).max(1);
             conn.execute_batch(&format!(
@@ -436,6 +477,14 @@ impl Database {
             if !open.conn.is_autocommit() {
                 let _ = open.conn.execute_batch("ROLLBACK");
             }
+        }
+    }
+
+    /// Frees what an idle connection need not hold: cached statements and unused cached pages.
+    pub fn release_memory(&mut self) {
+        if let Some(open) = &self.conn {
+            open.conn.flush_prepared_statement_cache();
+            ffi::release_memory(&open.conn);
         }
     }
 

@@ -497,3 +497,66 @@ unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c
     }
     caps
 }
+
+/// Process-wide SQLite memory figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqliteMemory {
+    /// Bytes SQLite has allocated now, and the most it ever had.
+    pub used_bytes: u64,
+    pub highwater_bytes: u64,
+    /// Of `used_bytes`, bytes held by page caches.
+    pub page_cache_bytes: u64,
+}
+
+/// Reads SQLite's allocator statistics.
+pub fn sqlite_memory() -> SqliteMemory {
+    let (mut current, mut highwater) = (0i64, 0i64);
+    // SAFETY: plain status call with valid out-pointers; SQLite synchronizes it internally.
+    let rc = unsafe {
+        ffi::sqlite3_status64(ffi::SQLITE_STATUS_PAGECACHE_OVERFLOW, &mut current, &mut highwater, 0)
+    };
+    let page_cache_bytes = if rc == ffi::SQLITE_OK { current.max(0) as u64 } else { 0 };
+    // SAFETY: both calls only read global counters.
+    let (used, high) = unsafe { (ffi::sqlite3_memory_used(), ffi::sqlite3_memory_highwater(0)) };
+    SqliteMemory { used_bytes: used.max(0) as u64, highwater_bytes: high.max(0) as u64, page_cache_bytes }
+}
+
+/// Sets SQLite's process-wide heap limits: above `soft_bytes` SQLite recycles cached pages
+/// (shared LRU across connections); above `hard_bytes` allocations fail with SQLITE_NOMEM.
+/// 0 removes a limit.
+pub fn set_sqlite_heap_limits(soft_bytes: u64, hard_bytes: u64) {
+    // SAFETY: both calls take plain integers and are thread-safe.
+    unsafe {
+        ffi::sqlite3_hard_heap_limit64(hard_bytes.min(i64::MAX as u64) as i64);
+        ffi::sqlite3_soft_heap_limit64(soft_bytes.min(i64::MAX as u64) as i64);
+    }
+}
+
+/// Sets the connection's lookaside allocator (`slots` x `slot_bytes`; 0 turns it off). Must run
+/// before the connection allocates lookaside memory (right after opening).
+pub(crate) fn set_lookaside(conn: &rusqlite::Connection, slot_bytes: u32, slots: u32) -> Result<(), c_int> {
+    // SAFETY: the handle is valid while `conn` lives and is used on this thread only; a null
+    // buffer asks SQLite to allocate the slots itself.
+    let rc = unsafe {
+        ffi::sqlite3_db_config(
+            conn.handle(),
+            ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            ptr::null_mut::<c_void>(),
+            slot_bytes as c_int,
+            slots as c_int,
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rc)
+    }
+}
+
+/// Frees the connection's unused cached pages.
+pub(crate) fn release_memory(conn: &rusqlite::Connection) {
+    // SAFETY: the handle is valid while `conn` lives and is used on this thread only.
+    unsafe {
+        ffi::sqlite3_db_release_memory(conn.handle());
+    }
+}

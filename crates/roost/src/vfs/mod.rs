@@ -15,4 +15,5 @@ pub mod layout;
 
 pub use self::database::{Database, Params, QueryResult, Statement, Storage, StorageConfig, Value};
 pub use self::error::Error;
+pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, SqliteMemory};
 pub use self::file::VfsLimits;

@@ -1,0 +1,108 @@
+//! Host configuration and the memory budget plan derived from it.
+
+use crate::kv::KvStats;
+
+/// Configuration of a [`Host`](super::Host). Every queue and map has a limit here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The whole process's memory budget.
+    pub memory_budget_bytes: u64,
+    /// Reserved for the process itself: code, runtime, thread stacks, allocator slack.
+    pub base_bytes: u64,
+    /// Reserved for request and response buffers (the server's bodies).
+    pub request_buffers_bytes_max: u64,
+    /// Share of the SQLite pool meant for cached pages (the rest is for connections).
+    pub page_cache_bytes_max: u64,
+    /// Expected memory of one awake idle actor; sets how many may be awake at once.
+    pub actor_bytes_estimate: u64,
+    /// Threads that run SQLite and store calls.
+    pub blocking_threads: usize,
+    /// Jobs waiting for a blocking thread.
+    pub blocking_queue_max: usize,
+    /// Wakes (database opens) running at once.
+    pub wakes_in_flight_max: usize,
+    /// Wakes waiting for admission; beyond it requests fail with `Overloaded`.
+    pub wake_queue_max: usize,
+    /// Actors known to the registry at once (awake, waking, queued, sleeping).
+    pub actors_known_max: usize,
+    /// An actor idle this long is put to sleep.
+    pub idle_timeout_ms: u64,
+    /// How often idle actors are looked for.
+    pub reaper_interval_ms: u64,
+    /// The retry-after hint of `Overloaded` errors.
+    pub retry_after_ms: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        Self {
+            memory_budget_bytes: 512 << 20,
+            base_bytes: 24 << 20,
+            request_buffers_bytes_max: 32 << 20,
+            page_cache_bytes_max: 0,
+            actor_bytes_estimate: 64 << 10,
+            blocking_threads: threads,
+            blocking_queue_max: 16_384,
+            wakes_in_flight_max: 2 * threads,
+            wake_queue_max: 10_000,
+            actors_known_max: 1_000_000,
+            idle_timeout_ms: 60_000,
+            reaper_interval_ms: 1_000,
+            retry_after_ms: 250,
+        }
+    }
+}
+
+/// How the budget is split into named pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetPlan {
+    pub budget_bytes: u64,
+    pub base_bytes: u64,
+    pub request_buffers_bytes: u64,
+    /// The store's block cache and write buffers (their caps).
+    pub store_bytes: u64,
+    /// Everything SQLite may allocate: the soft heap limit.
+    pub sqlite_bytes: u64,
+    /// Of `sqlite_bytes`: cached pages (shared by all actors) ...
+    pub page_cache_bytes: u64,
+    /// ... and connections (per-actor overhead).
+    pub connections_bytes: u64,
+    /// Actors that may be awake at once.
+    pub awake_max: usize,
+}
+
+impl BudgetPlan {
+    /// Splits the budget. `kv` gives the store's cache caps.
+    pub fn new(config: &HostConfig, kv: &KvStats) -> Result<Self, String> {
+        let store_bytes = kv.cache_bytes_max + kv.write_buffer_bytes_max;
+        let reserved = config.base_bytes + config.request_buffers_bytes_max + store_bytes;
+        let sqlite_bytes =
+            config.memory_budget_bytes.checked_sub(reserved).filter(|b| *b >= 4 << 20).ok_or_else(|| {
+                format!(
+                    "memory budget {} bytes is too small: base {} + request buffers {} + store caches {} \
+                     leave less than 4 MiB for SQLite",
+                    config.memory_budget_bytes,
+                    config.base_bytes,
+                    config.request_buffers_bytes_max,
+                    store_bytes
+                )
+            })?;
+        let page_cache_bytes = match config.page_cache_bytes_max {
+            0 => sqlite_bytes / 4,
+            n => n.min(sqlite_bytes / 2),
+        };
+        let connections_bytes = sqlite_bytes - page_cache_bytes;
+        let awake_max = (connections_bytes / config.actor_bytes_estimate.max(1)).max(1) as usize;
+        Ok(Self {
+            budget_bytes: config.memory_budget_bytes,
+            base_bytes: config.base_bytes,
+            request_buffers_bytes: config.request_buffers_bytes_max,
+            store_bytes,
+            sqlite_bytes,
+            page_cache_bytes,
+            connections_bytes,
+            awake_max,
+        })
+    }
+}

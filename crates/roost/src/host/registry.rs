@@ -1,0 +1,567 @@
+//! The registry of actors and the [`Host`] built on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{watch, Semaphore};
+
+use super::config::{BudgetPlan, HostConfig};
+use super::pool::{BlockingPool, PoolError};
+use super::HostError;
+use crate::actor_id::ActorId;
+use crate::kv::KvStats;
+use crate::vfs::{self, Database, Params, QueryResult, SqliteMemory, Statement, Storage};
+
+/// Lifecycle state of an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorState {
+    Asleep,
+    Waking,
+    Awake,
+    Sleeping,
+    Poisoned,
+}
+
+impl ActorState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asleep => "asleep",
+            Self::Waking => "waking",
+            Self::Awake => "awake",
+            Self::Sleeping => "sleeping",
+            Self::Poisoned => "poisoned",
+        }
+    }
+}
+
+struct Slot {
+    id: ActorId,
+    state: watch::Sender<ActorState>,
+    db: Mutex<Option<Database>>,
+    /// One request at a time, in arrival order.
+    turn: tokio::sync::Mutex<()>,
+    /// Requests holding or waiting for this slot; an actor with users is never evicted.
+    users: AtomicUsize,
+    last_used_ms: AtomicU64,
+}
+
+impl Slot {
+    fn state(&self) -> ActorState {
+        *self.state.borrow()
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+struct Counters {
+    wakes: AtomicU64,
+    sleeps: AtomicU64,
+    evictions: AtomicU64,
+    idle_sleeps: AtomicU64,
+    overloaded: AtomicU64,
+    requests: AtomicU64,
+}
+
+struct Inner {
+    storage: Storage,
+    config: HostConfig,
+    plan: BudgetPlan,
+    pool: BlockingPool,
+    slots: Mutex<HashMap<ActorId, Arc<Slot>>>,
+    awake: AtomicUsize,
+    wake_permits: Semaphore,
+    wakes_queued: AtomicUsize,
+    started: Instant,
+    counters: Counters,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+/// Hosts many actors over one [`Storage`]. Cheap to clone; all methods are async and never
+/// block the runtime.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+/// One named share of the memory budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryPool {
+    pub name: &'static str,
+    pub bytes_max: u64,
+    pub bytes_used: u64,
+}
+
+/// Where the host's memory goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub budget_bytes: u64,
+    pub pools: Vec<MemoryPool>,
+    pub sqlite: SqliteMemory,
+    pub store: KvStats,
+}
+
+/// Actor counts, counters and memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStats {
+    pub actors_awake: usize,
+    pub actors_waking: usize,
+    pub actors_known: usize,
+    pub actors_poisoned: usize,
+    pub awake_max: usize,
+    pub wakes_queued: usize,
+    pub blocking_queued: usize,
+    pub wakes_total: u64,
+    pub sleeps_total: u64,
+    pub evictions_total: u64,
+    pub idle_sleeps_total: u64,
+    pub overloaded_total: u64,
+    pub requests_total: u64,
+    pub memory: MemoryReport,
+}
+
+/// Holds a slot's `users` count for the duration of a request.
+struct SlotUse {
+    slot: Arc<Slot>,
+}
+
+impl Drop for SlotUse {
+    fn drop(&mut self) {
+        self.slot.users.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Host {
+    /// Builds a host over `storage`, splits the budget and sets SQLite's heap limits
+    /// (process-wide: run one host per process).
+    pub fn new(storage: Storage, config: HostConfig) -> Result<Self, HostError> {
+        if config.blocking_threads == 0 || config.wakes_in_flight_max == 0 || config.blocking_queue_max == 0 {
+            return Err(HostError::Config("threads, wakes in flight and queues must be at least 1".into()));
+        }
+        let plan = BudgetPlan::new(&config, &storage.store().stats()).map_err(HostError::Config)?;
+        vfs::set_sqlite_heap_limits(plan.sqlite_bytes, plan.sqlite_bytes + plan.sqlite_bytes / 8);
+        let pool = BlockingPool::new(config.blocking_threads, config.blocking_queue_max)
+            .map_err(|e| HostError::Config(format!("cannot start blocking threads: {e}")))?;
+        let inner = Arc::new(Inner {
+            storage,
+            wake_permits: Semaphore::new(config.wakes_in_flight_max),
+            config,
+            plan,
+            pool,
+            slots: Mutex::new(HashMap::new()),
+            awake: AtomicUsize::new(0),
+            wakes_queued: AtomicUsize::new(0),
+            started: Instant::now(),
+            counters: Counters::default(),
+            shutting_down: false.into(),
+        });
+        spawn_reaper(Arc::downgrade(&inner))?;
+        Ok(Self { inner })
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    pub fn plan(&self) -> &BudgetPlan {
+        &self.inner.plan
+    }
+
+    /// Runs `job` with exclusive access to the actor's database, waking it if needed.
+    pub async fn with_db<R: Send + 'static>(
+        &self,
+        id: &ActorId,
+        job: impl FnOnce(&mut Database) -> Result<R, vfs::Error> + Send + 'static,
+    ) -> Result<R, HostError> {
+        self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut job = Some(job);
+        loop {
+            let used = self.inner.acquire(id).await?;
+            let slot = used.slot.clone();
+            let _turn = slot.turn.lock().await;
+            match slot.state() {
+                ActorState::Awake => {}
+                ActorState::Poisoned => return Err(HostError::Poisoned),
+                // Put to sleep (or deleted) while we waited for our turn: wake it again.
+                _ => continue,
+            }
+            let job = job.take().expect("the job runs once");
+            let run_slot = slot.clone();
+            let result = self
+                .inner
+                .run(move || {
+                    let mut db = run_slot.db.lock();
+                    let db = db.as_mut().expect("an awake actor has a database");
+                    job(db)
+                })
+                .await;
+            slot.last_used_ms.store(self.inner.now_ms(), Ordering::Relaxed);
+            return match result {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(vfs::Error::Poisoned)) | Err(HostError::Poisoned) => {
+                    self.inner.poison(&slot).await;
+                    Err(HostError::Poisoned)
+                }
+                Ok(Err(e)) => Err(HostError::Database(e)),
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Runs one statement on the actor.
+    pub async fn execute(
+        &self,
+        id: &ActorId,
+        sql: impl Into<String>,
+        params: Params,
+    ) -> Result<QueryResult, HostError> {
+        let sql = sql.into();
+        self.with_db(id, move |db| db.execute(&sql, &params)).await
+    }
+
+    /// Runs statements on the actor; all or nothing with `transaction`.
+    pub async fn batch(
+        &self,
+        id: &ActorId,
+        statements: Vec<Statement>,
+        transaction: bool,
+    ) -> Result<Vec<QueryResult>, HostError> {
+        self.with_db(id, move |db| db.batch(&statements, transaction)).await
+    }
+
+    /// Puts the actor to sleep after its running and queued requests. Returns whether it was
+    /// awake (or poisoned).
+    pub async fn sleep(&self, id: &ActorId) -> Result<bool, HostError> {
+        let Some(used) = self.inner.existing(id) else { return Ok(false) };
+        let _turn = used.slot.turn.lock().await;
+        if !matches!(used.slot.state(), ActorState::Awake | ActorState::Poisoned) {
+            return Ok(false);
+        }
+        self.inner.mark_sleeping(&used.slot);
+        let db = self.inner.take_db(&used.slot);
+        let closed = self.inner.run(move || drop(db)).await;
+        self.inner.forget(&used.slot);
+        closed?;
+        self.inner.counters.sleeps.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Deletes all of the actor's data. Returns whether it had any.
+    pub async fn delete(&self, id: &ActorId) -> Result<bool, HostError> {
+        let used = self.inner.acquire(id).await?;
+        let _turn = used.slot.turn.lock().await;
+        self.inner.mark_sleeping(&used.slot);
+        let db = self.inner.take_db(&used.slot);
+        let storage = self.inner.storage.clone();
+        let id = id.clone();
+        let result = self
+            .inner
+            .run(move || match db {
+                Some(db) => db.delete(),
+                None => storage.delete(&id),
+            })
+            .await;
+        self.inner.forget(&used.slot);
+        Ok(result??)
+    }
+
+    /// The actor's state (asleep when not in the registry).
+    pub fn state(&self, id: &ActorId) -> ActorState {
+        self.inner.slots.lock().get(id).map_or(ActorState::Asleep, |s| s.state())
+    }
+
+    /// Actors with data, in id order, starting after `after`, with their states.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        after: Option<ActorId>,
+        limit: usize,
+    ) -> Result<Vec<(ActorId, ActorState, u64)>, HostError> {
+        let storage = self.inner.storage.clone();
+        let prefix = prefix.to_string();
+        let listed = self.inner.run(move || storage.list(&prefix, after.as_ref(), limit)).await??;
+        Ok(listed
+            .into_iter()
+            .map(|(id, size)| (self.state(&id), id, size))
+            .map(|(st, id, size)| (id, st, size))
+            .collect())
+    }
+
+    /// Puts every actor to sleep (in-flight requests finish first) and refuses new wakes.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let ids: Vec<ActorId> = self.inner.slots.lock().keys().cloned().collect();
+        for id in ids {
+            let _ = self.sleep(&id).await;
+        }
+    }
+
+    pub fn stats(&self) -> HostStats {
+        self.inner.stats()
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn overloaded(&self, reason: &'static str) -> HostError {
+        self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+        HostError::Overloaded { reason, retry_after_ms: self.config.retry_after_ms }
+    }
+
+    async fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, HostError> {
+        self.pool.run(job).await.map_err(|e| match e {
+            PoolError::Full => self.overloaded("blocking queue full"),
+            PoolError::Panicked => HostError::Poisoned,
+            PoolError::Closed => HostError::ShuttingDown,
+        })
+    }
+
+    /// The slot of an actor in the registry, counted as used.
+    fn existing(&self, id: &ActorId) -> Option<SlotUse> {
+        let slots = self.slots.lock();
+        let slot = slots.get(id)?.clone();
+        slot.users.fetch_add(1, Ordering::SeqCst);
+        Some(SlotUse { slot })
+    }
+
+    /// Returns the actor's slot once it is awake (or poisoned), waking it if needed. Only the
+    /// first of concurrent callers wakes it.
+    async fn acquire(&self, id: &ActorId) -> Result<SlotUse, HostError> {
+        loop {
+            let (used, waker) = {
+                let mut slots = self.slots.lock();
+                match slots.get(id) {
+                    Some(slot) => {
+                        slot.users.fetch_add(1, Ordering::SeqCst);
+                        (SlotUse { slot: slot.clone() }, false)
+                    }
+                    None => {
+                        if self.shutting_down.load(Ordering::SeqCst) {
+                            return Err(HostError::ShuttingDown);
+                        }
+                        if slots.len() >= self.config.actors_known_max {
+                            return Err(self.overloaded("too many known actors"));
+                        }
+                        let slot = Arc::new(Slot {
+                            id: id.clone(),
+                            state: watch::channel(ActorState::Waking).0,
+                            db: Mutex::new(None),
+                            turn: tokio::sync::Mutex::new(()),
+                            users: AtomicUsize::new(1),
+                            last_used_ms: AtomicU64::new(self.now_ms()),
+                        });
+                        slots.insert(id.clone(), slot.clone());
+                        (SlotUse { slot }, true)
+                    }
+                }
+            };
+            if waker {
+                return match self.wake(&used.slot).await {
+                    Ok(()) => Ok(used),
+                    Err(e) => {
+                        self.forget(&used.slot);
+                        Err(e)
+                    }
+                };
+            }
+            let mut states = used.slot.state.subscribe();
+            let state =
+                match states.wait_for(|s| !matches!(s, ActorState::Waking | ActorState::Sleeping)).await {
+                    Ok(state) => *state,
+                    Err(_) => ActorState::Asleep,
+                };
+            match state {
+                ActorState::Awake | ActorState::Poisoned => return Ok(used),
+                // The wake failed or the actor went to sleep: start over.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Admission, room, then the open on the blocking pool.
+    async fn wake(&self, slot: &Arc<Slot>) -> Result<(), HostError> {
+        let _permit = self.admit().await?;
+        self.make_room().await?;
+        let storage = self.storage.clone();
+        let id = slot.id.clone();
+        let db = self.run(move || storage.open(&id)).await??;
+        *slot.db.lock() = Some(db);
+        self.awake.fetch_add(1, Ordering::SeqCst);
+        self.counters.wakes.fetch_add(1, Ordering::Relaxed);
+        slot.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        slot.state.send_replace(ActorState::Awake);
+        Ok(())
+    }
+
+    async fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HostError> {
+        if let Ok(permit) = self.wake_permits.try_acquire() {
+            return Ok(permit);
+        }
+        if self.wakes_queued.fetch_add(1, Ordering::SeqCst) >= self.config.wake_queue_max {
+            self.wakes_queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(self.overloaded("wake queue full"));
+        }
+        let permit = self.wake_permits.acquire().await;
+        self.wakes_queued.fetch_sub(1, Ordering::SeqCst);
+        permit.map_err(|_| HostError::ShuttingDown)
+    }
+
+    fn over_budget(&self) -> bool {
+        self.awake.load(Ordering::SeqCst) >= self.plan.awake_max
+            || vfs::sqlite_memory().used_bytes >= self.plan.sqlite_bytes
+    }
+
+    /// Puts least-recently-used idle actors to sleep while the host is over its budget.
+    async fn make_room(&self) -> Result<(), HostError> {
+        if !self.over_budget() {
+            return Ok(());
+        }
+        // Evict a tenth at once so that a storm does not scan the registry per wake.
+        let victims = self.idle_victims((self.plan.awake_max / 10).max(1), None);
+        if victims.is_empty() {
+            return if self.awake.load(Ordering::SeqCst) >= self.plan.awake_max {
+                Err(self.overloaded("memory budget: no idle actor to put to sleep"))
+            } else {
+                Ok(())
+            };
+        }
+        let closing: Vec<Option<Database>> = victims.iter().map(|s| self.take_db(s)).collect();
+        let closed = self.run(move || drop(closing)).await;
+        for slot in &victims {
+            self.forget(slot);
+        }
+        closed?;
+        self.counters.evictions.fetch_add(victims.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Marks up to `count` idle awake actors (no users; idle since `idle_before_ms` if given)
+    /// as sleeping, least recently used first, and returns them.
+    fn idle_victims(&self, count: usize, idle_before_ms: Option<u64>) -> Vec<Arc<Slot>> {
+        let slots = self.slots.lock();
+        let mut idle: Vec<&Arc<Slot>> = slots
+            .values()
+            .filter(|s| matches!(s.state(), ActorState::Awake | ActorState::Poisoned))
+            .filter(|s| s.users.load(Ordering::SeqCst) == 0)
+            .filter(|s| idle_before_ms.is_none_or(|t| s.last_used_ms.load(Ordering::Relaxed) <= t))
+            .collect();
+        if idle.len() > count {
+            idle.select_nth_unstable_by_key(count, |s| s.last_used_ms.load(Ordering::Relaxed));
+            idle.truncate(count);
+        }
+        let victims: Vec<Arc<Slot>> = idle.into_iter().cloned().collect();
+        for slot in &victims {
+            slot.state.send_replace(ActorState::Sleeping);
+        }
+        victims
+    }
+
+    fn mark_sleeping(&self, slot: &Slot) {
+        let _slots = self.slots.lock();
+        slot.state.send_replace(ActorState::Sleeping);
+    }
+
+    /// Takes the actor's database out of its slot (to be dropped on a blocking thread).
+    fn take_db(&self, slot: &Slot) -> Option<Database> {
+        let db = slot.db.lock().take();
+        if db.is_some() {
+            self.awake.fetch_sub(1, Ordering::SeqCst);
+        }
+        db
+    }
+
+    /// Removes a slot whose database is closed (or was never opened) from the registry.
+    fn forget(&self, slot: &Arc<Slot>) {
+        let mut slots = self.slots.lock();
+        if slots.get(&slot.id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(&slot.id);
+        }
+        slot.state.send_replace(ActorState::Asleep);
+    }
+
+    async fn poison(&self, slot: &Arc<Slot>) {
+        slot.state.send_replace(ActorState::Poisoned);
+        let db = self.take_db(slot);
+        let _ = self.run(move || drop(db)).await;
+    }
+
+    /// Puts actors idle longer than the timeout to sleep (reaper thread).
+    fn reap(&self) {
+        let Some(cutoff) = self.now_ms().checked_sub(self.config.idle_timeout_ms) else { return };
+        let victims = self.idle_victims(usize::MAX, Some(cutoff));
+        for slot in &victims {
+            drop(self.take_db(slot));
+            self.forget(slot);
+        }
+        self.counters.idle_sleeps.fetch_add(victims.len() as u64, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> HostStats {
+        let (known, waking, poisoned) = {
+            let slots = self.slots.lock();
+            let count = |state| slots.values().filter(|s| s.state() == state).count();
+            (slots.len(), count(ActorState::Waking), count(ActorState::Poisoned))
+        };
+        let sqlite = vfs::sqlite_memory();
+        let store = self.storage.store().stats();
+        let plan = &self.plan;
+        let pools = vec![
+            MemoryPool {
+                name: "page_cache",
+                bytes_max: plan.page_cache_bytes,
+                bytes_used: sqlite.page_cache_bytes,
+            },
+            MemoryPool {
+                name: "connections",
+                bytes_max: plan.connections_bytes,
+                bytes_used: sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes),
+            },
+            MemoryPool {
+                name: "store",
+                bytes_max: plan.store_bytes,
+                bytes_used: store.cache_bytes + store.write_buffer_bytes,
+            },
+            MemoryPool { name: "request_buffers", bytes_max: plan.request_buffers_bytes, bytes_used: 0 },
+        ];
+        let c = &self.counters;
+        HostStats {
+            actors_awake: self.awake.load(Ordering::SeqCst),
+            actors_waking: waking,
+            actors_known: known,
+            actors_poisoned: poisoned,
+            awake_max: plan.awake_max,
+            wakes_queued: self.wakes_queued.load(Ordering::SeqCst),
+            blocking_queued: self.pool.queued(),
+            wakes_total: c.wakes.load(Ordering::Relaxed),
+            sleeps_total: c.sleeps.load(Ordering::Relaxed),
+            evictions_total: c.evictions.load(Ordering::Relaxed),
+            idle_sleeps_total: c.idle_sleeps.load(Ordering::Relaxed),
+            overloaded_total: c.overloaded.load(Ordering::Relaxed),
+            requests_total: c.requests.load(Ordering::Relaxed),
+            memory: MemoryReport { budget_bytes: plan.budget_bytes, pools, sqlite, store },
+        }
+    }
+}
+
+/// The reaper thread: puts idle actors to sleep; exits when the host is dropped.
+fn spawn_reaper(host: Weak<Inner>) -> Result<(), HostError> {
+    std::thread::Builder::new()
+        .name("roost-reaper".into())
+        .spawn(move || loop {
+            let interval = match host.upgrade() {
+                Some(inner) => {
+                    inner.reap();
+                    inner.config.reaper_interval_ms
+                }
+                None => return,
+            };
+            std::thread::sleep(Duration::from_millis(interval.max(10)));
+        })
+        .map(|_| ())
+        .map_err(|e| HostError::Config(format!("cannot start the reaper thread: {e}")))
+}

@@ -1,0 +1,204 @@
+//! Actor host behaviour: single-flight wakes, serial execution, idle sleep, LRU eviction under
+//! the budget, admission control, sleep/delete/list, poisoning.
+//!
+//! SQLite's heap limits are process-wide and every host sets them, so all hosts here use the
+//! same generous budget and shape `awake_max` through `actor_bytes_estimate`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use roost::kv::MemoryStore;
+use roost::{ActorId, ActorState, Host, HostConfig, HostError, Params, Storage, StorageConfig, Value};
+
+const BUDGET: u64 = 1 << 30;
+
+fn host_with(config: HostConfig) -> Host {
+    let storage = Storage::new(Arc::new(MemoryStore::new()), StorageConfig::default()).unwrap();
+    Host::new(storage, HostConfig { memory_budget_bytes: BUDGET, ..config }).unwrap()
+}
+
+/// A config allowing about `awake` actors at once.
+fn config_awake(awake: u64) -> HostConfig {
+    let probe = HostConfig { memory_budget_bytes: BUDGET, ..HostConfig::default() };
+    let storage = Storage::new(Arc::new(MemoryStore::new()), StorageConfig::default()).unwrap();
+    let connections =
+        roost::host::BudgetPlan::new(&probe, &storage.store().stats()).unwrap().connections_bytes;
+    HostConfig { actor_bytes_estimate: connections / awake, ..probe }
+}
+
+fn id(s: &str) -> ActorId {
+    ActorId::new(s).unwrap()
+}
+
+async fn count(host: &Host, actor: &ActorId) -> i64 {
+    let r = host.execute(actor, "SELECT count(*) FROM t", Params::None).await.unwrap();
+    match r.rows[0][0] {
+        Value::Integer(n) => n,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_wake_and_run_one_at_a_time() {
+    let host = host_with(HostConfig::default());
+    let a = id("counter");
+    host.with_db(&a, |db| db.execute_script("CREATE TABLE c(n INTEGER); INSERT INTO c VALUES (0);"))
+        .await
+        .unwrap();
+    assert!(host.sleep(&a).await.unwrap());
+    assert_eq!(host.state(&a), ActorState::Asleep);
+    let wakes = host.stats().wakes_total;
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (host, a) = (host.clone(), a.clone());
+            tokio::spawn(async move {
+                // Read-modify-write in two statements: only correct if requests never interleave.
+                host.with_db(&a, |db| {
+                    let n = db.execute("SELECT n FROM c", &Params::None)?.rows[0][0].clone();
+                    db.execute("UPDATE c SET n = ? + 1", &Params::Positional(vec![n]))?;
+                    Ok(())
+                })
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(host.stats().wakes_total - wakes, 1, "one wake for 64 concurrent requests");
+    let n = host.execute(&a, "SELECT n FROM c", Params::None).await.unwrap().rows;
+    assert_eq!(n, vec![vec![Value::Integer(64)]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_fall_asleep() {
+    let host =
+        host_with(HostConfig { idle_timeout_ms: 100, reaper_interval_ms: 20, ..HostConfig::default() });
+    let a = id("sleepy");
+    host.execute(&a, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    assert_eq!(host.state(&a), ActorState::Awake);
+    assert_eq!(host.stats().actors_awake, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(host.state(&a), ActorState::Asleep);
+    let stats = host.stats();
+    assert_eq!((stats.actors_awake, stats.actors_known), (0, 0));
+    assert!(stats.idle_sleeps_total >= 1);
+    assert_eq!(count(&host, &a).await, 0, "wakes again with its data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_recently_used_idle_actors_sleep_when_over_budget() {
+    let host = host_with(config_awake(10));
+    assert_eq!(host.plan().awake_max, 10);
+    for i in 0..30 {
+        let a = id(&format!("lru-{i:02}"));
+        host.with_db(&a, move |db| {
+            db.execute_script("CREATE TABLE t(x)")?;
+            db.execute("INSERT INTO t VALUES (?)", &Params::Positional(vec![Value::Integer(i)]))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(host.stats().actors_awake <= 10);
+    }
+    let stats = host.stats();
+    assert!(stats.evictions_total >= 20, "{stats:?}");
+    assert_eq!(host.state(&id("lru-29")), ActorState::Awake, "the most recent stays awake");
+    assert_eq!(host.state(&id("lru-00")), ActorState::Asleep, "the oldest went first");
+    for i in 0..30 {
+        assert_eq!(count(&host, &id(&format!("lru-{i:02}"))).await, 1, "evicted actors keep their data");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_control_answers_overloaded_and_nothing_else() {
+    let config = HostConfig { wakes_in_flight_max: 1, wake_queue_max: 3, ..HostConfig::default() };
+    let host = host_with(config);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(
+                async move { host.execute(&id(&format!("storm-{i}")), "SELECT 1", Params::None).await },
+            )
+        })
+        .collect();
+    let (mut ok, mut overloaded) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(HostError::Overloaded { retry_after_ms, .. }) => {
+                assert!(retry_after_ms > 0);
+                overloaded += 1;
+            }
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert!(ok >= 1 && overloaded >= 1, "ok {ok}, overloaded {overloaded}");
+    assert_eq!(host.stats().overloaded_total, overloaded);
+    assert_eq!(host.stats().wakes_queued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_idle_actor_to_evict_is_overloaded_not_oom() {
+    let host = host_with(config_awake(2));
+    let hold = |name: &'static str| {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.with_db(&id(name), |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .await
+        })
+    };
+    let (a, b) = (hold("busy-a"), hold("busy-b"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = host.execute(&id("third"), "SELECT 1", Params::None).await.unwrap_err();
+    assert!(matches!(err, HostError::Overloaded { .. }), "{err:?}");
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    host.execute(&id("third"), "SELECT 1", Params::None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_delete_and_list() {
+    let host = host_with(HostConfig::default());
+    for name in ["list-a", "list-b", "other"] {
+        host.execute(&id(name), "CREATE TABLE t(x)", Params::None).await.unwrap();
+    }
+    host.execute(&id("list-empty"), "SELECT 1", Params::None).await.unwrap();
+    let listed = host.list("list-", None, 10).await.unwrap();
+    let names: Vec<_> = listed.iter().map(|(id, st, _)| (id.as_str().to_string(), *st)).collect();
+    assert_eq!(names, vec![("list-a".into(), ActorState::Awake), ("list-b".into(), ActorState::Awake)]);
+    assert!(host.sleep(&id("list-a")).await.unwrap());
+    assert!(!host.sleep(&id("list-a")).await.unwrap());
+    let page = host.list("", Some(id("list-a")), 1).await.unwrap();
+    assert_eq!(page[0].0, id("list-b"));
+    assert_eq!(host.list("list-", None, 10).await.unwrap()[0].1, ActorState::Asleep);
+    assert!(host.delete(&id("list-b")).await.unwrap());
+    assert!(!host.delete(&id("never")).await.unwrap());
+    assert_eq!(host.list("list-", None, 10).await.unwrap().len(), 1);
+    let gone = host.execute(&id("list-b"), "SELECT count(*) FROM t", Params::None).await.unwrap_err();
+    assert!(matches!(gone, HostError::Database(roost::Error::Sql { .. })), "deleted: no table t: {gone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_poisons_only_its_actor() {
+    let host = host_with(HostConfig::default());
+    host.execute(&id("fine"), "CREATE TABLE t(x)", Params::None).await.unwrap();
+    let err =
+        host.with_db(&id("broken"), |_| -> Result<(), roost::Error> { panic!("bug") }).await.unwrap_err();
+    assert_eq!(err, HostError::Poisoned);
+    assert_eq!(host.state(&id("broken")), ActorState::Poisoned);
+    assert_eq!(host.execute(&id("broken"), "SELECT 1", Params::None).await.unwrap_err(), HostError::Poisoned);
+    assert_eq!(count(&host, &id("fine")).await, 0);
+    assert!(host.sleep(&id("broken")).await.unwrap());
+    host.execute(&id("broken"), "SELECT 1", Params::None).await.unwrap();
+}
+
+#[test]
+fn a_budget_too_small_is_a_config_error() {
+    let storage = Storage::new(Arc::new(MemoryStore::new()), StorageConfig::default()).unwrap();
+    let config = HostConfig { memory_budget_bytes: 8 << 20, ..HostConfig::default() };
+    assert!(matches!(Host::new(storage, config), Err(HostError::Config(_))));
+}
