@@ -35,7 +35,9 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        // Most of a durable commit is waiting for the store's group fsync, so many more threads
+        // than cores let commits of many actors share one fsync (group commit).
+        let threads = 64;
         Self {
             memory_budget_bytes: 512 << 20,
             base_bytes: 24 << 20,
