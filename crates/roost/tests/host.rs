@@ -202,3 +202,31 @@ fn a_budget_too_small_is_a_config_error() {
     let config = HostConfig { memory_budget_bytes: 8 << 20, ..HostConfig::default() };
     assert!(matches!(Host::new(storage, config), Err(HostError::Config(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_on_one_actor_are_bounded() {
+    let host = host_with(HostConfig { actor_queue_max: 4, ..HostConfig::default() });
+    let a = id("hot");
+    host.execute(&a, "SELECT 1", Params::None).await.unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (host, a) = (host.clone(), a.clone());
+            tokio::spawn(async move {
+                host.with_db(&a, |_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    Ok(())
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => {}
+            Err(HostError::Overloaded { .. }) => overloaded += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(overloaded > 0 && overloaded < 40, "{overloaded}");
+}

@@ -25,6 +25,8 @@ pub struct HostConfig {
     pub wake_queue_max: usize,
     /// Actors known to the registry at once (awake, waking, queued, sleeping).
     pub actors_known_max: usize,
+    /// Requests running or waiting on one actor; beyond it requests fail with `Overloaded`.
+    pub actor_queue_max: usize,
     /// An actor idle this long is put to sleep.
     pub idle_timeout_ms: u64,
     /// How often idle actors are looked for.
@@ -49,6 +51,7 @@ impl Default for HostConfig {
             wakes_in_flight_max: 2 * threads,
             wake_queue_max: 10_000,
             actors_known_max: 1_000_000,
+            actor_queue_max: 1_024,
             idle_timeout_ms: 60_000,
             reaper_interval_ms: 1_000,
             retry_after_ms: 250,

@@ -337,7 +337,10 @@ impl Inner {
                 let mut slots = self.slots.lock();
                 match slots.get(id) {
                     Some(slot) => {
-                        slot.users.fetch_add(1, Ordering::SeqCst);
+                        if slot.users.fetch_add(1, Ordering::SeqCst) >= self.config.actor_queue_max {
+                            slot.users.fetch_sub(1, Ordering::SeqCst);
+                            return Err(self.overloaded("too many requests waiting for this actor"));
+                        }
                         (SlotUse { slot: slot.clone() }, false)
                     }
                     None => {
