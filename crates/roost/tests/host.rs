@@ -230,3 +230,40 @@ async fn requests_queued_on_one_actor_are_bounded() {
     }
     assert!(overloaded > 0 && overloaded < 40, "{overloaded}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_statements_are_interrupted_and_transactions_do_not_leak() {
+    let host = host_with(HostConfig { statement_timeout_ms: 200, ..HostConfig::default() });
+    let a = id("slow");
+    host.execute(&a, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    let endless = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s) SELECT count(*) FROM s";
+    let started = std::time::Instant::now();
+    let err = host.execute(&a, endless, Params::None).await.unwrap_err();
+    assert_eq!(err, HostError::Database(roost::Error::Interrupted));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A request that leaves a transaction open has it rolled back.
+    host.execute(&a, "BEGIN", Params::None).await.unwrap();
+    host.execute(&a, "INSERT INTO t VALUES (1)", Params::None).await.unwrap();
+    let in_txn = host.with_db(&a, |db| Ok(db.in_transaction())).await.unwrap();
+    assert!(!in_txn);
+    assert_eq!(count(&host, &a).await, 1, "the INSERT autocommitted outside the abandoned BEGIN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_actor_keeps_its_transaction_across_jobs() {
+    let host = host_with(HostConfig::default());
+    let a = id("pinned");
+    host.execute(&a, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    let pinned = host.pin(&a).await.unwrap();
+    host.run_pinned(&pinned, |db| db.execute_script("BEGIN; INSERT INTO t VALUES (1);")).await.unwrap();
+    // Another request waits for the pin to go.
+    let other = {
+        let (host, a) = (host.clone(), a.clone());
+        tokio::spawn(async move { count(&host, &a).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!other.is_finished());
+    host.run_pinned(&pinned, |db| db.execute_script("INSERT INTO t VALUES (2); COMMIT;")).await.unwrap();
+    drop(pinned);
+    assert_eq!(other.await.unwrap(), 2);
+}

@@ -31,6 +31,8 @@ pub struct HostConfig {
     pub idle_timeout_ms: u64,
     /// How often idle actors are looked for.
     pub reaper_interval_ms: u64,
+    /// A statement running longer is interrupted (its transaction rolled back); 0: no limit.
+    pub statement_timeout_ms: u64,
     /// The retry-after hint of `Overloaded` errors.
     pub retry_after_ms: u64,
 }
@@ -54,6 +56,7 @@ impl Default for HostConfig {
             actor_queue_max: 1_024,
             idle_timeout_ms: 60_000,
             reaper_interval_ms: 1_000,
+            statement_timeout_ms: 30_000,
             retry_after_ms: 250,
         }
     }

@@ -19,7 +19,7 @@ mod pool;
 mod registry;
 
 pub use self::config::{BudgetPlan, HostConfig};
-pub use self::registry::{ActorState, Host, HostStats, MemoryPool, MemoryReport};
+pub use self::registry::{ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned};
 
 use crate::vfs;
 

@@ -41,8 +41,8 @@ struct Slot {
     id: ActorId,
     state: watch::Sender<ActorState>,
     db: Mutex<Option<Database>>,
-    /// One request at a time, in arrival order.
-    turn: tokio::sync::Mutex<()>,
+    /// One request (or pinned holder) at a time, in arrival order.
+    turn: Arc<tokio::sync::Mutex<()>>,
     /// Requests holding or waiting for this slot; an actor with users is never evicted.
     users: AtomicUsize,
     last_used_ms: AtomicU64,
@@ -122,6 +122,18 @@ pub struct HostStats {
     pub memory: MemoryReport,
 }
 
+/// Exclusive use of an awake actor, from [`Host::pin`]: other requests wait until it drops.
+pub struct Pinned {
+    used: SlotUse,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Pinned {
+    pub fn id(&self) -> &ActorId {
+        &self.used.slot.id
+    }
+}
+
 /// Holds a slot's `users` count for the duration of a request.
 struct SlotUse {
     slot: Arc<Slot>,
@@ -169,44 +181,75 @@ impl Host {
         &self.inner.plan
     }
 
-    /// Runs `job` with exclusive access to the actor's database, waking it if needed.
+    /// Runs `job` with exclusive access to the actor's database, waking it if needed. A
+    /// transaction the job leaves open is rolled back: requests do not share transactions
+    /// (use [`Host::pin`] for that).
     pub async fn with_db<R: Send + 'static>(
         &self,
         id: &ActorId,
         job: impl FnOnce(&mut Database) -> Result<R, vfs::Error> + Send + 'static,
     ) -> Result<R, HostError> {
+        let pinned = self.pin(id).await?;
+        self.run_pinned(&pinned, move |db| {
+            let result = job(db);
+            if db.in_transaction() {
+                let _ = db.execute_script("ROLLBACK");
+            }
+            result
+        })
+        .await
+    }
+
+    /// Takes exclusive use of the actor (waking it if needed) until the [`Pinned`] is dropped:
+    /// no other request runs on it and it is not put to sleep. For transactions that span
+    /// several requests.
+    pub async fn pin(&self, id: &ActorId) -> Result<Pinned, HostError> {
         self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let mut job = Some(job);
         loop {
             let used = self.inner.acquire(id).await?;
-            let slot = used.slot.clone();
-            let _turn = slot.turn.lock().await;
-            match slot.state() {
-                ActorState::Awake => {}
+            let turn = used.slot.turn.clone().lock_owned().await;
+            match used.slot.state() {
+                ActorState::Awake => return Ok(Pinned { used, _turn: turn }),
                 ActorState::Poisoned => return Err(HostError::Poisoned),
                 // Put to sleep (or deleted) while we waited for our turn: wake it again.
                 _ => continue,
             }
-            let job = job.take().expect("the job runs once");
-            let run_slot = slot.clone();
-            let result = self
-                .inner
-                .run(move || {
-                    let mut db = run_slot.db.lock();
-                    let db = db.as_mut().expect("an awake actor has a database");
-                    job(db)
-                })
-                .await;
-            slot.last_used_ms.store(self.inner.now_ms(), Ordering::Relaxed);
-            return match result {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(vfs::Error::Poisoned)) | Err(HostError::Poisoned) => {
-                    self.inner.poison(&slot).await;
-                    Err(HostError::Poisoned)
-                }
-                Ok(Err(e)) => Err(HostError::Database(e)),
-                Err(e) => Err(e),
-            };
+        }
+    }
+
+    /// Runs `job` on a pinned actor, interrupting it after the statement timeout.
+    pub async fn run_pinned<R: Send + 'static>(
+        &self,
+        pinned: &Pinned,
+        job: impl FnOnce(&mut Database) -> Result<R, vfs::Error> + Send + 'static,
+    ) -> Result<R, HostError> {
+        let slot = pinned.used.slot.clone();
+        if slot.state() != ActorState::Awake {
+            return Err(HostError::Poisoned);
+        }
+        let (started, watchdog) = self.inner.watchdog();
+        let run_slot = slot.clone();
+        let result = self
+            .inner
+            .run(move || {
+                let mut db = run_slot.db.lock();
+                let db = db.as_mut().expect("an awake actor has a database");
+                let _ = started.send(db.interrupt_handle());
+                job(db)
+            })
+            .await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        slot.last_used_ms.store(self.inner.now_ms(), Ordering::Relaxed);
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(vfs::Error::Poisoned)) | Err(HostError::Poisoned) => {
+                self.inner.poison(&slot).await;
+                Err(HostError::Poisoned)
+            }
+            Ok(Err(e)) => Err(HostError::Database(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -308,6 +351,26 @@ impl Inner {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// A channel on which a job announces its start (with the connection's interrupt handle),
+    /// and the task that interrupts it once the statement timeout has passed since then.
+    fn watchdog(
+        &self,
+    ) -> (tokio::sync::oneshot::Sender<Option<vfs::InterruptHandle>>, Option<tokio::task::JoinHandle<()>>)
+    {
+        let (started, start) = tokio::sync::oneshot::channel::<Option<vfs::InterruptHandle>>();
+        let timeout_ms = self.config.statement_timeout_ms;
+        if timeout_ms == 0 {
+            return (started, None);
+        }
+        let task = tokio::spawn(async move {
+            if let Ok(Some(handle)) = start.await {
+                tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+                handle.interrupt();
+            }
+        });
+        (started, Some(task))
+    }
+
     fn overloaded(&self, reason: &'static str) -> HostError {
         self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
         HostError::Overloaded { reason, retry_after_ms: self.config.retry_after_ms }
@@ -354,7 +417,7 @@ impl Inner {
                             id: id.clone(),
                             state: watch::channel(ActorState::Waking).0,
                             db: Mutex::new(None),
-                            turn: tokio::sync::Mutex::new(()),
+                            turn: Arc::new(tokio::sync::Mutex::new(())),
                             users: AtomicUsize::new(1),
                             last_used_ms: AtomicU64::new(self.now_ms()),
                         });

@@ -277,6 +277,15 @@ fn delete_files(files: &ActorFiles) -> Result<bool, Error> {
     Ok(true)
 }
 
+/// Interrupts a connection's running statement from any thread.
+pub struct InterruptHandle(rusqlite::InterruptHandle);
+
+impl InterruptHandle {
+    pub fn interrupt(&self) {
+        self.0.interrupt();
+    }
+}
+
 struct Open {
     conn: Connection,
     files: Arc<ActorFiles>,
@@ -486,6 +495,12 @@ impl Database {
             open.conn.flush_prepared_statement_cache();
             ffi::release_memory(&open.conn);
         }
+    }
+
+    /// A handle that interrupts the statement running on this connection from another thread
+    /// (the statement fails with [`Error::Interrupted`]). `None` while disconnected.
+    pub fn interrupt_handle(&self) -> Option<InterruptHandle> {
+        self.conn.as_ref().map(|o| InterruptHandle(o.conn.get_interrupt_handle()))
     }
 
     /// Is a transaction open on this connection?

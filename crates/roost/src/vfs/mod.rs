@@ -13,7 +13,9 @@ mod ffi;
 mod file;
 pub mod layout;
 
-pub use self::database::{Database, Params, QueryResult, Statement, Storage, StorageConfig, Value};
+pub use self::database::{
+    Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
+};
 pub use self::error::Error;
 pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, SqliteMemory};
 pub use self::file::VfsLimits;
