@@ -6,6 +6,7 @@
 
 pub mod host;
 pub mod kv;
+pub mod server;
 pub mod vfs;
 
 mod actor_id;

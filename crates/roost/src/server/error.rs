@@ -1,0 +1,104 @@
+//! HTTP errors: a status, a stable snake_case code and a message for humans. Internal details
+//! (store failures, panics) are logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::host::HostError;
+use crate::vfs;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after_ms: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn overloaded(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(error: HostError) -> Self {
+        match error {
+            HostError::Overloaded { reason, retry_after_ms } => {
+                Self::overloaded(format!("server overloaded: {reason}"), retry_after_ms)
+            }
+            HostError::ShuttingDown => Self::overloaded("server is shutting down", 1000),
+            HostError::Database(e) => Self::from(e),
+            HostError::Poisoned | HostError::Config(_) => {
+                tracing::error!(error = %error, "request failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<vfs::Error> for ApiError {
+    fn from(error: vfs::Error) -> Self {
+        use vfs::Error as E;
+        match error {
+            E::InvalidActorId(e) => Self::new(StatusCode::BAD_REQUEST, "invalid_actor_id", e.to_string()),
+            E::Sql { message, .. } => Self::new(StatusCode::BAD_REQUEST, "sql_error", message),
+            E::TransactionTooLarge { .. } => Self::new(StatusCode::BAD_REQUEST, "sql_error", error.to_string()),
+            E::Parameters(message) => Self::bad_request(message),
+            E::TooManyRows { .. } => Self::bad_request(error.to_string()),
+            E::Interrupted => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "statement ran longer than the time limit and was interrupted; its transaction was rolled back",
+            ),
+            E::InBatch { index, source } => {
+                let inner = Self::from(*source);
+                Self { message: format!("statement {index}: {}", inner.message), ..inner }
+            }
+            E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
+                tracing::error!(error = %error, "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            let seconds = ms.div_ceil(1000).max(1);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTP server: the `/v1` JSON API, Hrana over HTTP, health and (later) debug endpoints.
+//!
+//! Every request passes the in-flight limit (`overloaded` + `Retry-After` beyond it) and the
+//! body limit (`payload_too_large`); every actor request is authorized against the actor id
+//! before it touches the host.
+
+mod api;
+mod auth;
+mod error;
+mod json;
+
+pub use self::auth::{Auth, Token};
+pub use self::error::ApiError;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::Semaphore;
+
+use crate::host::Host;
+
+/// Named limits and settings of the server (defaults from DESIGN.md).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// JSON or Hrana request body.
+    pub body_bytes_max: usize,
+    /// One SQL statement's text.
+    pub statement_bytes_max: usize,
+    /// Requests being served at once; beyond it `overloaded`.
+    pub requests_in_flight_max: usize,
+    /// Hrana streams idle this long are closed (their transaction rolled back).
+    pub hrana_stream_idle_ms: u64,
+    /// Hrana streams open at once.
+    pub hrana_streams_max: usize,
+    /// Stored SQL texts per Hrana stream.
+    pub hrana_sql_texts_max: usize,
+    /// The retry-after hint of `overloaded` answers.
+    pub retry_after_ms: u64,
+    pub auth: Auth,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_bytes_max: 8 << 20,
+            statement_bytes_max: 1 << 20,
+            requests_in_flight_max: 1024,
+            hrana_stream_idle_ms: 10_000,
+            hrana_streams_max: 10_000,
+            hrana_sql_texts_max: 1_000,
+            retry_after_ms: 1000,
+            auth: Auth::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses to serve beyond loopback without tokens.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.auth.is_open() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without tokens: set ROOST_TOKENS / --tokens-file, or listen on loopback",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct StateInner {
+    host: Host,
+    config: ServerConfig,
+    in_flight: Semaphore,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+impl AppState {
+    pub fn new(host: Host, config: ServerConfig) -> Self {
+        let in_flight = Semaphore::new(config.requests_in_flight_max);
+        Self { inner: Arc::new(StateInner { host, config, in_flight }) }
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.inner.host
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.inner.config.auth
+    }
+}
+
+/// Sheds load beyond `requests_in_flight_max`.
+async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.inner.in_flight.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            ApiError::overloaded("too many requests in flight", state.config().retry_after_ms).into_response()
+        }
+    }
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().body_bytes_max;
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/v1/actors", get(api::list))
+        .route("/v1/actors/{id}", get(api::get_actor).delete(api::delete))
+        .route("/v1/actors/{id}/query", post(api::query))
+        .route("/v1/actors/{id}/batch", post(api::batch))
+        .route("/v1/actors/{id}/sleep", post(api::sleep))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, lets in-flight requests finish, then puts every actor to
+/// sleep (connections closed, store flushed by its owner afterwards).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    state.host().shutdown().await;
+    Ok(())
+}

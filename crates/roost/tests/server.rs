@@ -1,0 +1,171 @@
+//! The `/v1` HTTP API over a real server on loopback: every endpoint, its error codes, bad
+//! input, auth and limits.
+
+mod support;
+
+use roost::server::{Auth, ServerConfig};
+use roost::{HostConfig, StorageConfig};
+use serde_json::json;
+use support::{delete, get, post, TestServer};
+
+fn query(server: &TestServer, id: &str, body: serde_json::Value) -> support::Answer {
+    post(&format!("{}/v1/actors/{id}/query", server.url), None, &body.to_string())
+}
+
+#[test]
+fn query_round_trips_every_value_type() {
+    let server = TestServer::default_config();
+    assert_eq!(get(&format!("{}/healthz", server.url), None).body, json!({"status": "ok"}));
+    let a = query(&server, "vals", json!({"sql": "CREATE TABLE t(a, b, c, d, e)"}));
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let insert = json!({"sql": "INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+        "params": [null, 9007199254740993i64, 1.5, "héllo", {"base64": "AAH/"}]});
+    let a = query(&server, "vals", insert);
+    assert_eq!((a.body["rows_affected"].clone(), a.body["last_insert_rowid"].clone()), (json!(1), json!(1)));
+    let a = query(&server, "vals", json!({"sql": "SELECT * FROM t WHERE c = :c", "params": {":c": 1.5}}));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["columns"], json!(["a", "b", "c", "d", "e"]));
+    assert_eq!(a.body["rows"], json!([[null, 9007199254740993i64, 1.5, "héllo", {"base64": "AAH/"}]]));
+}
+
+#[test]
+fn batches_are_all_or_nothing() {
+    let server = TestServer::default_config();
+    let url = format!("{}/v1/actors/b/batch", server.url);
+    let ok = json!({"statements": [{"sql": "CREATE TABLE t(x INTEGER PRIMARY KEY)"},
+        {"sql": "INSERT INTO t VALUES (?)", "params": [1]}], "transaction": true});
+    let a = post(&url, None, &ok.to_string());
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["results"].as_array().unwrap().len(), 2);
+    let bad = json!({"statements": [{"sql": "INSERT INTO t VALUES (2)"}, {"sql": "INSERT INTO t VALUES (1)"}],
+        "transaction": true});
+    let a = post(&url, None, &bad.to_string());
+    assert_eq!((a.status, a.code()), (400, "sql_error"));
+    assert!(a.body["error"]["message"].as_str().unwrap().starts_with("statement 1:"));
+    let a = query(&server, "b", json!({"sql": "SELECT count(*) FROM t"}));
+    assert_eq!(a.body["rows"], json!([[1]]));
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let config =
+        ServerConfig { body_bytes_max: 64 << 10, statement_bytes_max: 1000, ..ServerConfig::default() };
+    let storage = StorageConfig { rows_max: 10, ..StorageConfig::default() };
+    let server = TestServer::start(config, HostConfig::default(), storage);
+    let url = |id: &str| format!("{}/v1/actors/{id}/query", server.url);
+    let cases: Vec<(String, String, u16, &str)> = vec![
+        (url("x"), "{not json".into(), 400, "bad_request"),
+        (url("x"), json!({"sql": 5}).to_string(), 400, "bad_request"),
+        (url("x"), json!({"sql": "SELECT 1", "extra": 1}).to_string(), 400, "bad_request"),
+        (url("x"), json!({"sql": "SELECT ?", "params": [[1]]}).to_string(), 400, "bad_request"),
+        (url("x"), json!({"sql": "SELECT ?", "params": [{"base64": "!!"}]}).to_string(), 400, "bad_request"),
+        (url("x"), json!({"sql": "SELECT ?"}).to_string(), 400, "bad_request"),
+        (url("x"), json!({"sql": "SELEC 1"}).to_string(), 400, "sql_error"),
+        (url("x"), json!({"sql": "SELECT * FROM missing"}).to_string(), 400, "sql_error"),
+        (url("x"), json!({"sql": format!("SELECT '{}'", "a".repeat(2000))}).to_string(), 400, "bad_request"),
+        (
+            url("x"),
+            json!({"sql": format!("SELECT '{}'", "a".repeat(100_000))}).to_string(),
+            413,
+            "payload_too_large",
+        ),
+        (url("%2E%2E"), json!({"sql": "SELECT 1"}).to_string(), 400, "invalid_actor_id"),
+        (url(".hidden"), json!({"sql": "SELECT 1"}).to_string(), 400, "invalid_actor_id"),
+        (url("a%2Fb"), json!({"sql": "SELECT 1"}).to_string(), 400, "invalid_actor_id"),
+        (url(&"x".repeat(129)), json!({"sql": "SELECT 1"}).to_string(), 400, "invalid_actor_id"),
+        (url("sp%20ace"), json!({"sql": "SELECT 1"}).to_string(), 400, "invalid_actor_id"),
+        (format!("{}/v1/actors/a/b/query", server.url), "{}".into(), 404, "not_found"),
+        (format!("{}/nope", server.url), "{}".into(), 404, "not_found"),
+    ];
+    for (url, body, status, code) in cases {
+        let a = post(&url, None, &body);
+        assert_eq!((a.status, a.code()), (status, code), "{url} {body:.80}: {:?}", a.body);
+        assert!(a.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // The row limit (10 here): refused whole.
+    let many = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < 100) SELECT i FROM s";
+    let a = post(&url("x"), None, &json!({"sql": many}).to_string());
+    assert_eq!((a.status, a.code()), (400, "bad_request"), "{:?}", a.body);
+    // Nothing was created by all that.
+    assert_eq!(get(&format!("{}/v1/actors/x", server.url), None).status, 404);
+}
+
+#[test]
+fn actor_endpoints() {
+    let server = TestServer::default_config();
+    let actor = |id: &str| format!("{}/v1/actors/{id}", server.url);
+    assert_eq!(get(&actor("team-a"), None).code(), "not_found");
+    query(&server, "team-a", json!({"sql": "SELECT 1"}));
+    assert_eq!(get(&actor("team-a"), None).status, 404, "a read creates nothing");
+    for id in ["team-a", "team-b", "solo"] {
+        assert_eq!(query(&server, id, json!({"sql": "CREATE TABLE t(x)"})).status, 200);
+    }
+    let a = get(&actor("team-a"), None);
+    assert_eq!((a.status, a.body["state"].clone()), (200, json!("awake")));
+    assert!(a.body["size_bytes"].as_u64().unwrap() >= 4096);
+    let a = get(&format!("{}/v1/actors?prefix=team-&limit=1", server.url), None);
+    assert_eq!(a.body["actors"][0]["id"], json!("team-a"));
+    assert_eq!(a.body["next_cursor"], json!("team-a"));
+    let a = get(&format!("{}/v1/actors?prefix=team-&limit=1&cursor=team-a", server.url), None);
+    assert_eq!(a.body["actors"][0]["id"], json!("team-b"));
+    let a = get(&format!("{}/v1/actors?limit=0", server.url), None);
+    assert_eq!(a.code(), "bad_request");
+    let a = get(&format!("{}/v1/actors?limit=abc", server.url), None);
+    assert_eq!(a.code(), "bad_request");
+    assert_eq!(post(&format!("{}/sleep", actor("team-a")), None, "").body, json!({}));
+    assert_eq!(get(&actor("team-a"), None).body["state"], json!("asleep"));
+    assert_eq!(delete(&actor("team-a"), None).body, json!({}));
+    assert_eq!(get(&actor("team-a"), None).status, 404);
+    let a = query(&server, "team-a", json!({"sql": "SELECT * FROM t"}));
+    assert_eq!(a.code(), "sql_error", "deleted data is gone");
+}
+
+#[test]
+fn tokens_guard_actors_and_admin() {
+    let tokens = Auth::parse_tokens("scopedscopedscoped:team-1-\nglobalglobalglobal").unwrap();
+    let auth = Auth { tokens, admin: Some("adminadminadminadmin".into()) };
+    let server = TestServer::start(
+        ServerConfig { auth, ..ServerConfig::default() },
+        HostConfig::default(),
+        StorageConfig::default(),
+    );
+    let url = |id: &str| format!("{}/v1/actors/{id}/query", server.url);
+    let body = json!({"sql": "SELECT 1"}).to_string();
+    assert_eq!(post(&url("team-1-a"), None, &body).code(), "unauthorized");
+    assert_eq!(post(&url("team-1-a"), Some("wrongwrongwrongwrong"), &body).code(), "unauthorized");
+    assert_eq!(post(&url("team-2-a"), Some("scopedscopedscoped"), &body).code(), "unauthorized");
+    assert_eq!(post(&url("team-1-a"), Some("scopedscopedscoped"), &body).status, 200);
+    assert_eq!(post(&url("team-2-a"), Some("globalglobalglobal"), &body).status, 200);
+    assert_eq!(post(&url("team-2-a"), Some("adminadminadminadmin"), &body).status, 200);
+    let list = |prefix: &str, token| get(&format!("{}/v1/actors?prefix={prefix}", server.url), token);
+    assert_eq!(list("", Some("scopedscopedscoped")).code(), "unauthorized");
+    assert_eq!(list("team-1-", Some("scopedscopedscoped")).status, 200);
+    assert_eq!(get(&format!("{}/healthz", server.url), None).status, 200);
+}
+
+#[test]
+fn refuses_open_non_loopback() {
+    let config = ServerConfig { listen: "0.0.0.0:8080".parse().unwrap(), ..ServerConfig::default() };
+    assert!(config.validate().is_err());
+    assert!(ServerConfig::default().validate().is_ok());
+}
+
+#[test]
+fn limits_answer_timeout_and_overloaded() {
+    let config = ServerConfig { requests_in_flight_max: 1, retry_after_ms: 2000, ..ServerConfig::default() };
+    let host = HostConfig { statement_timeout_ms: 500, ..HostConfig::default() };
+    let server = TestServer::start(config, host, StorageConfig::default());
+    let endless = json!({"sql": "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s) SELECT count(*) FROM s"});
+    let url = format!("{}/v1/actors/slow/query", server.url);
+    let slow = {
+        let (url, body) = (url.clone(), endless.to_string());
+        std::thread::spawn(move || post(&url, None, &body))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let shed =
+        post(&format!("{}/v1/actors/other/query", server.url), None, &json!({"sql": "SELECT 1"}).to_string());
+    assert_eq!((shed.status, shed.code()), (503, "overloaded"));
+    assert_eq!(shed.retry_after.as_deref(), Some("2"));
+    let slow = slow.join().unwrap();
+    assert_eq!((slow.status, slow.code()), (408, "timeout"), "{:?}", slow.body);
+}

@@ -1,0 +1,105 @@
+//! A real server on a loopback port, for integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use roost::kv::MemoryStore;
+use roost::server::{serve, AppState, ServerConfig};
+use roost::{Host, HostConfig, Storage, StorageConfig};
+use serde_json::Value;
+
+pub struct TestServer {
+    pub url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(config: ServerConfig, host: HostConfig, storage: StorageConfig) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let storage = Storage::new(Arc::new(MemoryStore::new()), storage).unwrap();
+                let host = Host::new(storage, host).unwrap();
+                serve(listener, AppState::new(host, config), async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Self { url, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn default_config() -> Self {
+        Self::start(ServerConfig::default(), HostConfig::default(), StorageConfig::default())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// Status, `Retry-After` and JSON body (`Value::Null` when the body is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    let mut response = response.expect("transport error");
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, retry_after, body }
+}
+
+pub fn post(url: &str, token: Option<&str>, body: &str) -> Answer {
+    let mut request = agent().post(url).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    answer(request.send(body))
+}
+
+pub fn get(url: &str, token: Option<&str>) -> Answer {
+    let mut request = agent().get(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    answer(request.call())
+}
+
+pub fn delete(url: &str, token: Option<&str>) -> Answer {
+    let mut request = agent().delete(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    answer(request.call())
+}
