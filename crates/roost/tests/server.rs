@@ -169,3 +169,61 @@ fn limits_answer_timeout_and_overloaded() {
     let slow = slow.join().unwrap();
     assert_eq!((slow.status, slow.code()), (408, "timeout"), "{:?}", slow.body);
 }
+
+fn put(url: &str, body: Vec<u8>) -> support::Answer {
+    let mut response = support::agent().put(url).send(&body[..]).unwrap();
+    let status = response.status().as_u16();
+    let body =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default();
+    support::Answer { status, retry_after: None, body }
+}
+
+#[test]
+fn export_and_import_whole_databases() {
+    let config = ServerConfig { import_bytes_max: 1 << 20, ..ServerConfig::default() };
+    let server = TestServer::start(config, HostConfig::default(), StorageConfig::default());
+    let actor = |id: &str| format!("{}/v1/actors/{id}", server.url);
+    assert_eq!(get(&format!("{}/export", actor("nobody")), None).code(), "not_found");
+    query(&server, "src", json!({"sql": "CREATE TABLE t(x, y BLOB)"}));
+    for i in 0..50 {
+        query(&server, "src", json!({"sql": "INSERT INTO t VALUES (?, randomblob(3000))", "params": [i]}));
+    }
+    let mut response = support::agent().get(&format!("{}/export", actor("src"))).call().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/vnd.sqlite3");
+    let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
+    assert!(bytes.starts_with(b"SQLite format 3\0"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.sqlite3");
+    std::fs::write(&path, &bytes).unwrap();
+    let plain = rusqlite::Connection::open(&path).unwrap();
+    let check: String = plain.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let n: i64 = plain.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 50);
+    if let Ok(out) = std::process::Command::new("sqlite3").arg(&path).arg("SELECT count(*) FROM t").output() {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "50", "the sqlite3 shell opens the export");
+    }
+
+    // Import it into another actor that has data of its own.
+    query(&server, "dst", json!({"sql": "CREATE TABLE old(z)"}));
+    assert_eq!(put(&format!("{}/import", actor("dst")), bytes.clone()).body, json!({}));
+    let a = query(&server, "dst", json!({"sql": "SELECT count(*), sum(length(y)) FROM t"}));
+    assert_eq!(a.body["rows"], json!([[50, 150000]]));
+    assert_eq!(
+        query(&server, "dst", json!({"sql": "SELECT * FROM old"})).code(),
+        "sql_error",
+        "replaced whole"
+    );
+
+    // Garbage and oversized uploads are refused and change nothing.
+    let garbage = put(&format!("{}/import", actor("dst")), b"this is not a database at all".repeat(100));
+    assert_eq!((garbage.status, garbage.code()), (400, "bad_request"));
+    let mut corrupt = bytes.clone();
+    corrupt[5000..9000].fill(0xAB);
+    assert_eq!(put(&format!("{}/import", actor("dst")), corrupt).code(), "bad_request");
+    let huge = put(&format!("{}/import", actor("dst")), vec![0u8; 2 << 20]);
+    assert_eq!((huge.status, huge.code()), (413, "payload_too_large"));
+    let a = query(&server, "dst", json!({"sql": "SELECT count(*) FROM t"}));
+    assert_eq!(a.body["rows"], json!([[50]]));
+}

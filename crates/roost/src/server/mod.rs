@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod error;
 mod json;
+mod transfer;
 
 pub use self::auth::{Auth, Token};
 pub use self::error::ApiError;
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     pub hrana_sql_texts_max: usize,
     /// The retry-after hint of `overloaded` answers.
     pub retry_after_ms: u64,
+    /// Largest import body (DESIGN.md: the per-actor database size limit); it is spooled to
+    /// a temporary file, not held in memory.
+    pub import_bytes_max: u64,
     pub auth: Auth,
 }
 
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             hrana_streams_max: 10_000,
             hrana_sql_texts_max: 1_000,
             retry_after_ms: 1000,
+            import_bytes_max: 10 << 30,
             auth: Auth::default(),
         }
     }
@@ -125,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/actors/{id}/query", post(api::query))
         .route("/v1/actors/{id}/batch", post(api::batch))
         .route("/v1/actors/{id}/sleep", post(api::sleep))
+        .route("/v1/actors/{id}/export", get(transfer::export))
+        .route("/v1/actors/{id}/import", axum::routing::put(transfer::import))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))

@@ -383,7 +383,7 @@ impl Database {
     /// Runs `op` on the connection, reconnecting first if a store failure broke it.
     fn with_conn<T>(
         &mut self,
-        op: impl FnOnce(&Connection, &ActorFiles) -> Result<T, Error>,
+        op: impl FnOnce(&mut Connection, &ActorFiles) -> Result<T, Error>,
     ) -> Result<T, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
@@ -391,9 +391,9 @@ impl Database {
         if self.conn.is_none() {
             self.connect()?;
         }
-        let open = self.conn.as_ref().expect("connected above");
+        let open = self.conn.as_mut().expect("connected above");
         open.files.take_failure();
-        let result = op(&open.conn, &open.files);
+        let result = op(&mut open.conn, &open.files);
         if open.files.is_poisoned() {
             self.poisoned = true;
             self.disconnect();
@@ -495,6 +495,29 @@ impl Database {
             open.conn.flush_prepared_statement_cache();
             ffi::release_memory(&open.conn);
         }
+    }
+
+    /// Writes a consistent copy of the database to a plain SQLite file at `path` (SQLite's
+    /// backup API, so the copy is a normal single-file database in rollback-journal mode).
+    pub fn export_to(&mut self, path: &std::path::Path) -> Result<(), Error> {
+        self.with_conn(|conn, files| {
+            conn.backup(rusqlite::MAIN_DB, path, None::<fn(_)>).map_err(|e| translate(e, files))
+        })
+    }
+
+    /// Replaces the database with the SQLite file at `path`, atomically (one SQLite transaction
+    /// through the storage). The file is checked first: anything that is not an intact SQLite
+    /// database is refused with [`Error::Parameters`] and changes nothing.
+    pub fn import_from(&mut self, path: &std::path::Path) -> Result<(), Error> {
+        validate_sqlite_file(path)?;
+        self.with_conn(|conn, files| {
+            let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| Error::Parameters(format!("cannot open the upload: {e}")))?;
+            let backup =
+                rusqlite::backup::Backup::new_with_names(&source, rusqlite::MAIN_DB, conn, rusqlite::MAIN_DB)
+                    .map_err(|e| translate(e, files))?;
+            backup.run_to_completion(256, std::time::Duration::ZERO, None).map_err(|e| translate(e, files))
+        })
     }
 
     /// A handle that interrupts the statement running on this connection from another thread
@@ -654,4 +677,24 @@ fn collect_rows(
         out.push(values.map_err(RowsError::Sqlite)?);
     }
     Ok(out)
+}
+
+/// Refuses files that are not intact SQLite databases (`quick_check`).
+fn validate_sqlite_file(path: &std::path::Path) -> Result<(), Error> {
+    let refuse = |why: String| Error::Parameters(format!("the upload is not a valid SQLite database: {why}"));
+    let mut header = [0u8; 16];
+    let mut file = std::fs::File::open(path).map_err(|e| refuse(e.to_string()))?;
+    std::io::Read::read_exact(&mut file, &mut header)
+        .map_err(|_| refuse("it is shorter than a header".into()))?;
+    if &header != b"SQLite format 3\0" {
+        return Err(refuse("it does not start with the SQLite header".into()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| refuse(e.to_string()))?;
+    let check: String =
+        conn.query_row("PRAGMA quick_check", [], |row| row.get(0)).map_err(|e| refuse(e.to_string()))?;
+    if check != "ok" {
+        return Err(refuse(check));
+    }
+    Ok(())
 }
