@@ -227,3 +227,23 @@ fn export_and_import_whole_databases() {
     let a = query(&server, "dst", json!({"sql": "SELECT count(*) FROM t"}));
     assert_eq!(a.body["rows"], json!([[50]]));
 }
+
+#[test]
+fn database_size_limit_is_a_sql_error_and_keeps_earlier_data() {
+    let storage = StorageConfig { db_bytes_max: 64 << 10, ..StorageConfig::default() };
+    let server = TestServer::start(ServerConfig::default(), HostConfig::default(), storage);
+    assert_eq!(query(&server, "full", json!({"sql": "CREATE TABLE t(x)"})).status, 200);
+    let mut last = None;
+    for _ in 0..40 {
+        let a = query(&server, "full", json!({"sql": "INSERT INTO t VALUES (randomblob(4000))"}));
+        if a.status != 200 {
+            last = Some(a);
+            break;
+        }
+    }
+    let a = last.expect("the size limit was never hit");
+    assert_eq!((a.status, a.code()), (400, "sql_error"));
+    assert!(a.body["error"]["message"].as_str().unwrap().contains("full"), "{:?}", a.body);
+    let a = query(&server, "full", json!({"sql": "SELECT count(*) FROM t"}));
+    assert!(a.body["rows"][0][0].as_i64().unwrap() >= 5);
+}
