@@ -19,7 +19,9 @@ mod pool;
 mod registry;
 
 pub use self::config::{BudgetPlan, HostConfig};
-pub use self::registry::{ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned};
+pub use self::registry::{
+    process_memory, ActorMemory, ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned, ProcessMemory,
+};
 
 use crate::vfs;
 

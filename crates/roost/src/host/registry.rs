@@ -344,6 +344,53 @@ impl Host {
     pub fn stats(&self) -> HostStats {
         self.inner.stats()
     }
+
+    /// The `n` awake actors holding the most SQLite memory. Actors busy with a request are
+    /// skipped (their connection cannot be inspected meanwhile).
+    pub fn top_actors(&self, n: usize) -> Vec<ActorMemory> {
+        let slots: Vec<Arc<Slot>> = self.inner.slots.lock().values().cloned().collect();
+        let mut actors: Vec<ActorMemory> = slots
+            .iter()
+            .filter_map(|slot| {
+                let db = slot.db.try_lock()?;
+                let memory = db.as_ref()?.memory();
+                Some(ActorMemory { id: slot.id.clone(), memory })
+            })
+            .collect();
+        actors.sort_by_key(|a| std::cmp::Reverse(a.total_bytes()));
+        actors.truncate(n);
+        actors
+    }
+}
+
+/// SQLite memory of one awake actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorMemory {
+    pub id: ActorId,
+    pub memory: vfs::ConnectionMemory,
+}
+
+impl ActorMemory {
+    pub fn total_bytes(&self) -> u64 {
+        self.memory.cache_bytes + self.memory.schema_bytes + self.memory.statement_bytes
+    }
+}
+
+/// The process's resident memory, from `/proc/self/status` (Linux).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessMemory {
+    pub rss_bytes: u64,
+    pub rss_peak_bytes: u64,
+}
+
+pub fn process_memory() -> Option<ProcessMemory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some(ProcessMemory { rss_bytes: field("VmRSS:")?, rss_peak_bytes: field("VmHWM:")? })
 }
 
 impl Inner {

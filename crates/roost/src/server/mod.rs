@@ -6,11 +6,14 @@
 
 mod api;
 mod auth;
+mod debug;
 mod error;
 mod json;
+mod metrics;
 mod transfer;
 
 pub use self::auth::{Auth, Token};
+pub use self::debug::{memory_json, memory_text, AllocatorStats};
 pub use self::error::ApiError;
 
 use std::net::SocketAddr;
@@ -47,6 +50,8 @@ pub struct ServerConfig {
     /// a temporary file, not held in memory.
     pub import_bytes_max: u64,
     pub auth: Auth,
+    /// Reads the allocator's statistics (set by the binary that installs the allocator).
+    pub allocator_stats: Option<fn() -> AllocatorStats>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +67,7 @@ impl Default for ServerConfig {
             retry_after_ms: 1000,
             import_bytes_max: 10 << 30,
             auth: Auth::default(),
+            allocator_stats: None,
         }
     }
 }
@@ -83,6 +89,7 @@ struct StateInner {
     host: Host,
     config: ServerConfig,
     in_flight: Semaphore,
+    metrics: metrics::Metrics,
 }
 
 /// Shared state of the handlers.
@@ -94,7 +101,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(host: Host, config: ServerConfig) -> Self {
         let in_flight = Semaphore::new(config.requests_in_flight_max);
-        Self { inner: Arc::new(StateInner { host, config, in_flight }) }
+        Self { inner: Arc::new(StateInner { host, config, in_flight, metrics: metrics::Metrics::default() }) }
     }
 
     pub fn host(&self) -> &Host {
@@ -107,6 +114,10 @@ impl AppState {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.config.auth
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
     }
 }
 
@@ -125,6 +136,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_bytes_max;
     Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(debug::metrics))
+        .route("/debug/memory", get(debug::memory))
         .route("/v1/actors", get(api::list))
         .route("/v1/actors/{id}", get(api::get_actor).delete(api::delete))
         .route("/v1/actors/{id}/query", post(api::query))
@@ -135,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
 

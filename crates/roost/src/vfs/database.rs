@@ -520,6 +520,11 @@ impl Database {
         })
     }
 
+    /// Memory the connection holds (zero while disconnected).
+    pub fn memory(&self) -> ffi::ConnectionMemory {
+        self.conn.as_ref().map(|o| ffi::connection_memory(&o.conn)).unwrap_or_default()
+    }
+
     /// A handle that interrupts the statement running on this connection from another thread
     /// (the statement fails with [`Error::Interrupted`]). `None` while disconnected.
     pub fn interrupt_handle(&self) -> Option<InterruptHandle> {

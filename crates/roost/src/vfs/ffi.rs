@@ -560,3 +560,30 @@ pub(crate) fn release_memory(conn: &rusqlite::Connection) {
         ffi::sqlite3_db_release_memory(conn.handle());
     }
 }
+
+/// Memory held by one connection, from `sqlite3_db_status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionMemory {
+    pub cache_bytes: u64,
+    pub schema_bytes: u64,
+    pub statement_bytes: u64,
+}
+
+pub(crate) fn connection_memory(conn: &rusqlite::Connection) -> ConnectionMemory {
+    let status = |op: c_int| {
+        let (mut current, mut highwater) = (0 as c_int, 0 as c_int);
+        // SAFETY: the handle is valid while `conn` lives and is used on this thread only;
+        // the out-pointers are valid.
+        let rc = unsafe { ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0) };
+        if rc == ffi::SQLITE_OK {
+            current.max(0) as u64
+        } else {
+            0
+        }
+    };
+    ConnectionMemory {
+        cache_bytes: status(ffi::SQLITE_DBSTATUS_CACHE_USED),
+        schema_bytes: status(ffi::SQLITE_DBSTATUS_SCHEMA_USED),
+        statement_bytes: status(ffi::SQLITE_DBSTATUS_STMT_USED),
+    }
+}

@@ -17,5 +17,5 @@ pub use self::database::{
     Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
 };
 pub use self::error::Error;
-pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, SqliteMemory};
+pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, ConnectionMemory, SqliteMemory};
 pub use self::file::VfsLimits;

@@ -1,0 +1,187 @@
+//! Request counters and latency histograms, and the Prometheus text of `/metrics`.
+//!
+//! Labels are bounded: the route is the matched route template (or `unmatched`), the status
+//! is its class (`2xx`...).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use parking_lot::Mutex;
+
+use super::AppState;
+use crate::host::{process_memory, HostStats};
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS_S) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Per-route request metrics.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Metrics {
+    fn record(&self, route: &str, status: u16, seconds: f64) {
+        *self.requests.lock().entry((route.to_string(), status_class(status))).or_default() += 1;
+        let histogram = self.latency.lock().entry(route.to_string()).or_default().clone();
+        histogram.observe(seconds);
+    }
+}
+
+/// Middleware: counts every request and times it.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics().record(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
+/// The Prometheus text exposition of everything.
+pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
+    let mut out = String::new();
+    if let Some(process) = process_memory() {
+        gauge(&mut out, "roost_process_resident_bytes", "Resident set size.", process.rss_bytes);
+        gauge(
+            &mut out,
+            "roost_process_resident_peak_bytes",
+            "Peak resident set size.",
+            process.rss_peak_bytes,
+        );
+    }
+    let m = &stats.memory;
+    gauge(&mut out, "roost_sqlite_memory_used_bytes", "Bytes allocated by SQLite.", m.sqlite.used_bytes);
+    gauge(
+        &mut out,
+        "roost_sqlite_memory_highwater_bytes",
+        "Most bytes SQLite ever held.",
+        m.sqlite.highwater_bytes,
+    );
+    gauge(
+        &mut out,
+        "roost_sqlite_page_cache_bytes",
+        "Bytes of SQLite page caches.",
+        m.sqlite.page_cache_bytes,
+    );
+    gauge(&mut out, "roost_store_cache_bytes", "Block cache of the store.", m.store.cache_bytes);
+    gauge(&mut out, "roost_store_write_buffer_bytes", "Memtables of the store.", m.store.write_buffer_bytes);
+    gauge(&mut out, "roost_memory_budget_bytes", "The process memory budget.", m.budget_bytes);
+    let _ = writeln!(
+        out,
+        "# HELP roost_memory_pool_bytes Use of each budget pool.\n# TYPE roost_memory_pool_bytes gauge"
+    );
+    for pool in &m.pools {
+        let _ = writeln!(out, "roost_memory_pool_bytes{{pool=\"{}\"}} {}", pool.name, pool.bytes_used);
+    }
+    let _ = writeln!(out, "# HELP roost_memory_pool_bytes_max Cap of each budget pool.\n# TYPE roost_memory_pool_bytes_max gauge");
+    for pool in &m.pools {
+        let _ = writeln!(out, "roost_memory_pool_bytes_max{{pool=\"{}\"}} {}", pool.name, pool.bytes_max);
+    }
+    let _ = writeln!(out, "# HELP roost_actors Actors by state.\n# TYPE roost_actors gauge");
+    for (state, n) in
+        [("awake", stats.actors_awake), ("waking", stats.actors_waking), ("known", stats.actors_known)]
+    {
+        let _ = writeln!(out, "roost_actors{{state=\"{state}\"}} {n}");
+    }
+    gauge(&mut out, "roost_wakes_queued", "Wakes waiting for admission.", stats.wakes_queued as u64);
+    counter(&mut out, "roost_wakes_total", "Actors woken.", stats.wakes_total);
+    counter(&mut out, "roost_sleeps_total", "Actors put to sleep on request.", stats.sleeps_total);
+    counter(
+        &mut out,
+        "roost_evictions_total",
+        "Idle actors put to sleep to stay in budget.",
+        stats.evictions_total,
+    );
+    counter(
+        &mut out,
+        "roost_idle_sleeps_total",
+        "Actors put to sleep after the idle timeout.",
+        stats.idle_sleeps_total,
+    );
+    counter(
+        &mut out,
+        "roost_overloaded_total",
+        "Requests refused as overloaded by the host.",
+        stats.overloaded_total,
+    );
+    counter(&mut out, "roost_store_read_calls_total", "Store read round trips.", m.store.read_calls);
+    counter(&mut out, "roost_store_write_calls_total", "Store write round trips.", m.store.write_calls);
+    counter(&mut out, "roost_store_group_commits_total", "Physical store commits.", m.store.group_commits);
+    counter(&mut out, "roost_store_syncs_total", "Store fsyncs.", m.store.syncs);
+    render_requests(&mut out, metrics);
+    out
+}
+
+fn render_requests(out: &mut String, metrics: &Metrics) {
+    let _ = writeln!(
+        out,
+        "# HELP roost_http_requests_total HTTP requests.\n# TYPE roost_http_requests_total counter"
+    );
+    for ((route, status), n) in metrics.requests.lock().iter() {
+        let _ = writeln!(out, "roost_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP roost_http_request_duration_seconds HTTP request latency.\n# TYPE roost_http_request_duration_seconds histogram"
+    );
+    for (route, h) in metrics.latency.lock().iter() {
+        for (bucket, bound) in h.buckets.iter().zip(BUCKETS_S) {
+            let n = bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "roost_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "roost_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "roost_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
+        let _ = writeln!(out, "roost_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
+    }
+}
