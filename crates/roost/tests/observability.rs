@@ -34,7 +34,7 @@ fn memory_breakdown_follows_actors_waking_and_sleeping() {
     let awake = memory(&server);
     assert_eq!(awake["actors"]["awake"], json!(1000));
     let sqlite_awake = awake["sqlite"]["used_bytes"].as_u64().unwrap();
-    assert!(sqlite_awake > before["sqlite"]["used_bytes"].as_u64().unwrap() + (1000 * 8 << 10));
+    assert!(sqlite_awake > before["sqlite"]["used_bytes"].as_u64().unwrap() + ((1000 * 8) << 10));
     assert!(
         awake["process"]["rss_bytes"].as_u64().unwrap() > before["process"]["rss_bytes"].as_u64().unwrap()
     );

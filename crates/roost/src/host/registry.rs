@@ -191,6 +191,11 @@ impl Host {
     ) -> Result<R, HostError> {
         let pinned = self.pin(id).await?;
         self.run_pinned(&pinned, move |db| {
+            // A holder of a `Pinned` dropped mid-transaction must not make this job's writes
+            // part of its transaction (and then lost with it).
+            if db.in_transaction() {
+                let _ = db.execute_script("ROLLBACK");
+            }
             let result = job(db);
             if db.in_transaction() {
                 let _ = db.execute_script("ROLLBACK");

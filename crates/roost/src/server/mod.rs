@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod debug;
 mod error;
+mod hrana;
 mod json;
 mod metrics;
 mod transfer;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub auth: Auth,
     /// Reads the allocator's statistics (set by the binary that installs the allocator).
     pub allocator_stats: Option<fn() -> AllocatorStats>,
+    /// Every this many seconds one structured log line with the memory figures; 0: off.
+    pub memory_log_interval_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             import_bytes_max: 10 << 30,
             auth: Auth::default(),
             allocator_stats: None,
+            memory_log_interval_s: 60,
         }
     }
 }
@@ -145,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/actors/{id}/sleep", post(api::sleep))
         .route("/v1/actors/{id}/export", get(transfer::export))
         .route("/v1/actors/{id}/import", axum::routing::put(transfer::import))
+        .merge(hrana::router(&state))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
@@ -160,7 +165,45 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
+    let memory_log = spawn_memory_log(state.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    if let Some(task) = memory_log {
+        task.abort();
+    }
     state.host().shutdown().await;
     Ok(())
+}
+
+/// Logs one line of memory figures every `memory_log_interval_s` seconds.
+fn spawn_memory_log(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let interval_s = state.config().memory_log_interval_s;
+    if interval_s == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(interval_s));
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let stats = state.host().stats();
+            let process = crate::host::process_memory().unwrap_or_default();
+            let allocator = state.config().allocator_stats.map(|read| read().resident_bytes).unwrap_or(0);
+            let m = &stats.memory;
+            tracing::info!(
+                target: "roost::memory",
+                rss_bytes = process.rss_bytes,
+                rss_peak_bytes = process.rss_peak_bytes,
+                allocator_resident_bytes = allocator,
+                sqlite_used_bytes = m.sqlite.used_bytes,
+                sqlite_page_cache_bytes = m.sqlite.page_cache_bytes,
+                store_cache_bytes = m.store.cache_bytes,
+                store_write_buffer_bytes = m.store.write_buffer_bytes,
+                actors_awake = stats.actors_awake,
+                actors_waking = stats.actors_waking,
+                wakes_queued = stats.wakes_queued,
+                actors_known = stats.actors_known,
+                "memory"
+            );
+        }
+    }))
 }

@@ -1,0 +1,433 @@
+//! Serving stream requests: statements, batches with conditions, sequences, descriptions and
+//! stored SQL texts.
+//!
+//! Three kinds of failure, as in sqld: a statement that fails is a Hrana error in the answer
+//! (the stream goes on); a request that breaks the protocol (an unknown `sql_id`, a condition on
+//! a later step, a request after `close`...) fails the whole HTTP request with `bad_request`;
+//! host and storage failures fail the HTTP request with their own code. The last two end the
+//! stream.
+
+use serde_json::{json, Value as Json};
+
+use super::super::error::ApiError;
+use super::proto::{self, BatchCond, HError, StreamRequest};
+use super::sql;
+use super::stream::Stream;
+use crate::vfs::{self, Database, Params, QueryResult, Value};
+
+/// Settings of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub version: u8,
+    pub statement_bytes_max: usize,
+    pub sql_texts_max: usize,
+}
+
+/// A statement ready to run.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sql: String,
+    pub params: Params,
+    pub want_rows: bool,
+}
+
+/// A batch step ready to run.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub condition: Option<BatchCond>,
+    pub stmt: Prepared,
+}
+
+/// What became of a batch step.
+#[derive(Debug)]
+pub enum Outcome {
+    Skipped,
+    Done(QueryResult),
+    Failed(HError),
+}
+
+fn sqlite_code_name(code: i32) -> &'static str {
+    match code & 0xff {
+        1 => "SQLITE_ERROR",
+        2 => "SQLITE_INTERNAL",
+        3 => "SQLITE_PERM",
+        4 => "SQLITE_ABORT",
+        5 => "SQLITE_BUSY",
+        6 => "SQLITE_LOCKED",
+        7 => "SQLITE_NOMEM",
+        8 => "SQLITE_READONLY",
+        9 => "SQLITE_INTERRUPT",
+        10 => "SQLITE_IOERR",
+        11 => "SQLITE_CORRUPT",
+        12 => "SQLITE_NOTFOUND",
+        13 => "SQLITE_FULL",
+        14 => "SQLITE_CANTOPEN",
+        15 => "SQLITE_PROTOCOL",
+        17 => "SQLITE_SCHEMA",
+        18 => "SQLITE_TOOBIG",
+        19 => "SQLITE_CONSTRAINT",
+        20 => "SQLITE_MISMATCH",
+        21 => "SQLITE_MISUSE",
+        22 => "SQLITE_NOLFS",
+        23 => "SQLITE_AUTH",
+        25 => "SQLITE_RANGE",
+        26 => "SQLITE_NOTADB",
+        _ => "SQLITE_UNKNOWN",
+    }
+}
+
+/// A statement's failure as a Hrana error, or the storage failure that must end the request.
+pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
+    use vfs::Error as E;
+    Ok(match error {
+        E::Sql { code, message } => HError::new(sqlite_code_name(code), message),
+        E::Parameters(message) if message.starts_with("one statement expected") => {
+            HError::new("SQL_MANY_STATEMENTS", "SQL string contains more than one statement")
+        }
+        E::Parameters(message) => HError::new("ARGS_INVALID", message),
+        E::TooManyRows { .. } => HError::new("RESPONSE_TOO_LARGE", error.to_string()),
+        E::TransactionTooLarge { .. } => HError::new("TRANSACTION_TOO_LARGE", error.to_string()),
+        E::Interrupted => HError::new(
+            "SQLITE_INTERRUPT",
+            "statement ran longer than the time limit and was interrupted; its transaction was rolled back",
+        ),
+        E::InvalidActorId(_) => HError::new("SQLITE_MISUSE", error.to_string()),
+        E::InBatch { source, .. } => return statement_error(*source),
+        E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => return Err(error),
+    })
+}
+
+fn no_statement() -> HError {
+    HError::new("SQL_NO_STATEMENT", "SQL string does not contain any statement")
+}
+
+/// The SQL text of a request: `sql` or a stored `sql_id`, exactly one of them.
+fn resolve_sql(stream: &Stream, sql: Option<String>, sql_id: Option<i32>) -> Result<String, ApiError> {
+    match (sql, sql_id) {
+        (Some(sql), None) => Ok(sql),
+        (None, Some(id)) => stream
+            .sqls
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::bad_request(format!("SQL text {id} is not stored on this stream"))),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("a statement has both `sql` and `sql_id`")),
+        (None, None) => Err(ApiError::bad_request("a statement has neither `sql` nor `sql_id`")),
+    }
+}
+
+fn too_long(sql: &str, ctx: &Ctx) -> Option<HError> {
+    (sql.len() > ctx.statement_bytes_max).then(|| {
+        HError::new("SQLITE_TOOBIG", format!("SQL statement longer than {} bytes", ctx.statement_bytes_max))
+    })
+}
+
+/// Resolves a `Stmt`: protocol errors fail the request (outer), statement errors are answers.
+fn prepare(stream: &Stream, stmt: proto::Stmt, ctx: &Ctx) -> Result<Result<Prepared, HError>, ApiError> {
+    let sql = resolve_sql(stream, stmt.sql, stmt.sql_id)?;
+    if let Some(error) = too_long(&sql, ctx) {
+        return Ok(Err(error));
+    }
+    let args = stmt.args.unwrap_or_default();
+    let named = stmt.named_args.unwrap_or_default();
+    let params = match (args.is_empty(), named.is_empty()) {
+        (true, true) => Params::None,
+        (false, true) => Params::Positional(args.into_iter().map(|v| v.0).collect()),
+        (true, false) => Params::Named(named.into_iter().map(|a| (a.name, a.value.0)).collect()),
+        (false, false) => {
+            return Ok(Err(HError::new(
+                "ARGS_BOTH_POSITIONAL_AND_NAMED",
+                "Specifying both positional and named arguments is not supported",
+            )))
+        }
+    };
+    Ok(Ok(Prepared { sql, params, want_rows: stmt.want_rows.unwrap_or(true) }))
+}
+
+/// Runs one statement; statement errors are part of the answer.
+pub fn run_statement(db: &mut Database, stmt: &Prepared) -> Result<Result<QueryResult, HError>, vfs::Error> {
+    match db.execute(&stmt.sql, &stmt.params) {
+        Ok(result) => Ok(Ok(result)),
+        // SQLite refuses a text without statements; say so plainly.
+        Err(vfs::Error::Sql { .. }) if sql::scan(&stmt.sql).is_ok_and(|s| s.empty) => Ok(Err(no_statement())),
+        Err(error) => statement_error(error).map(Err),
+    }
+}
+
+fn holds(cond: &BatchCond, outcomes: &[Outcome], db: &Database) -> bool {
+    match cond {
+        BatchCond::Ok { step } => matches!(outcomes.get(*step as usize), Some(Outcome::Done(_))),
+        BatchCond::Error { step } => matches!(outcomes.get(*step as usize), Some(Outcome::Failed(_))),
+        BatchCond::Not { cond } => !holds(cond, outcomes, db),
+        BatchCond::And { conds } => conds.iter().all(|c| holds(c, outcomes, db)),
+        BatchCond::Or { conds } => conds.iter().any(|c| holds(c, outcomes, db)),
+        BatchCond::IsAutocommit {} => !db.in_transaction(),
+    }
+}
+
+/// Runs a batch: each step whose condition holds, in order, whatever the others did.
+pub fn run_batch(db: &mut Database, steps: &[Step]) -> Result<Vec<Outcome>, vfs::Error> {
+    let mut outcomes = Vec::with_capacity(steps.len());
+    for step in steps {
+        if step.condition.as_ref().is_some_and(|c| !holds(c, &outcomes, db)) {
+            outcomes.push(Outcome::Skipped);
+            continue;
+        }
+        outcomes.push(match run_statement(db, &step.stmt)? {
+            Ok(result) => Outcome::Done(result),
+            Err(error) => Outcome::Failed(error),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Checks a condition of step `index`: it may only look at earlier steps (and `is_autocommit`
+/// needs Hrana 3).
+fn check_condition(cond: &BatchCond, index: usize, ctx: &Ctx) -> Result<(), ApiError> {
+    match cond {
+        BatchCond::Ok { step } | BatchCond::Error { step } if *step as usize >= index => {
+            Err(ApiError::bad_request(format!("the condition of batch step {index} refers to step {step}")))
+        }
+        BatchCond::Ok { .. } | BatchCond::Error { .. } => Ok(()),
+        BatchCond::Not { cond } => check_condition(cond, index, ctx),
+        BatchCond::And { conds } | BatchCond::Or { conds } => {
+            conds.iter().try_for_each(|c| check_condition(c, index, ctx))
+        }
+        BatchCond::IsAutocommit {} if ctx.version < 3 => {
+            Err(ApiError::bad_request("the `is_autocommit` condition needs Hrana 3 (use /v3)"))
+        }
+        BatchCond::IsAutocommit {} => Ok(()),
+    }
+}
+
+/// Resolves a batch: protocol errors fail the request; a step that cannot run (with its index)
+/// fails the whole batch request (as in sqld), before anything runs.
+pub fn prepare_batch(
+    stream: &Stream,
+    batch: proto::Batch,
+    ctx: &Ctx,
+) -> Result<Result<Vec<Step>, (usize, HError)>, ApiError> {
+    let mut steps = Vec::with_capacity(batch.steps.len());
+    for (index, step) in batch.steps.into_iter().enumerate() {
+        if let Some(cond) = &step.condition {
+            check_condition(cond, index, ctx)?;
+        }
+        match prepare(stream, step.stmt, ctx)? {
+            Ok(stmt) => steps.push(Step { condition: step.condition, stmt }),
+            Err(error) => return Ok(Err((index, error))),
+        }
+    }
+    Ok(Ok(steps))
+}
+
+fn batch_json(steps: &[Step], outcomes: &[Outcome]) -> Json {
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut errors = Vec::with_capacity(outcomes.len());
+    for (step, outcome) in steps.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Skipped => {
+                results.push(Json::Null);
+                errors.push(Json::Null);
+            }
+            Outcome::Done(result) => {
+                results.push(proto::stmt_result_json(result, step.stmt.want_rows));
+                errors.push(Json::Null);
+            }
+            Outcome::Failed(error) => {
+                results.push(Json::Null);
+                errors.push(error.json());
+            }
+        }
+    }
+    json!({"step_results": results, "step_errors": errors})
+}
+
+fn push_line(out: &mut Vec<u8>, entry: &Json) {
+    serde_json::to_writer(&mut *out, entry).expect("JSON values serialize");
+    out.push(b'\n');
+}
+
+/// The cursor entry of a step that failed before it began.
+pub fn step_error_entry(step: usize, error: &HError) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_line(&mut out, &json!({"type": "step_error", "step": step, "error": error.json()}));
+    out
+}
+
+/// The newline-delimited cursor entries of a finished batch.
+pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut line = |entry: Json| push_line(&mut out, &entry);
+    for (index, (step, outcome)) in steps.iter().zip(outcomes).enumerate() {
+        match outcome {
+            Outcome::Skipped => {}
+            Outcome::Done(result) => {
+                line(json!({"type": "step_begin", "step": index, "cols": proto::cols_json(&result.columns)}));
+                if step.stmt.want_rows {
+                    for row in &result.rows {
+                        line(json!({"type": "row", "row": proto::row_json(row)}));
+                    }
+                }
+                line(json!({
+                    "type": "step_end",
+                    "affected_row_count": result.rows_affected,
+                    "last_insert_rowid": result.last_insert_rowid.to_string(),
+                }));
+            }
+            Outcome::Failed(error) => {
+                line(json!({"type": "step_error", "step": index, "error": error.json()}));
+            }
+        }
+    }
+    out
+}
+
+/// Describes a statement with what [`Database`] offers: the parameters come from scanning the
+/// text; `EXPLAIN` of the statement checks that it prepares and shows whether it writes (the
+/// opcodes that make `sqlite3_stmt_readonly` false); the columns of a reading `SELECT`,
+/// `VALUES` or `WITH` come from running it wrapped in `SELECT * FROM (...) LIMIT 0`. Declared
+/// types are not available (null), nor the columns of other statements (`RETURNING`, `PRAGMA`).
+pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vfs::Error> {
+    let scan = match sql::scan(sql) {
+        Ok(scan) => scan,
+        Err(message) => return Ok(Err(HError::new("SQLITE_ERROR", message))),
+    };
+    if scan.empty {
+        return Ok(Err(no_statement()));
+    }
+    let nulls = if scan.params.is_empty() {
+        Params::None
+    } else {
+        Params::Positional(vec![Value::Null; scan.params.len()])
+    };
+    let program = match db.execute(&format!("EXPLAIN {}", &sql[scan.body_start..]), &nulls) {
+        Ok(program) => program,
+        Err(error) => return statement_error(error).map(Err),
+    };
+    let writes = program.rows.iter().any(|op| match (op.get(1), op.get(3)) {
+        (Some(Value::Text(opcode)), p2) => match opcode.as_str() {
+            "Transaction" => !matches!(p2, Some(Value::Integer(0))),
+            "Vacuum" | "JournalMode" | "Checkpoint" => true,
+            _ => false,
+        },
+        _ => false,
+    });
+    let cols: Vec<String> = match scan.explain {
+        Some(false) => ["addr", "opcode", "p1", "p2", "p3", "p4", "p5", "comment"].map(String::from).to_vec(),
+        Some(true) => ["id", "parent", "notused", "detail"].map(String::from).to_vec(),
+        None if !writes && matches!(scan.keyword.as_deref(), Some("SELECT" | "VALUES" | "WITH")) => {
+            let wrapped = format!("SELECT * FROM (\n{}\n) LIMIT 0", &sql[..scan.first_end]);
+            match db.execute(&wrapped, &nulls) {
+                Ok(result) => result.columns,
+                Err(error) => {
+                    statement_error(error)?;
+                    Vec::new()
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+    Ok(Ok(json!({
+        "params": scan.params.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
+        "cols": proto::cols_json(&cols),
+        "is_explain": scan.explain.is_some(),
+        "is_readonly": !writes,
+    })))
+}
+
+/// Serves one stream request. `Ok` holds the request's result (ok or error).
+pub async fn handle(stream: &mut Stream, request: StreamRequest, ctx: &Ctx) -> Result<Json, ApiError> {
+    if stream.closed {
+        return Err(ApiError::bad_request("the stream is closed"));
+    }
+    let kind = request.kind();
+    let answer = |fields: Json| proto::ok_result(kind, fields);
+    let failed = |error: HError| proto::error_result(&error);
+    Ok(match request {
+        StreamRequest::Close {} => {
+            stream.closed = true;
+            answer(json!({}))
+        }
+        StreamRequest::Execute { stmt } => {
+            let stmt = match prepare(stream, stmt, ctx)? {
+                Ok(stmt) => stmt,
+                Err(error) => return Ok(failed(error)),
+            };
+            let want_rows = stmt.want_rows;
+            match stream.run(move |db| run_statement(db, &stmt)).await? {
+                Ok(result) => answer(json!({"result": proto::stmt_result_json(&result, want_rows)})),
+                Err(error) => failed(error),
+            }
+        }
+        StreamRequest::Batch { batch } => {
+            let steps = match prepare_batch(stream, batch, ctx)? {
+                Ok(steps) => steps,
+                Err((_, error)) => return Ok(failed(error)),
+            };
+            let (steps, outcomes) = stream
+                .run(move |db| {
+                    let outcomes = run_batch(db, &steps)?;
+                    Ok((steps, outcomes))
+                })
+                .await?;
+            answer(json!({"result": batch_json(&steps, &outcomes)}))
+        }
+        StreamRequest::Sequence { sql, sql_id } => {
+            let sql = resolve_sql(stream, sql, sql_id)?;
+            if let Some(error) = too_long(&sql, ctx) {
+                return Ok(failed(error));
+            }
+            let done = stream
+                .run(move |db| match db.execute_script(&sql) {
+                    Ok(()) => Ok(Ok(())),
+                    Err(error) => statement_error(error).map(Err),
+                })
+                .await?;
+            match done {
+                Ok(()) => answer(json!({})),
+                Err(error) => failed(error),
+            }
+        }
+        StreamRequest::Describe { sql, sql_id } => {
+            let sql = resolve_sql(stream, sql, sql_id)?;
+            if let Some(error) = too_long(&sql, ctx) {
+                return Ok(failed(error));
+            }
+            match stream.run(move |db| describe(db, &sql)).await? {
+                Ok(result) => answer(json!({"result": result})),
+                Err(error) => failed(error),
+            }
+        }
+        StreamRequest::StoreSql { sql_id, sql } => {
+            if stream.sqls.contains_key(&sql_id) {
+                return Err(ApiError::bad_request(format!("SQL text {sql_id} is already stored")));
+            }
+            if stream.sqls.len() >= ctx.sql_texts_max {
+                failed(HError::new(
+                    "SQL_STORE_TOO_MANY",
+                    format!(
+                        "the stream already stores {} SQL texts, it cannot store more",
+                        stream.sqls.len()
+                    ),
+                ))
+            } else if sql.len() > ctx.statement_bytes_max {
+                failed(HError::new(
+                    "SQL_STORE_TOO_LARGE",
+                    format!("SQL text longer than {} bytes", ctx.statement_bytes_max),
+                ))
+            } else {
+                stream.sqls.insert(sql_id, sql);
+                answer(json!({}))
+            }
+        }
+        StreamRequest::CloseSql { sql_id } => {
+            stream.sqls.remove(&sql_id);
+            answer(json!({}))
+        }
+        StreamRequest::GetAutocommit {} => {
+            if ctx.version < 3 {
+                return Err(ApiError::bad_request("`get_autocommit` needs Hrana 3 (use /v3)"));
+            }
+            answer(json!({"is_autocommit": !stream.in_transaction()}))
+        }
+    })
+}

@@ -1,0 +1,202 @@
+//! Hrana over HTTP, JSON encoding, versions 2 and 3 (libSQL's HRANA_3_SPEC.md and
+//! HTTP_V2_SPEC.md), answering as sqld does so that libSQL clients work against Roost:
+//!
+//! - `GET /db/{id}/v2`, `GET /db/{id}/v3` (and `/v2`, `/v3`): version checks (2xx);
+//! - `POST /db/{id}/v2/pipeline`, `POST /db/{id}/v3/pipeline`: a pipeline of stream requests;
+//! - `POST /db/{id}/v3/cursor`: a batch whose results come back as newline-delimited JSON;
+//! - `POST /v2/pipeline`, `POST /v3/pipeline`, `POST /v3/cursor`: the same, with the actor
+//!   taken from the `x-namespace` header.
+//!
+//! Protobuf (`v3-protobuf`) is not served: clients that probe for it fall back to JSON.
+//! Streams and batons live in [`stream`]; requests are served by [`exec`].
+
+mod exec;
+mod proto;
+mod sql;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use self::exec::Ctx;
+use self::proto::{CursorReqBody, PipelineReqBody};
+use self::stream::{Stream, Streams};
+use super::api::{actor_id, JsonBody};
+use super::error::ApiError;
+use super::AppState;
+use crate::actor_id::ActorId;
+
+#[derive(Clone)]
+struct Hrana {
+    app: AppState,
+    streams: Arc<Streams>,
+}
+
+/// The Hrana routes, with their own stream registry.
+pub(super) fn router(state: &AppState) -> Router<AppState> {
+    let config = state.config();
+    let hrana = Hrana {
+        app: state.clone(),
+        streams: Streams::new(config.hrana_stream_idle_ms, config.hrana_streams_max, config.retry_after_ms),
+    };
+    Router::new()
+        .route("/v2", get(version))
+        .route("/v3", get(version))
+        .route("/db/{id}/v2", get(version_of))
+        .route("/db/{id}/v3", get(version_of))
+        .route("/v2/pipeline", post(pipeline_v2))
+        .route("/v3/pipeline", post(pipeline_v3))
+        .route("/v3/cursor", post(cursor_v3))
+        .route("/db/{id}/v2/pipeline", post(pipeline_v2_of))
+        .route("/db/{id}/v3/pipeline", post(pipeline_v3_of))
+        .route("/db/{id}/v3/cursor", post(cursor_v3_of))
+        .with_state(hrana)
+}
+
+async fn pipeline_v2(State(hrana): State<Hrana>, request: Request) -> Response {
+    pipeline(hrana, 2, None, request).await
+}
+
+async fn pipeline_v3(State(hrana): State<Hrana>, request: Request) -> Response {
+    pipeline(hrana, 3, None, request).await
+}
+
+async fn cursor_v3(State(hrana): State<Hrana>, request: Request) -> Response {
+    cursor(hrana, None, request).await
+}
+
+async fn pipeline_v2_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
+    pipeline(hrana, 2, Some(id), request).await
+}
+
+async fn pipeline_v3_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
+    pipeline(hrana, 3, Some(id), request).await
+}
+
+async fn cursor_v3_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
+    cursor(hrana, Some(id), request).await
+}
+
+const VERSION_TEXT: &str = "Hello, this is HTTP API v2 (Hrana over HTTP)";
+
+async fn version() -> &'static str {
+    VERSION_TEXT
+}
+
+async fn version_of(Path(id): Path<String>) -> Result<&'static str, ApiError> {
+    actor_id(&id)?;
+    Ok(VERSION_TEXT)
+}
+
+/// The actor of a request: from the path, or else from the `x-namespace` header; then the
+/// token is checked against it.
+fn authorized_actor(hrana: &Hrana, path: Option<String>, headers: &HeaderMap) -> Result<ActorId, ApiError> {
+    let id = match path {
+        Some(id) => actor_id(&id)?,
+        None => {
+            let namespace = headers
+                .get("x-namespace")
+                .ok_or_else(|| ApiError::bad_request("missing x-namespace header (or use /db/{id}/...)"))?;
+            actor_id(
+                namespace
+                    .to_str()
+                    .map_err(|_| ApiError::bad_request("x-namespace is not a valid actor id"))?,
+            )?
+        }
+    };
+    hrana.app.auth().check_actor(headers, &id)?;
+    Ok(id)
+}
+
+impl Hrana {
+    fn ctx(&self, version: u8) -> Ctx {
+        let config = self.app.config();
+        Ctx {
+            version,
+            statement_bytes_max: config.statement_bytes_max,
+            sql_texts_max: config.hrana_sql_texts_max,
+        }
+    }
+
+    /// The stream of `baton` (a new one when there is none).
+    fn stream(&self, baton: Option<&str>, id: ActorId) -> Result<Stream, ApiError> {
+        match baton {
+            None => self.streams.open(id, self.app.host().clone()),
+            Some(baton) => self.streams.take(baton, &id),
+        }
+    }
+
+    /// After a request: the new baton of a stream still open (`None` once closed).
+    async fn finish(&self, stream: Stream) -> Option<String> {
+        if stream.closed {
+            stream.close().await;
+            None
+        } else {
+            Some(self.streams.park(stream))
+        }
+    }
+}
+
+async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Request) -> Response {
+    let served = async {
+        let id = authorized_actor(&hrana, path, request.headers())?;
+        let JsonBody(body) = JsonBody::<PipelineReqBody>::from_request(request, &()).await?;
+        let mut stream = hrana.stream(body.baton.as_deref(), id)?;
+        let ctx = hrana.ctx(version);
+        let mut results = Vec::with_capacity(body.requests.len());
+        for request in body.requests {
+            match exec::handle(&mut stream, request, &ctx).await {
+                Ok(result) => results.push(result),
+                Err(error) => {
+                    stream.close().await;
+                    return Err(error);
+                }
+            }
+        }
+        let baton = hrana.finish(stream).await;
+        Ok::<_, ApiError>(Json(json!({"baton": baton, "base_url": null, "results": results})))
+    };
+    served.await.into_response()
+}
+
+async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Response {
+    let served = async {
+        let id = authorized_actor(&hrana, path, request.headers())?;
+        let JsonBody(body) = JsonBody::<CursorReqBody>::from_request(request, &()).await?;
+        let mut stream = hrana.stream(body.baton.as_deref(), id)?;
+        let ctx = hrana.ctx(3);
+        let ran = match exec::prepare_batch(&stream, body.batch, &ctx) {
+            Ok(Ok(steps)) => stream
+                .run(move |db| {
+                    let outcomes = exec::run_batch(db, &steps)?;
+                    Ok(exec::cursor_entries(&steps, &outcomes))
+                })
+                .await
+                .map_err(ApiError::from),
+            // A step that cannot run ends the batch there: the cursor reports it as that
+            // step's error.
+            Ok(Err((step, error))) => Ok(exec::step_error_entry(step, &error)),
+            Err(error) => Err(error),
+        };
+        let entries = match ran {
+            Ok(entries) => entries,
+            Err(error) => {
+                stream.close().await;
+                return Err(error);
+            }
+        };
+        let baton = hrana.finish(stream).await;
+        let mut body =
+            serde_json::to_vec(&json!({"baton": baton, "base_url": null})).expect("JSON serializes");
+        body.push(b'\n');
+        body.extend(entries);
+        Ok::<_, ApiError>(([(header::CONTENT_TYPE, "text/plain")], body).into_response())
+    };
+    served.await.unwrap_or_else(IntoResponse::into_response)
+}

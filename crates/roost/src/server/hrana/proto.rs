@@ -1,0 +1,249 @@
+//! Hrana's JSON structures (HRANA_3_SPEC.md, "Hrana over HTTP" and "Shared structures").
+//! Requests are parsed strictly enough that a malformed value fails the whole HTTP request
+//! before anything runs; unknown fields are ignored, as the spec asks.
+
+use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
+use base64::Engine;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value as Json};
+
+use crate::vfs::{QueryResult, Value};
+
+#[derive(Debug, Deserialize)]
+pub struct PipelineReqBody {
+    #[serde(default)]
+    pub baton: Option<String>,
+    pub requests: Vec<StreamRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CursorReqBody {
+    #[serde(default)]
+    pub baton: Option<String>,
+    pub batch: Batch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamRequest {
+    Close {},
+    Execute {
+        stmt: Stmt,
+    },
+    Batch {
+        batch: Batch,
+    },
+    Sequence {
+        #[serde(default)]
+        sql: Option<String>,
+        #[serde(default)]
+        sql_id: Option<i32>,
+    },
+    Describe {
+        #[serde(default)]
+        sql: Option<String>,
+        #[serde(default)]
+        sql_id: Option<i32>,
+    },
+    StoreSql {
+        sql_id: i32,
+        sql: String,
+    },
+    CloseSql {
+        sql_id: i32,
+    },
+    GetAutocommit {},
+}
+
+impl StreamRequest {
+    /// The `type` of the request, which its response repeats.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Close {} => "close",
+            Self::Execute { .. } => "execute",
+            Self::Batch { .. } => "batch",
+            Self::Sequence { .. } => "sequence",
+            Self::Describe { .. } => "describe",
+            Self::StoreSql { .. } => "store_sql",
+            Self::CloseSql { .. } => "close_sql",
+            Self::GetAutocommit {} => "get_autocommit",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Stmt {
+    #[serde(default)]
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub sql_id: Option<i32>,
+    #[serde(default)]
+    pub args: Option<Vec<HValue>>,
+    #[serde(default)]
+    pub named_args: Option<Vec<NamedArg>>,
+    #[serde(default)]
+    pub want_rows: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NamedArg {
+    pub name: String,
+    pub value: HValue,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Batch {
+    pub steps: Vec<BatchStep>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BatchStep {
+    #[serde(default)]
+    pub condition: Option<BatchCond>,
+    pub stmt: Stmt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BatchCond {
+    Ok { step: u32 },
+    Error { step: u32 },
+    Not { cond: Box<BatchCond> },
+    And { conds: Vec<BatchCond> },
+    Or { conds: Vec<BatchCond> },
+    IsAutocommit {},
+}
+
+/// A SQL value in Hrana's JSON encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HValue(pub Value);
+
+#[derive(Deserialize)]
+struct RawValue {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    value: Option<Json>,
+    #[serde(default)]
+    base64: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for HValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawValue::deserialize(deserializer)?;
+        let value = match (raw.kind.as_str(), raw.value) {
+            ("null", _) => Value::Null,
+            // Integers travel as decimal strings; a plain JSON integer is accepted too.
+            ("integer", Some(Json::String(s))) => Value::Integer(
+                s.parse().map_err(|_| D::Error::custom(format!("integer value {s:?} is not an i64")))?,
+            ),
+            ("integer", Some(Json::Number(n))) if n.is_i64() => Value::Integer(n.as_i64().unwrap_or(0)),
+            ("float", Some(Json::Number(n))) => {
+                Value::Real(n.as_f64().ok_or_else(|| D::Error::custom("float value out of range"))?)
+            }
+            ("text", Some(Json::String(s))) => Value::Text(s),
+            ("blob", _) => {
+                let text = raw.base64.ok_or_else(|| D::Error::custom("blob value without base64"))?;
+                Value::Blob(
+                    BASE64
+                        .decode(text.trim_end_matches('='))
+                        .map_err(|_| D::Error::custom("blob value is not valid base64"))?,
+                )
+            }
+            (kind, _) => return Err(D::Error::custom(format!("invalid value of type {kind:?}"))),
+        };
+        Ok(HValue(value))
+    }
+}
+
+pub fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Null => json!({"type": "null"}),
+        Value::Integer(i) => json!({"type": "integer", "value": i.to_string()}),
+        // JSON has no infinities (SQLite stores no NaN): those come back as null, as in /v1.
+        Value::Real(f) => match serde_json::Number::from_f64(*f) {
+            Some(n) => json!({"type": "float", "value": n}),
+            None => json!({"type": "null"}),
+        },
+        Value::Text(s) => json!({"type": "text", "value": s}),
+        Value::Blob(b) => json!({"type": "blob", "base64": BASE64.encode(b)}),
+    }
+}
+
+/// A Hrana `Error`: always with a code, which some clients require.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HError {
+    pub message: String,
+    pub code: &'static str,
+}
+
+impl HError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { message: message.into(), code }
+    }
+
+    pub fn json(&self) -> Json {
+        json!({"message": self.message, "code": self.code})
+    }
+}
+
+pub fn cols_json(columns: &[String]) -> Json {
+    Json::Array(columns.iter().map(|name| json!({"name": name, "decltype": null})).collect())
+}
+
+pub fn row_json(row: &[Value]) -> Json {
+    Json::Array(row.iter().map(value_json).collect())
+}
+
+pub fn stmt_result_json(result: &QueryResult, want_rows: bool) -> Json {
+    let rows = if want_rows { result.rows.iter().map(|r| row_json(r)).collect() } else { Vec::new() };
+    json!({
+        "cols": cols_json(&result.columns),
+        "rows": rows,
+        "affected_row_count": result.rows_affected,
+        "last_insert_rowid": result.last_insert_rowid.to_string(),
+    })
+}
+
+pub fn ok_result(kind: &str, fields: Json) -> Json {
+    let mut response = json!({"type": kind});
+    if let (Json::Object(target), Json::Object(extra)) = (&mut response, fields) {
+        target.extend(extra);
+    }
+    json!({"type": "ok", "response": response})
+}
+
+pub fn error_result(error: &HError) -> Json {
+    json!({"type": "error", "error": error.json()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let parse = |j: Json| serde_json::from_value::<HValue>(j).map(|v| v.0);
+        assert_eq!(parse(json!({"type": "null"})).unwrap(), Value::Null);
+        assert_eq!(
+            parse(json!({"type": "integer", "value": "-9007199254740993"})).unwrap(),
+            Value::Integer(-9007199254740993)
+        );
+        assert_eq!(parse(json!({"type": "integer", "value": 5})).unwrap(), Value::Integer(5));
+        assert_eq!(parse(json!({"type": "float", "value": 1.5})).unwrap(), Value::Real(1.5));
+        assert_eq!(parse(json!({"type": "text", "value": "hé"})).unwrap(), Value::Text("hé".into()));
+        assert_eq!(parse(json!({"type": "blob", "base64": "AAH/"})).unwrap(), Value::Blob(vec![0, 1, 255]));
+        assert_eq!(parse(json!({"type": "blob", "base64": "AAE="})).unwrap(), Value::Blob(vec![0, 1]));
+        assert!(parse(json!({"type": "integer", "value": "1.5"})).is_err());
+        assert!(parse(json!({"type": "blob", "base64": "!!"})).is_err());
+        assert!(parse(json!({"type": "date"})).is_err());
+        assert!(parse(json!({"value": "x"})).is_err());
+        assert_eq!(value_json(&Value::Blob(vec![0, 1])), json!({"type": "blob", "base64": "AAE"}));
+        assert_eq!(
+            value_json(&Value::Integer(i64::MAX)),
+            json!({"type": "integer", "value": "9223372036854775807"})
+        );
+        assert_eq!(value_json(&Value::Real(f64::INFINITY)), json!({"type": "null"}));
+    }
+}
