@@ -1,0 +1,385 @@
+//! `roost bench actors storm`: every actor of a population requested at once.
+//!
+//! Child A creates the actors (the whole reference workload) and shuts its host down, so every
+//! actor is asleep. Then each pass runs in a fresh child (its VmHWM is the storm's alone): a host
+//! with a small budget and small store caches, one tokio task per actor, all released at once,
+//! each running the step-4 queries as one `with_db` call. Pass "no-retry": each client tries
+//! once. Pass "retry": clients retry `Overloaded` with exponential backoff and full jitter,
+//! never sooner than the error's retry-after hint.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use roost::{ActorId, Host, HostConfig, HostError};
+use serde::{Deserialize, Serialize};
+
+use super::child::{self, Task};
+use super::report::{fixed, verdict, write_json, HostFigures, Machine, ProcMemory, Summary, Table, MIB};
+use super::workload::{self, actor_id};
+use super::{create_actors, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
+use crate::cli::StormArgs;
+
+/// Actors created at once during setup.
+const SETUP_CONCURRENCY: usize = 64;
+/// Peak RSS may exceed the budget by this share.
+const BUDGET_SLACK: f64 = 0.10;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupTask {
+    pub dir: PathBuf,
+    pub actors: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupResult {
+    pub actors: usize,
+    pub secs: f64,
+    pub memory: ProcMemory,
+}
+
+/// Child A: creates the actors, then puts them all to sleep.
+pub fn setup(task: &SetupTask) -> BenchResult<SetupResult> {
+    runtime()?.block_on(async {
+        let host = open_host(&task.dir, StoreCaps::defaults(), HostConfig::default())?;
+        let start = Instant::now();
+        create_actors(&host, task.actors, SETUP_CONCURRENCY).await?;
+        host.shutdown().await;
+        let secs = start.elapsed().as_secs_f64();
+        Ok(SetupResult { actors: task.actors, secs, memory: ProcMemory::read()? })
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PassTask {
+    pub dir: PathBuf,
+    pub actors: usize,
+    pub budget_bytes: u64,
+    pub store: StoreCaps,
+    pub retry: bool,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+}
+
+/// What one storm pass measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PassResult {
+    pub pass: String,
+    pub actors: usize,
+    pub succeeded: usize,
+    pub overloaded: usize,
+    pub other_errors: usize,
+    pub first_other_error: Option<String>,
+    pub completion_pct: f64,
+    /// Requests per client (1 without retries).
+    pub attempts: Summary,
+    /// From the common start to the last client's end.
+    pub total_secs: f64,
+    /// Per client, from the common start to its end (its last attempt included), ms.
+    pub latency_ms: Summary,
+    /// Of the clients that succeeded, ms.
+    pub success_latency_ms: Summary,
+    /// Before the storm (host built) and after it.
+    pub memory_before: ProcMemory,
+    pub memory: ProcMemory,
+    /// Most actors awake at once, sampled every 5 ms.
+    pub awake_peak: usize,
+    pub host: HostFigures,
+}
+
+enum Outcome {
+    Done,
+    Overloaded,
+    Failed(String),
+}
+
+struct Client {
+    outcome: Outcome,
+    attempts: u32,
+    elapsed: Duration,
+}
+
+/// Full jitter: uniform in `0..=min(cap, base * 2^(attempt-1))`, at least `floor_ms`.
+pub fn backoff(attempt: u32, base_ms: u64, cap_ms: u64, floor_ms: u64) -> Duration {
+    let ceiling = cap_ms.min(base_ms.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(32)));
+    let jitter = rand::rng().random_range(0..=ceiling);
+    Duration::from_millis(jitter.max(floor_ms))
+}
+
+async fn client(host: Host, id: ActorId, task: Arc<PassTask>, start: Instant) -> Client {
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        match host.with_db(&id, workload::roost_queries).await {
+            Ok(answers) => match answers.check() {
+                Ok(()) => break Outcome::Done,
+                Err(e) => break Outcome::Failed(format!("{id}: {e}")),
+            },
+            Err(HostError::Overloaded { retry_after_ms, .. }) if task.retry => {
+                let delay = backoff(attempts, task.backoff_base_ms, task.backoff_cap_ms, retry_after_ms);
+                tokio::time::sleep(delay).await;
+            }
+            Err(HostError::Overloaded { .. }) => break Outcome::Overloaded,
+            Err(e) => break Outcome::Failed(format!("{id}: {e}")),
+        }
+    };
+    Client { outcome, attempts, elapsed: start.elapsed() }
+}
+
+/// Child B: one storm pass over asleep actors.
+pub fn pass(task: &PassTask) -> BenchResult<PassResult> {
+    runtime()?.block_on(run_pass(Arc::new(task.clone())))
+}
+
+async fn run_pass(task: Arc<PassTask>) -> BenchResult<PassResult> {
+    let config = HostConfig { memory_budget_bytes: task.budget_bytes, ..HostConfig::default() };
+    let host = open_host(&task.dir, task.store, config)?;
+    let memory_before = ProcMemory::read()?;
+    let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let sampler = {
+        let (host, stop, peak) = (host.clone(), stop.clone(), peak.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(host.stats().actors_awake, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let (gate, _) = tokio::sync::watch::channel(false);
+    let mut clients = tokio::task::JoinSet::new();
+    let start = Instant::now() + Duration::from_millis(50);
+    for i in 0..task.actors {
+        let (host, id, task, mut open) = (host.clone(), actor_id(i)?, task.clone(), gate.subscribe());
+        clients.spawn(async move {
+            let _ = open.wait_for(|open| *open).await;
+            client(host, id, task, start).await
+        });
+    }
+    tokio::time::sleep_until(start.into()).await;
+    gate.send_replace(true);
+    let mut done = Vec::with_capacity(task.actors);
+    while let Some(c) = clients.join_next().await {
+        done.push(c?);
+    }
+    let total_secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    sampler.await?;
+    let memory = ProcMemory::read()?;
+    let stats = host.stats();
+    host.shutdown().await;
+
+    let count = |f: fn(&Outcome) -> bool| done.iter().filter(|c| f(&c.outcome)).count();
+    let succeeded = count(|o| matches!(o, Outcome::Done));
+    let ms = |c: &Client| c.elapsed.as_secs_f64() * 1e3;
+    Ok(PassResult {
+        pass: if task.retry { "retry" } else { "no-retry" }.into(),
+        actors: task.actors,
+        succeeded,
+        overloaded: count(|o| matches!(o, Outcome::Overloaded)),
+        other_errors: count(|o| matches!(o, Outcome::Failed(_))),
+        first_other_error: done.iter().find_map(|c| match &c.outcome {
+            Outcome::Failed(e) => Some(e.clone()),
+            _ => None,
+        }),
+        completion_pct: 100.0 * succeeded as f64 / task.actors.max(1) as f64,
+        attempts: Summary::of(done.iter().map(|c| f64::from(c.attempts)).collect()),
+        total_secs,
+        latency_ms: Summary::of(done.iter().map(ms).collect()),
+        success_latency_ms: Summary::of(
+            done.iter().filter(|c| matches!(c.outcome, Outcome::Done)).map(ms).collect(),
+        ),
+        memory_before,
+        memory,
+        awake_peak: peak.load(Ordering::Relaxed).max(stats.actors_awake),
+        host: stats.into(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct RunParams {
+    actors: usize,
+    budget_bytes: u64,
+    store: StoreCaps,
+    backoff_base_ms: u64,
+    backoff_cap_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: String,
+    met: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: &'static str,
+    machine: Machine,
+    params: RunParams,
+    setup: SetupResult,
+    passes: Vec<PassResult>,
+    checks: Vec<Check>,
+}
+
+pub fn run(args: &StormArgs) -> BenchResult<()> {
+    let scratch = scratch_dir(args.data.as_deref(), "storm")?;
+    let dir = scratch.path().join("store");
+    let actors = to_usize(args.actors)?;
+    eprintln!("creating {actors} actors (child process)");
+    let setup: SetupResult = child::run(&Task::StormSetup(SetupTask { dir: dir.clone(), actors }))?;
+    let store = StoreCaps { cache_mib: args.cache_mib, write_buffer_mib: args.write_buffer_mib };
+    let mut passes = Vec::new();
+    for retry in [false, true] {
+        eprintln!(
+            "storm over {actors} asleep actors, {} (child process)",
+            if retry { "retrying" } else { "no retry" }
+        );
+        let task = PassTask {
+            dir: dir.clone(),
+            actors,
+            budget_bytes: args.budget_mib << 20,
+            store,
+            retry,
+            backoff_base_ms: args.backoff_base_ms,
+            backoff_cap_ms: args.backoff_cap_ms,
+        };
+        passes.push(child::run::<PassResult>(&Task::StormPass(task))?);
+    }
+    let budget_bytes = args.budget_mib << 20;
+    let peak_max = budget_bytes as f64 * (1.0 + BUDGET_SLACK);
+    let mut checks = Vec::new();
+    for p in &passes {
+        checks.push(Check {
+            name: format!("{}: no error other than overloaded", p.pass),
+            met: p.other_errors == 0,
+        });
+        checks.push(Check {
+            name: format!("{}: peak RSS (VmHWM) <= budget + 10%", p.pass),
+            met: p.memory.hwm_bytes as f64 <= peak_max,
+        });
+        if p.pass == "retry" {
+            checks.push(Check { name: "retry: every client completes".into(), met: p.succeeded == p.actors });
+        }
+    }
+    let report = Report {
+        benchmark: "actors-storm",
+        machine: Machine::new(scratch.path()),
+        params: RunParams {
+            actors,
+            budget_bytes,
+            store,
+            backoff_base_ms: args.backoff_base_ms,
+            backoff_cap_ms: args.backoff_cap_ms,
+        },
+        setup,
+        passes,
+        checks,
+    };
+    print!("{}", table(&report));
+    write_json(&args.json, &report)?;
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.met && !c.name.contains("VmHWM"))
+        .map(|c| c.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("correctness checks failed: {}", failed.join("; ")).into())
+    }
+}
+
+fn table(report: &Report) -> String {
+    let p = &report.params;
+    let budget_mib = p.budget_bytes as f64 / MIB;
+    let mut out = format!(
+        "roost bench actors storm: {} asleep actors requested at once (step-4 queries, one with_db each)\n\
+         {} cpus, SQLite {}, data in {}\n\
+         host budget {budget_mib:.0} MiB, store cache {} MiB, write buffer {} MiB; setup: {} actors in {:.1} s\n\
+         retrying clients: backoff {} ms doubling to {} ms, full jitter, retry-after hint as the floor\n\n",
+        p.actors,
+        report.machine.cpus,
+        report.machine.sqlite_version,
+        report.machine.data_dir,
+        p.store.cache_mib,
+        p.store.write_buffer_mib,
+        report.setup.actors,
+        report.setup.secs,
+        p.backoff_base_ms,
+        p.backoff_cap_ms,
+    );
+    let mut t = Table::new(
+        &[
+            "pass",
+            "ok",
+            "overloaded",
+            "other err",
+            "done %",
+            "attempts p50/p99/max",
+            "total s",
+            "lat p50 ms",
+            "lat p99 ms",
+            "lat max ms",
+            "HWM MiB",
+            "evictions",
+            "overloaded_total",
+            "awake peak/max",
+        ],
+        1,
+    );
+    for r in &report.passes {
+        t.row(vec![
+            r.pass.clone(),
+            r.succeeded.to_string(),
+            r.overloaded.to_string(),
+            r.other_errors.to_string(),
+            fixed(r.completion_pct, 1),
+            format!("{:.0}/{:.0}/{:.0}", r.attempts.p50, r.attempts.p99, r.attempts.max),
+            fixed(r.total_secs, 2),
+            fixed(r.latency_ms.p50, 1),
+            fixed(r.latency_ms.p99, 1),
+            fixed(r.latency_ms.max, 1),
+            fixed(r.memory.hwm_bytes as f64 / MIB, 1),
+            r.host.evictions_total.to_string(),
+            r.host.overloaded_total.to_string(),
+            format!("{}/{}", r.awake_peak, r.host.awake_max),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push_str(&format!(
+        "\nlatency: per client, from the common start to its end (retries included). HWM: the pass's peak RSS \
+         (its own process).\npeak RSS limit: budget + 10% = {:.1} MiB. RSS before the storm: {}.\n\nchecks:\n",
+        budget_mib * (1.0 + BUDGET_SLACK),
+        report
+            .passes
+            .iter()
+            .map(|r| format!("{} {:.1} MiB", r.pass, r.memory_before.rss_bytes as f64 / MIB))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    for c in &report.checks {
+        out.push_str(&format!("  {}: {}\n", c.name, verdict(c.met)));
+    }
+    for r in &report.passes {
+        if let Some(e) = &r.first_other_error {
+            out.push_str(&format!("  {}: first other error: {e}\n", r.pass));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_floored() {
+        for attempt in 1..40 {
+            let d = backoff(attempt, 10, 2_000, 0).as_millis() as u64;
+            assert!(d <= 2_000.min(10 << (attempt - 1).min(20)), "{attempt}: {d}");
+            assert!(backoff(attempt, 10, 2_000, 250).as_millis() >= 250);
+        }
+    }
+}

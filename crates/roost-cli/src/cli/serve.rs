@@ -1,0 +1,180 @@
+//! `roost serve`: the HTTP server on the embedded store, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use roost::kv::{Durability, FjallConfig, FjallStore};
+use roost::server::{serve, AppState, Auth, ServerConfig};
+use roost::{Host, HostConfig, Storage, StorageConfig};
+
+use super::bytes::parse_bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// fjall in the data folder.
+    Embedded,
+    /// PostgreSQL, for several nodes (not available yet).
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Arguments of `roost serve`; every flag also reads a `ROOST_*` environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data folder of the embedded store.
+    #[arg(long, env = "ROOST_DATA", default_value = "./roost-data")]
+    pub data: PathBuf,
+    /// Address to listen on. Without tokens only loopback addresses are allowed.
+    #[arg(long, env = "ROOST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The process's memory budget (e.g. 512MiB, 2GiB).
+    #[arg(long, env = "ROOST_MEMORY_BUDGET", default_value = "512MiB", value_parser = parse_bytes)]
+    pub memory_budget: u64,
+    #[arg(long, env = "ROOST_STORE", value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+    /// `sync`: a commit is acknowledged once durable; `relaxed`: synced periodically.
+    #[arg(long, env = "ROOST_DURABILITY", default_value = "sync")]
+    pub durability: Durability,
+    /// File of bearer tokens: one per line, `TOKEN` or `TOKEN:ACTOR_ID_PREFIX`.
+    #[arg(long, env = "ROOST_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Bearer tokens, comma-separated, each `TOKEN` or `TOKEN:ACTOR_ID_PREFIX`.
+    #[arg(long, env = "ROOST_TOKENS", hide_env_values = true)]
+    pub tokens: Option<String>,
+    /// Token for admin and debug endpoints.
+    #[arg(long, env = "ROOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Idle actors sleep after this long.
+    #[arg(long, env = "ROOST_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Largest JSON or Hrana request body.
+    #[arg(long, env = "ROOST_BODY_BYTES_MAX", default_value = "8MiB", value_parser = parse_bytes)]
+    pub body_bytes_max: u64,
+    /// Longest SQL statement.
+    #[arg(long, env = "ROOST_STATEMENT_BYTES_MAX", default_value = "1MiB", value_parser = parse_bytes)]
+    pub statement_bytes_max: u64,
+    /// Most rows in one answer.
+    #[arg(long, env = "ROOST_ROWS_MAX", default_value_t = 100_000)]
+    pub rows_max: usize,
+    /// Longest statement run time; longer ones are interrupted and rolled back.
+    #[arg(long, env = "ROOST_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub statement_timeout_ms: u64,
+    /// Largest database of one actor.
+    #[arg(long, env = "ROOST_DB_BYTES_MAX", default_value = "10GiB", value_parser = parse_bytes)]
+    pub db_bytes_max: u64,
+    /// Requests served at once; beyond it `overloaded`.
+    #[arg(long, env = "ROOST_REQUESTS_IN_FLIGHT_MAX", default_value_t = 1024)]
+    pub requests_in_flight_max: usize,
+    /// Seconds between memory log lines; 0 turns them off.
+    #[arg(long, env = "ROOST_MEMORY_LOG_INTERVAL_S", default_value_t = 60)]
+    pub memory_log_interval_s: u64,
+    /// Block cache of the embedded store.
+    #[arg(long, env = "ROOST_STORE_CACHE_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    pub store_cache_bytes: u64,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn auth(args: &ServeArgs) -> Result<Auth, String> {
+    let mut text = args.tokens.clone().unwrap_or_default();
+    if let Some(path) = &args.tokens_file {
+        let file =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        text = format!("{text}\n{file}");
+    }
+    let tokens = Auth::parse_tokens(&text)?;
+    if args.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err("the admin token must be at least 16 characters long".into());
+    }
+    Ok(Auth { tokens, admin: args.admin_token.clone() })
+}
+
+fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig), String> {
+    let server = ServerConfig {
+        listen: args.listen,
+        body_bytes_max: args.body_bytes_max as usize,
+        statement_bytes_max: args.statement_bytes_max as usize,
+        requests_in_flight_max: args.requests_in_flight_max,
+        import_bytes_max: args.db_bytes_max,
+        memory_log_interval_s: args.memory_log_interval_s,
+        auth: auth(args)?,
+        ..ServerConfig::default()
+    };
+    server.validate()?;
+    let host = HostConfig {
+        memory_budget_bytes: args.memory_budget,
+        idle_timeout_ms: args.idle_timeout_ms,
+        statement_timeout_ms: args.statement_timeout_ms,
+        ..HostConfig::default()
+    };
+    let storage = StorageConfig {
+        rows_max: args.rows_max,
+        db_bytes_max: args.db_bytes_max,
+        ..StorageConfig::default()
+    };
+    Ok((server, host, storage))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler can be installed");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+pub fn run(args: &ServeArgs) -> Result<(), String> {
+    init_logs(args.log_format);
+    if args.store == StoreKind::Postgres {
+        return Err("--store postgres is not available yet; use the embedded store".into());
+    }
+    let (server, host_config, storage_config) = configs(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut store = FjallConfig::new(&args.data);
+        store.durability = args.durability;
+        store.cache_bytes_max = args.store_cache_bytes;
+        let store = Arc::new(
+            FjallStore::open(store).map_err(|e| format!("cannot open {}: {e}", args.data.display()))?,
+        );
+        let storage = Storage::new(store, storage_config).map_err(|e| e.to_string())?;
+        let host = Host::new(storage, host_config).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind(server.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", server.listen))?;
+        if server.auth.is_open() {
+            tracing::warn!("no tokens configured: anyone who can reach {} has full access", server.listen);
+        }
+        let plan = *host.plan();
+        tracing::info!(
+            listen = %server.listen, data = %args.data.display(), memory_budget = plan.budget_bytes,
+            awake_max = plan.awake_max, "roost is serving"
+        );
+        serve(listener, AppState::new(host, server), shutdown_signal()).await.map_err(|e| e.to_string())?;
+        tracing::info!("all actors asleep; store closed");
+        Ok(())
+    })
+}

@@ -1,0 +1,157 @@
+//! Runs every `roost bench actors` subcommand with tiny parameters: exit 0, an aligned table on
+//! stdout, JSON with the expected keys, and the scratch data removed.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn roost() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_roost"))
+}
+
+/// Runs `roost bench actors <args> --json .. --data ..` and returns stdout and the JSON.
+fn bench(dir: &Path, args: &[&str]) -> (String, Value) {
+    let json = dir.join("out.json");
+    let data = dir.join("data");
+    let out = roost()
+        .args(["bench", "actors"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "the scratch data was not removed");
+    (stdout, report)
+}
+
+fn f64_at(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+#[test]
+fn the_child_subcommand_is_hidden() {
+    let out = roost().args(["bench", "actors", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for name in ["memory", "storm", "soak", "group-commit"] {
+        assert!(help.contains(name), "{name} missing from:\n{help}");
+    }
+    assert!(!help.lines().any(|l| l.trim_start().starts_with("child")), "{help}");
+}
+
+#[test]
+fn memory_measures_every_engine_and_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["memory", "--n", "1,20", "--inserts", "20", "--wake-sample", "5", "--settle-ms", "50"];
+    let (stdout, report) = bench(dir.path(), &args);
+    assert!(stdout.contains("marginal KiB") && stdout.contains("targets:"), "{stdout}");
+    assert_eq!(report["benchmark"], "actors-memory");
+    let rows = report["rows"].as_array().unwrap();
+    for engine in ["roost", "native"] {
+        for n in [0, 1, 20] {
+            let row = rows
+                .iter()
+                .find(|r| r["engine"] == engine && r["actors"] == n)
+                .unwrap_or_else(|| panic!("no row {engine} {n}"));
+            assert!(f64_at(row, "rss_mib") > 1.0, "{row}");
+            for key in ["hwm_mib", "sqlite_used_mib", "sqlite_page_cache_mib", "setup_secs"] {
+                f64_at(row, key);
+            }
+            if n == 20 {
+                for key in [
+                    "rss_per_actor_kib",
+                    "marginal_rss_per_actor_kib",
+                    "sqlite_heap_per_actor_kib",
+                    "open_us_per_actor",
+                    "wake_us_p50",
+                    "inserts_per_sec",
+                ] {
+                    f64_at(row, key);
+                }
+            }
+        }
+    }
+    let roost20 = rows.iter().find(|r| r["engine"] == "roost" && r["actors"] == 20).unwrap();
+    f64_at(roost20, "store_cache_mib");
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(targets.iter().all(|t| t["met"].is_boolean() && t["value"].is_number()));
+    assert!(report["points"].as_array().unwrap()[0]["memory"]["rss_bytes"].is_u64());
+}
+
+#[test]
+fn storm_completes_every_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, report) = bench(dir.path(), &["storm", "--actors", "200", "--budget-mib", "128"]);
+    assert!(stdout.contains("no-retry") && stdout.contains("retry"), "{stdout}");
+    assert_eq!(report["benchmark"], "actors-storm");
+    assert_eq!(report["setup"]["actors"], 200);
+    let passes = report["passes"].as_array().unwrap();
+    assert_eq!(passes.len(), 2);
+    for (pass, name) in passes.iter().zip(["no-retry", "retry"]) {
+        assert_eq!(pass["pass"], name);
+        assert_eq!(pass["other_errors"], 0, "{pass}");
+        assert_eq!(pass["succeeded"].as_u64().unwrap() + pass["overloaded"].as_u64().unwrap(), 200);
+        for key in ["p50", "p99", "max"] {
+            assert!(pass["latency_ms"][key].is_number() && pass["attempts"][key].is_number());
+        }
+        assert!(pass["memory"]["hwm_bytes"].as_u64().unwrap() > 0);
+        for key in ["evictions_total", "overloaded_total", "awake_max"] {
+            assert!(pass["host"][key].is_u64(), "{key}: {pass}");
+        }
+        f64_at(pass, "total_secs");
+    }
+    assert_eq!(passes[1]["succeeded"], 200);
+    assert!(report["checks"].as_array().unwrap().iter().all(|c| c["met"].is_boolean()));
+}
+
+#[test]
+fn soak_samples_rss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, report) = bench(dir.path(), &["soak", "--duration-s", "3", "--population", "50"]);
+    assert!(stdout.contains("growth end %"), "{stdout}");
+    assert_eq!(report["benchmark"], "actors-soak");
+    let results = &report["results"];
+    assert!(results["visits"].as_u64().unwrap() >= 50, "{results}");
+    for key in ["rss_warm_bytes", "rss_end_bytes", "rss_max_bytes", "hwm_bytes"] {
+        assert!(results[key].as_u64().unwrap() > 0, "{key}");
+    }
+    for key in ["growth_end_pct", "growth_max_pct", "visits_per_sec"] {
+        f64_at(results, key);
+    }
+    assert!(results["growth_met"].is_boolean());
+    let series = report["series"].as_array().unwrap();
+    assert!(series.len() >= 3, "{series:?}");
+    assert!(series.iter().all(|p| p.as_array().is_some_and(|p| p.len() == 3)));
+}
+
+#[test]
+fn group_commit_compares_roost_with_both_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, report) = bench(dir.path(), &["group-commit", "--actors", "20", "--duration-s", "1"]);
+    assert!(stdout.contains("commits/s"), "{stdout}");
+    assert_eq!(report["benchmark"], "actors-group-commit");
+    let results = report["results"].as_array().unwrap();
+    let engines: Vec<&str> = results.iter().map(|r| r["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["roost", "sqlite-wal-full", "sqlite-delete-full"]);
+    for r in results {
+        assert!(f64_at(r, "commits_per_sec") > 0.0, "{r}");
+        f64_at(&r["latency_ms"], "p99");
+        f64_at(r, "vs_wal_full");
+    }
+    let store = &results[0]["store_per_commit"];
+    let syncs = f64_at(store, "syncs");
+    assert!(syncs > 0.0 && syncs <= 1.0, "{store}");
+    f64_at(store, "group_commits");
+    assert!(report["ratio_met"].is_boolean());
+}

@@ -1,0 +1,114 @@
+//! `roost serve`, `roost sql` and `roost mem-monitor` as a user runs them.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROOST: &str = env!("CARGO_BIN_EXE_roost");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(data: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(ROOST)
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .env("ROOST_MEMORY_LOG_INTERVAL_S", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn stop(mut child: Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "serve exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sql(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(ROOST).args(["sql", "--url", url]).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn serve_sql_and_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = start(dir.path(), port);
+    assert!(sql(&url, &["notes", "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT)"]).0);
+    assert!(sql(&url, &["notes", "INSERT INTO t(body) VALUES (?)", "--param", "\"hello\""]).0);
+    let (ok, table, _) = sql(&url, &["notes", "SELECT id, body FROM t"]);
+    assert!(ok);
+    assert!(table.starts_with("id | body\n---+------\n1  | hello\n"), "{table}");
+    let (ok, out, _) = sql(&url, &["--json", "notes", "SELECT count(*) AS n FROM t"]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rows"], serde_json::json!([[1]]));
+    let (ok, _, err) = sql(&url, &["notes", "SELEC 1"]);
+    assert!(!ok && err.contains("sql_error"), "{err}");
+    let (ok, _, err) = sql(&url, &["../etc", "SELECT 1"]);
+    assert!(!ok && err.contains("invalid_actor_id") || err.contains("not_found"), "{err}");
+
+    // The monitor samples, sees a spike (any rise counts here) and writes its chart.
+    let out = dir.path().join("monitor");
+    let monitor = Command::new(ROOST)
+        .args(["mem-monitor", "--url", &url, "--interval-ms", "200", "--duration-s", "2"])
+        .args(["--spike-rise-percent", "0", "--out", out.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    for i in 0..30 {
+        sql(&url, &[&format!("wake-{i}"), "CREATE TABLE t(x)"]);
+    }
+    assert!(monitor.wait_with_output().unwrap().status.success());
+    assert!(std::fs::read_to_string(out.join("chart.svg")).unwrap().starts_with("<svg"));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["samples"].as_u64().unwrap() >= 5);
+
+    stop(server);
+    let server = start(dir.path(), port);
+    let (ok, table, _) = sql(&url, &["notes", "SELECT body FROM t"]);
+    assert!(ok && table.contains("hello"), "data survives a restart: {table}");
+    stop(server);
+}
+
+#[test]
+fn serve_refuses_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ROOST)
+        .args(["serve", "--data", dir.path().to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without tokens"));
+    let out = Command::new(ROOST).args(["serve", "--memory-budget", "12 parsecs"]).output().unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(ROOST)
+        .args(["serve", "--memory-budget", "8MiB", "--data", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too small"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
