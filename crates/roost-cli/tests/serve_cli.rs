@@ -10,8 +10,13 @@ fn free_port() -> u16 {
 }
 
 fn start(data: &std::path::Path, port: u16) -> Child {
+    start_with(data, port, &[])
+}
+
+fn start_with(data: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(ROOST)
         .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("ROOST_MEMORY_LOG_INTERVAL_S", "1")
         .stderr(Stdio::null())
         .spawn()
@@ -111,4 +116,60 @@ fn serve_refuses_bad_configuration() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn fetch(url: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.get(url).call().unwrap();
+    (response.status().as_u16(), response.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
+
+#[test]
+fn heap_profiles_and_the_monitor_catch_a_wake_storm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = start_with(dir.path(), port, &["--heap-profile"]);
+    let (status, profile) = fetch(&format!("{url}/debug/pprof/heap"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&profile));
+    assert_eq!(&profile[..2], &[0x1f, 0x8b], "gzip");
+    let path = dir.path().join("heap.pb.gz");
+    std::fs::write(&path, &profile).unwrap();
+    let unzipped = Command::new("gzip").args(["-dc", path.to_str().unwrap()]).output().unwrap();
+    assert!(unzipped.status.success());
+    assert!(unzipped.stdout.windows(11).any(|w| w == b"inuse_space"), "a pprof heap profile");
+    let memory: serde_json::Value = serde_json::from_slice(&fetch(&format!("{url}/debug/memory")).1).unwrap();
+    assert!(memory["allocator"]["resident_bytes"].as_u64().unwrap() > 1 << 20, "{memory}");
+
+    let out = dir.path().join("monitor");
+    let monitor = Command::new(ROOST)
+        .args(["mem-monitor", "--url", &url, "--interval-ms", "100", "--duration-s", "4"])
+        .args(["--spike-rise-percent", "20", "--spike-window-ms", "3000", "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let storm: Vec<_> = (0..4)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    sql(&url, &[&format!("storm-{t}-{i}"), "CREATE TABLE t(x BLOB)"]);
+                    sql(&url, &[&format!("storm-{t}-{i}"), "INSERT INTO t VALUES (randomblob(100000))"]);
+                }
+            })
+        })
+        .collect();
+    for t in storm {
+        t.join().unwrap();
+    }
+    assert!(monitor.wait_with_output().unwrap().status.success());
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f.starts_with("heap-") && f.ends_with(".pb.gz")), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("memory-")), "{files:?}");
+    assert!(files.contains(&"chart.svg".to_string()));
+    stop(server);
 }

@@ -131,6 +131,9 @@ pub struct StormArgs {
     /// The store's write buffer cap during the storm, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub write_buffer_mib: u64,
+    /// The host's wake queue (HostConfig::wake_queue_max) during the storm [default: the host's default].
+    #[arg(long, value_name = "N")]
+    pub wake_queue_max: Option<u64>,
     /// Retrying clients: first backoff, ms (doubles per attempt, full jitter).
     #[arg(long, value_name = "MS", default_value_t = 10)]
     pub backoff_base_ms: u64,

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Requests served at once; beyond it `overloaded`.
     #[arg(long, env = "ROOST_REQUESTS_IN_FLIGHT_MAX", default_value_t = 1024)]
     pub requests_in_flight_max: usize,
+    /// Sample heap allocations so that /debug/pprof/heap can write profiles (restarts the
+    /// process with jemalloc profiling on).
+    #[arg(long, env = "ROOST_HEAP_PROFILE")]
+    pub heap_profile: bool,
     /// Seconds between memory log lines; 0 turns them off.
     #[arg(long, env = "ROOST_MEMORY_LOG_INTERVAL_S", default_value_t = 60)]
     pub memory_log_interval_s: u64,
@@ -113,6 +117,8 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         requests_in_flight_max: args.requests_in_flight_max,
         import_bytes_max: args.db_bytes_max,
         memory_log_interval_s: args.memory_log_interval_s,
+        allocator_stats: Some(crate::alloc::stats),
+        heap_profile: Some(crate::alloc::heap_profile),
         auth: auth(args)?,
         ..ServerConfig::default()
     };
@@ -143,7 +149,24 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// jemalloc reads `MALLOC_CONF` when the process starts: to profile, start again with it set.
+fn restart_with_profiling() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    if std::env::var("MALLOC_CONF").is_ok_and(|c| c.contains("prof:true")) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_CONF", crate::alloc::PROFILING_CONF)
+        .exec();
+    Err(format!("cannot restart with heap profiling: {error}"))
+}
+
 pub fn run(args: &ServeArgs) -> Result<(), String> {
+    if args.heap_profile {
+        restart_with_profiling()?;
+    }
     init_logs(args.log_format);
     if args.store == StoreKind::Postgres {
         return Err("--store postgres is not available yet; use the embedded store".into());

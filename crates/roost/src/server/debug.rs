@@ -138,3 +138,17 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let text = super::metrics::render(&state.host().stats(), state.metrics());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
+
+pub async fn heap_profile(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    state.auth().check_admin(&headers)?;
+    let off = "heap profiling is not available in this build";
+    let dump = state.config().heap_profile.ok_or_else(|| ApiError::not_found(off))?;
+    let profile = tokio::task::spawn_blocking(dump).await.map_err(|_| ApiError::internal())?;
+    let bytes = profile.map_err(ApiError::not_found)?;
+    let disposition = "attachment; filename=\"heap.pb.gz\"";
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream"), (header::CONTENT_DISPOSITION, disposition)],
+        bytes,
+    )
+        .into_response())
+}

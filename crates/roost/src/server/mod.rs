@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub auth: Auth,
     /// Reads the allocator's statistics (set by the binary that installs the allocator).
     pub allocator_stats: Option<fn() -> AllocatorStats>,
+    /// Writes a pprof heap profile (set by the binary that installs the allocator).
+    pub heap_profile: Option<fn() -> Result<Vec<u8>, String>>,
     /// Every this many seconds one structured log line with the memory figures; 0: off.
     pub memory_log_interval_s: u64,
 }
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             import_bytes_max: 10 << 30,
             auth: Auth::default(),
             allocator_stats: None,
+            heap_profile: None,
             memory_log_interval_s: 60,
         }
     }
@@ -142,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(debug::metrics))
         .route("/debug/memory", get(debug::memory))
+        .route("/debug/pprof/heap", get(debug::heap_profile))
         .route("/v1/actors", get(api::list))
         .route("/v1/actors/{id}", get(api::get_actor).delete(api::delete))
         .route("/v1/actors/{id}/query", post(api::query))

@@ -59,6 +59,7 @@ pub struct PassTask {
     pub budget_bytes: u64,
     pub store: StoreCaps,
     pub retry: bool,
+    pub wake_queue_max: usize,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
 }
@@ -134,7 +135,11 @@ pub fn pass(task: &PassTask) -> BenchResult<PassResult> {
 }
 
 async fn run_pass(task: Arc<PassTask>) -> BenchResult<PassResult> {
-    let config = HostConfig { memory_budget_bytes: task.budget_bytes, ..HostConfig::default() };
+    let config = HostConfig {
+        memory_budget_bytes: task.budget_bytes,
+        wake_queue_max: task.wake_queue_max,
+        ..HostConfig::default()
+    };
     let host = open_host(&task.dir, task.store, config)?;
     let memory_before = ProcMemory::read()?;
     let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
@@ -202,6 +207,8 @@ struct RunParams {
     actors: usize,
     budget_bytes: u64,
     store: StoreCaps,
+    wake_queue_max: usize,
+    wakes_in_flight_max: usize,
     backoff_base_ms: u64,
     backoff_cap_ms: u64,
 }
@@ -229,6 +236,10 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
     eprintln!("creating {actors} actors (child process)");
     let setup: SetupResult = child::run(&Task::StormSetup(SetupTask { dir: dir.clone(), actors }))?;
     let store = StoreCaps { cache_mib: args.cache_mib, write_buffer_mib: args.write_buffer_mib };
+    let wake_queue_max = match args.wake_queue_max {
+        Some(n) => to_usize(n)?,
+        None => HostConfig::default().wake_queue_max,
+    };
     let mut passes = Vec::new();
     for retry in [false, true] {
         eprintln!(
@@ -241,6 +252,7 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
             budget_bytes: args.budget_mib << 20,
             store,
             retry,
+            wake_queue_max,
             backoff_base_ms: args.backoff_base_ms,
             backoff_cap_ms: args.backoff_cap_ms,
         };
@@ -269,6 +281,8 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
             actors,
             budget_bytes,
             store,
+            wake_queue_max,
+            wakes_in_flight_max: HostConfig::default().wakes_in_flight_max,
             backoff_base_ms: args.backoff_base_ms,
             backoff_cap_ms: args.backoff_cap_ms,
         },
@@ -297,12 +311,15 @@ fn table(report: &Report) -> String {
     let mut out = format!(
         "roost bench actors storm: {} asleep actors requested at once (step-4 queries, one with_db each)\n\
          {} cpus, SQLite {}, data in {}\n\
-         host budget {budget_mib:.0} MiB, store cache {} MiB, write buffer {} MiB; setup: {} actors in {:.1} s\n\
+         host budget {budget_mib:.0} MiB, wakes in flight {} / queued {}, store cache {} MiB, write buffer {} MiB; \
+         setup: {} actors in {:.1} s\n\
          retrying clients: backoff {} ms doubling to {} ms, full jitter, retry-after hint as the floor\n\n",
         p.actors,
         report.machine.cpus,
         report.machine.sqlite_version,
         report.machine.data_dir,
+        p.wakes_in_flight_max,
+        p.wake_queue_max,
         p.store.cache_mib,
         p.store.write_buffer_mib,
         report.setup.actors,
