@@ -29,6 +29,9 @@ use tokio::sync::Semaphore;
 
 use crate::host::Host;
 
+/// Writes a gzipped pprof heap profile, or says why it cannot.
+pub type HeapProfileFn = fn() -> Result<Vec<u8>, String>;
+
 /// Named limits and settings of the server (defaults from DESIGN.md).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -54,7 +57,7 @@ pub struct ServerConfig {
     /// Reads the allocator's statistics (set by the binary that installs the allocator).
     pub allocator_stats: Option<fn() -> AllocatorStats>,
     /// Writes a pprof heap profile (set by the binary that installs the allocator).
-    pub heap_profile: Option<fn() -> Result<Vec<u8>, String>>,
+    pub heap_profile: Option<HeapProfileFn>,
     /// Every this many seconds one structured log line with the memory figures; 0: off.
     pub memory_log_interval_s: u64,
 }
