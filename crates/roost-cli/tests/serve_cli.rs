@@ -173,3 +173,22 @@ fn heap_profiles_and_the_monitor_catch_a_wake_storm() {
     assert!(files.contains(&"chart.svg".to_string()));
     stop(server);
 }
+
+#[test]
+fn bench_http_reports_four_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(ROOST)
+        .args(["bench", "http", "--clients", "2", "--duration-s", "1", "--actors", "5"])
+        .args(["--json", json.to_str().unwrap(), "--data", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert_eq!(r["errors"], serde_json::json!(0), "{r}");
+        assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0);
+    }
+}

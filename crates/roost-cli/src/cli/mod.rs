@@ -1,6 +1,7 @@
 //! Command line parsing and dispatch. Each subcommand's work lives in its own module.
 
 mod bench_actors;
+mod bench_http;
 mod bench_storage;
 mod bytes;
 mod mem_monitor;
@@ -44,6 +45,9 @@ pub enum BenchCmd {
     /// Every engine gets the same schema, the same preloaded rows and the same operations
     /// (drawn from --seed). Workloads run one after another, each on every engine in turn.
     Storage(StorageArgs),
+    /// Requests/s and latency of single-row reads and writes through the HTTP API, on one
+    /// actor and on many, with a load generator on loopback.
+    Http(bench_http::HttpArgs),
     /// The reference actor workload on many actors: memory, wake storms, soak, group commit.
     ///
     /// Every measurement point that needs clean memory figures runs in a fresh child process.
@@ -245,6 +249,7 @@ pub fn run() -> ExitCode {
         Command::Sql(args) => sql::run(args).map_err(Into::into),
         Command::MemMonitor(args) => mem_monitor::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Storage(args) } => bench_storage::run(args),
+        Command::Bench { which: BenchCmd::Http(args) } => bench_http::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Actors { which } } => bench_actors::run(which),
     };
     match result {
