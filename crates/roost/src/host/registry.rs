@@ -315,6 +315,13 @@ impl Host {
         Ok(result??)
     }
 
+    /// Size of the actor's database, `None` when it has no data (read on the blocking pool).
+    pub async fn size_bytes(&self, id: &ActorId) -> Result<Option<u64>, HostError> {
+        let storage = self.inner.storage.clone();
+        let id = id.clone();
+        Ok(self.inner.run(move || storage.size_bytes(&id)).await??)
+    }
+
     /// The actor's state (asleep when not in the registry).
     pub fn state(&self, id: &ActorId) -> ActorState {
         self.inner.slots.lock().get(id).map_or(ActorState::Asleep, |s| s.state())

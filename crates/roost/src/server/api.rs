@@ -115,14 +115,15 @@ pub async fn get_actor(
 ) -> Result<Json<JsonValue>, ApiError> {
     let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
-    let storage = state.host().storage().clone();
-    let lookup = id.clone();
-    let size = tokio::task::spawn_blocking(move || storage.size_bytes(&lookup))
-        .await
-        .map_err(|_| ApiError::internal())??;
-    let Some(size_bytes) = size else { return Err(ApiError::not_found(format!("actor {id} has no data"))) };
+    let size_bytes = existing_size(&state, &id).await?;
     let actor_state = public_state(state.host().state(&id));
     Ok(Json(json!(ActorJson { id: id.to_string(), state: actor_state, size_bytes })))
+}
+
+/// The size of an actor that has data; `not_found` otherwise.
+pub async fn existing_size(state: &AppState, id: &ActorId) -> Result<u64, ApiError> {
+    let size = state.host().size_bytes(id).await?;
+    size.ok_or_else(|| ApiError::not_found(format!("actor {id} has no data")))
 }
 
 pub async fn sleep(

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde_json::Value as JsonValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::api::actor_id;
+use super::api::{actor_id, existing_size};
 use super::error::ApiError;
 use super::json::empty_object;
 use super::AppState;
@@ -35,14 +35,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
-    let storage = state.host().storage().clone();
-    let lookup = id.clone();
-    let size = tokio::task::spawn_blocking(move || storage.size_bytes(&lookup))
-        .await
-        .map_err(|_| ApiError::internal())??;
-    if size.is_none() {
-        return Err(ApiError::not_found(format!("actor {id} has no data")));
-    }
+    existing_size(&state, &id).await?;
     let file = spool()?;
     let path = file.path().to_path_buf();
     state.host().with_db(&id, move |db| db.export_to(&path)).await?;
