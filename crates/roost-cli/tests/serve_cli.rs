@@ -18,6 +18,7 @@ fn start_with(data: &std::path::Path, port: u16, extra: &[&str]) -> Child {
         .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .env("ROOST_MEMORY_LOG_INTERVAL_S", "1")
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -190,5 +191,73 @@ fn bench_http_reports_four_workloads() {
     for r in results {
         assert_eq!(r["errors"], serde_json::json!(0), "{r}");
         assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0);
+    }
+}
+
+fn rss(url: &str) -> u64 {
+    let memory: serde_json::Value = serde_json::from_slice(&fetch(&format!("{url}/debug/memory")).1).unwrap();
+    memory["process"]["rss_bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn rss_grows_when_a_thousand_actors_wake_and_falls_when_they_sleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Short decay so that jemalloc returns freed pages within the test, not after 10 s.
+    let child = Command::new(ROOST)
+        .args(["serve", "--data", dir.path().to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .env("MALLOC_CONF", "dirty_decay_ms:50,muzzy_decay_ms:50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let base = rss(&url);
+    let body = serde_json::json!({"statements": [{"sql": "CREATE TABLE t(x)"},
+        {"sql": "INSERT INTO t VALUES (randomblob(100))"}], "transaction": true});
+    for i in 0..1000 {
+        let status =
+            agent.post(&format!("{url}/v1/actors/r-{i:04}/batch")).send_json(&body).unwrap().status();
+        assert_eq!(status, 200);
+    }
+    let awake = rss(&url);
+    assert!(awake > base + (8 << 20), "rss {base} -> {awake} after 1,000 wakes");
+    for i in 0..1000 {
+        agent.post(&format!("{url}/v1/actors/r-{i:04}/sleep")).send_empty().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut asleep = rss(&url);
+    // SQLite frees every connection; the store's caches and allocator bookkeeping stay.
+    let target = awake - (awake - base) / 4;
+    while asleep > target && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        asleep = rss(&url);
+    }
+    assert!(asleep <= target, "rss {base} -> {awake} -> {asleep}: did not fall after sleeping");
+    stop(child.take());
+}
+
+/// Kills the server if the test fails before stopping it.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn take(mut self) -> Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
