@@ -149,29 +149,32 @@ impl Drop for FjallStore {
 
 impl KvStore for FjallStore {
     fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
-        CallCounters::bump(&self.shared.counters.read_calls);
-        keys.iter().map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io)).collect()
+        self.shared.counters.timed_read(|| {
+            keys.iter().map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io)).collect()
+        })
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
-        CallCounters::bump(&self.shared.counters.read_calls);
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        for guard in self.shared.data.range(start..end).take(limit) {
-            let (k, v) = guard.into_inner().map_err(io)?;
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        self.shared.counters.timed_read(|| {
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let mut out = Vec::new();
+            for guard in self.shared.data.range(start..end).take(limit) {
+                let (k, v) = guard.into_inner().map_err(io)?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
-        CallCounters::bump(&self.shared.counters.write_calls);
-        let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
-        let (reply, answer) = bounded(1);
-        queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
-        answer.recv().map_err(|_| KvError::Closed)?
+        self.shared.counters.timed_write(|| {
+            let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
+            let (reply, answer) = bounded(1);
+            queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
+            answer.recv().map_err(|_| KvError::Closed)?
+        })
     }
 
     fn stats(&self) -> KvStats {

@@ -32,23 +32,37 @@ impl MemoryStore {
 
 impl KvStore for MemoryStore {
     fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
-        CallCounters::bump(&self.counters.read_calls);
-        let map = self.map.read();
-        Ok(keys.iter().map(|k| map.get(k).cloned()).collect())
+        self.counters.timed_read(|| {
+            let map = self.map.read();
+            Ok(keys.iter().map(|k| map.get(k).cloned()).collect())
+        })
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
-        CallCounters::bump(&self.counters.read_calls);
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let map = self.map.read();
-        let range = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
-        Ok(range.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+        self.counters.timed_read(|| {
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let map = self.map.read();
+            let range = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
+            Ok(range.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
-        CallCounters::bump(&self.counters.write_calls);
+        self.counters.timed_write(|| self.apply(batch))
+    }
+
+    fn stats(&self) -> KvStats {
+        let mut stats = KvStats::default();
+        self.counters.fill(&mut stats);
+        stats
+    }
+}
+
+impl MemoryStore {
+    /// Applies a batch under the write lock: fence check, then the ops in order.
+    fn apply(&self, batch: WriteBatch) -> KvResult<()> {
         let mut map = self.map.write();
         if let Some(fence) = &batch.fence {
             if map.get(&fence.key) != fence.expected.as_ref() {
@@ -74,11 +88,5 @@ impl KvStore for MemoryStore {
         }
         CallCounters::bump(&self.counters.group_commits);
         Ok(())
-    }
-
-    fn stats(&self) -> KvStats {
-        let mut stats = KvStats::default();
-        self.counters.fill(&mut stats);
-        stats
     }
 }

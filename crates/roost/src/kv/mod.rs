@@ -129,6 +129,22 @@ pub struct KvStats {
     /// Memtable (write buffer) bytes in use, and its cap.
     pub write_buffer_bytes: u64,
     pub write_buffer_bytes_max: u64,
+    /// Round-trip latency of reads and writes as seen by callers: cumulative counts per
+    /// bucket of [`LATENCY_BUCKETS_S`], and the sum in microseconds.
+    pub read_latency: LatencyHistogram,
+    pub write_latency: LatencyHistogram,
+}
+
+/// Upper bounds (seconds) of the store latency buckets.
+pub const LATENCY_BUCKETS_S: [f64; 11] =
+    [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+
+/// A cumulative latency histogram snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    pub buckets: [u64; LATENCY_BUCKETS_S.len()],
+    pub count: u64,
+    pub sum_micros: u64,
 }
 
 /// A batch-shaped, ordered key-value store.
@@ -152,6 +168,36 @@ pub(crate) struct CallCounters {
     pub write_calls: AtomicU64,
     pub group_commits: AtomicU64,
     pub syncs: AtomicU64,
+    read_latency: LatencyCounters,
+    write_latency: LatencyCounters,
+}
+
+#[derive(Debug, Default)]
+struct LatencyCounters {
+    buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl LatencyCounters {
+    fn observe(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl CallCounters {
@@ -159,7 +205,27 @@ impl CallCounters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a read and times it.
+    pub fn timed_read<T>(&self, call: impl FnOnce() -> T) -> T {
+        Self::bump(&self.read_calls);
+        let started = std::time::Instant::now();
+        let result = call();
+        self.read_latency.observe(started.elapsed());
+        result
+    }
+
+    /// Counts a write and times it.
+    pub fn timed_write<T>(&self, call: impl FnOnce() -> T) -> T {
+        Self::bump(&self.write_calls);
+        let started = std::time::Instant::now();
+        let result = call();
+        self.write_latency.observe(started.elapsed());
+        result
+    }
+
     pub fn fill(&self, stats: &mut KvStats) {
+        stats.read_latency = self.read_latency.snapshot();
+        stats.write_latency = self.write_latency.snapshot();
         stats.read_calls = self.read_calls.load(Ordering::Relaxed);
         stats.write_calls = self.write_calls.load(Ordering::Relaxed);
         stats.group_commits = self.group_commits.load(Ordering::Relaxed);

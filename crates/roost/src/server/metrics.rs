@@ -151,8 +151,22 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
     counter(&mut out, "roost_store_write_calls_total", "Store write round trips.", m.store.write_calls);
     counter(&mut out, "roost_store_group_commits_total", "Physical store commits.", m.store.group_commits);
     counter(&mut out, "roost_store_syncs_total", "Store fsyncs.", m.store.syncs);
+    render_store_latency(&mut out, &m.store);
     render_requests(&mut out, metrics);
     out
+}
+
+fn render_store_latency(out: &mut String, store: &crate::kv::KvStats) {
+    let name = "roost_store_call_duration_seconds";
+    let _ = writeln!(out, "# HELP {name} Store round-trip latency.\n# TYPE {name} histogram");
+    for (op, h) in [("read", &store.read_latency), ("write", &store.write_latency)] {
+        for (n, bound) in h.buckets.iter().zip(crate::kv::LATENCY_BUCKETS_S) {
+            let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{op=\"{op}\"}} {}", h.sum_micros as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{op=\"{op}\"}} {}", h.count);
+    }
 }
 
 fn render_requests(out: &mut String, metrics: &Metrics) {
