@@ -31,6 +31,10 @@ pub struct HostConfig {
     pub idle_timeout_ms: u64,
     /// How often idle actors are looked for.
     pub reaper_interval_ms: u64,
+    /// Release an actor's cached pages and prepared statements when its last queued request
+    /// ends: idle actors then cost their connection and schema only, at the price of
+    /// re-reading pages (from the store's block cache) on the next request.
+    pub release_idle_memory: bool,
     /// A statement running longer is interrupted (its transaction rolled back); 0: no limit.
     pub statement_timeout_ms: u64,
     /// The retry-after hint of `Overloaded` errors.
@@ -56,6 +60,7 @@ impl Default for HostConfig {
             actor_queue_max: 1_024,
             idle_timeout_ms: 60_000,
             reaper_interval_ms: 1_000,
+            release_idle_memory: true,
             statement_timeout_ms: 30_000,
             retry_after_ms: 250,
         }

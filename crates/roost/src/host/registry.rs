@@ -234,13 +234,20 @@ impl Host {
         }
         let (started, watchdog) = self.inner.watchdog();
         let run_slot = slot.clone();
+        let release = self.inner.config.release_idle_memory;
         let result = self
             .inner
             .run(move || {
                 let mut db = run_slot.db.lock();
                 let db = db.as_mut().expect("an awake actor has a database");
                 let _ = started.send(db.interrupt_handle());
-                job(db)
+                let result = job(db);
+                // Nobody else waiting: the actor goes idle, so its cached pages and statements
+                // go back (an idle awake actor then costs ~32 KiB instead of ~130 KiB).
+                if release && run_slot.users.load(Ordering::SeqCst) <= 1 && !db.in_transaction() {
+                    db.release_memory();
+                }
+                result
             })
             .await;
         if let Some(watchdog) = watchdog {
