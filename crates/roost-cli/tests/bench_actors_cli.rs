@@ -86,7 +86,8 @@ fn memory_measures_every_engine_and_n() {
     let targets = report["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 2, "{targets:?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean() && t["value"].is_number()));
-    assert!(report["points"].as_array().unwrap()[0]["memory"]["rss_bytes"].is_u64());
+    let point = &report["points"].as_array().unwrap()[0];
+    assert!(point["memory"]["rss_bytes"].is_u64() && point["allocator"]["allocated_bytes"].is_u64());
 }
 
 #[test]
@@ -126,13 +127,19 @@ fn soak_samples_rss() {
     for key in ["rss_warm_bytes", "rss_end_bytes", "rss_max_bytes", "hwm_bytes"] {
         assert!(results[key].as_u64().unwrap() > 0, "{key}");
     }
-    for key in ["growth_end_pct", "growth_max_pct", "visits_per_sec"] {
+    for key in [
+        "growth_end_pct",
+        "growth_max_pct",
+        "growth_median_pct",
+        "allocated_growth_median_pct",
+        "visits_per_sec",
+    ] {
         f64_at(results, key);
     }
     assert!(results["growth_met"].is_boolean());
     let series = report["series"].as_array().unwrap();
     assert!(series.len() >= 3, "{series:?}");
-    assert!(series.iter().all(|p| p.as_array().is_some_and(|p| p.len() == 3)));
+    assert!(series.iter().all(|p| p.as_array().is_some_and(|p| p.len() == 4)));
 }
 
 #[test]

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::child::{self, Task};
 use super::report::{
-    fixed, open_files_limit, opt, verdict, write_json, HostFigures, Machine, ProcMemory, Summary, Table, KIB,
-    MIB,
+    fixed, open_files_limit, opt, verdict, write_json, AllocatorFigures, HostFigures, Machine, ProcMemory,
+    Summary, Table, KIB, MIB,
 };
 use super::workload::{self, actor_id, actor_name, Answers};
 use super::{open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
@@ -81,6 +81,8 @@ pub struct Point {
     pub actors: usize,
     /// VmRSS / VmHWM once every actor is awake and idle.
     pub memory: ProcMemory,
+    /// jemalloc's figures at the same moment.
+    pub allocator: AllocatorFigures,
     /// SQLite's heap before the first actor and once all are awake.
     pub sqlite_before_bytes: u64,
     pub sqlite_used_bytes: u64,
@@ -157,6 +159,7 @@ async fn roost_point(task: &PointTask) -> BenchResult<Point> {
     let setup_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(task.settle_ms)).await;
     let memory = ProcMemory::read()?;
+    let allocator = AllocatorFigures::read();
     let stats = host.stats();
     let sqlite = stats.memory.sqlite;
     if stats.actors_awake != n {
@@ -192,6 +195,7 @@ async fn roost_point(task: &PointTask) -> BenchResult<Point> {
         engine: task.engine,
         actors: n,
         memory,
+        allocator,
         sqlite_before_bytes,
         sqlite_used_bytes: sqlite.used_bytes,
         sqlite_page_cache_bytes: sqlite.page_cache_bytes,
@@ -220,6 +224,7 @@ fn native_point(task: &PointTask) -> BenchResult<Point> {
     let setup_secs = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(task.settle_ms));
     let memory = ProcMemory::read()?;
+    let allocator = AllocatorFigures::read();
     let sqlite = roost::vfs::sqlite_memory();
 
     let mut inserts_per_sec = None;
@@ -248,6 +253,7 @@ fn native_point(task: &PointTask) -> BenchResult<Point> {
         engine: task.engine,
         actors: n,
         memory,
+        allocator,
         sqlite_before_bytes,
         sqlite_used_bytes: sqlite.used_bytes,
         sqlite_page_cache_bytes: sqlite.page_cache_bytes,

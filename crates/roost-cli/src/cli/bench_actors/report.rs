@@ -36,6 +36,28 @@ impl ProcMemory {
     }
 }
 
+/// The process allocator's (jemalloc's) figures: bytes in live allocations, in active pages, and
+/// resident (live plus freed pages not yet returned to the system).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct AllocatorFigures {
+    pub allocated_bytes: u64,
+    pub active_bytes: u64,
+    pub resident_bytes: u64,
+    pub retained_bytes: u64,
+}
+
+impl AllocatorFigures {
+    pub fn read() -> Self {
+        let s = crate::alloc::stats();
+        Self {
+            allocated_bytes: s.allocated_bytes,
+            active_bytes: s.active_bytes,
+            resident_bytes: s.resident_bytes,
+            retained_bytes: s.retained_bytes,
+        }
+    }
+}
+
 /// The soft limit on open files, from `/proc/self/limits`.
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;

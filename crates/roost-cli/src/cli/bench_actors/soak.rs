@@ -18,7 +18,9 @@ use rand::SeedableRng;
 use roost::{Host, HostConfig, HostError, Params, Statement};
 use serde::Serialize;
 
-use super::report::{fixed, verdict, write_json, HostFigures, Machine, ProcMemory, Summary, Table, MIB};
+use super::report::{
+    fixed, verdict, write_json, AllocatorFigures, HostFigures, Machine, ProcMemory, Summary, Table, MIB,
+};
 use super::storm::backoff;
 use super::workload::{self, actor_id};
 use super::{bounded, create_actors, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
@@ -31,8 +33,13 @@ const SCAN: &str = "SELECT id, body FROM messages ORDER BY id DESC LIMIT 100";
 const SCAN_ROWS: usize = 100;
 const SETUP_CONCURRENCY: usize = 64;
 const STORE: StoreCaps = StoreCaps { cache_mib: 16, write_buffer_mib: 16 };
+/// One point of the JSON time series: seconds, RSS MiB, actors awake, jemalloc allocated MiB.
+type SeriesPoint = (f64, f64, usize, f64);
+
 /// Most points of the time series kept in the JSON.
 const SERIES_POINTS: usize = 120;
+/// Longest window of the median-based growth figure, seconds.
+const WINDOW_S: f64 = 60.0;
 /// RSS at the end may exceed RSS after warm-up by this much.
 const GROWTH_TARGET_PCT: f64 = 10.0;
 
@@ -42,6 +49,9 @@ struct Sample {
     rss_bytes: u64,
     hwm_bytes: u64,
     awake: usize,
+    /// jemalloc: bytes in live allocations and resident.
+    allocated_bytes: u64,
+    allocator_resident_bytes: u64,
 }
 
 /// Counters shared by the visits.
@@ -100,7 +110,15 @@ fn spawn_sampler(
             let m = ProcMemory::read()?;
             let awake = host.stats().actors_awake;
             let t_s = start.elapsed().as_secs_f64();
-            Ok(Sample { t_s, rss_bytes: m.rss_bytes, hwm_bytes: m.hwm_bytes, awake })
+            let a = AllocatorFigures::read();
+            Ok(Sample {
+                t_s,
+                rss_bytes: m.rss_bytes,
+                hwm_bytes: m.hwm_bytes,
+                awake,
+                allocated_bytes: a.allocated_bytes,
+                allocator_resident_bytes: a.resident_bytes,
+            })
         };
         let mut samples = Vec::new();
         let mut next = start;
@@ -150,6 +168,16 @@ struct Results {
     hwm_bytes: u64,
     growth_end_pct: f64,
     growth_max_pct: f64,
+    /// Median RSS of the last `window_s` against the median of the first `window_s` after warm-up:
+    /// less sensitive to where single samples fall in RSS's oscillation.
+    window_s: f64,
+    rss_first_window_median_bytes: u64,
+    rss_last_window_median_bytes: u64,
+    growth_median_pct: f64,
+    /// The same for jemalloc's live allocations (freed pages it still holds excluded).
+    allocated_first_window_median_bytes: u64,
+    allocated_last_window_median_bytes: u64,
+    allocated_growth_median_pct: f64,
     growth_target_pct: f64,
     growth_met: bool,
     host: HostFigures,
@@ -161,8 +189,8 @@ struct Report {
     machine: Machine,
     params: RunParams,
     results: Results,
-    /// `[seconds, RSS MiB, actors awake]`, at most 120 points.
-    series: Vec<(f64, f64, usize)>,
+    /// `[seconds, RSS MiB, actors awake, jemalloc allocated MiB]`, at most 120 points.
+    series: Vec<SeriesPoint>,
 }
 
 pub fn run(args: &SoakArgs) -> BenchResult<()> {
@@ -189,7 +217,7 @@ pub fn run(args: &SoakArgs) -> BenchResult<()> {
     write_json(&args.json, &report)
 }
 
-async fn soak(p: &RunParams, dir: &std::path::Path) -> BenchResult<(Results, Vec<(f64, f64, usize)>)> {
+async fn soak(p: &RunParams, dir: &std::path::Path) -> BenchResult<(Results, Vec<SeriesPoint>)> {
     let config = HostConfig {
         memory_budget_bytes: p.budget_bytes,
         idle_timeout_ms: p.idle_timeout_ms,
@@ -250,6 +278,21 @@ async fn soak(p: &RunParams, dir: &std::path::Path) -> BenchResult<(Results, Vec
     let max =
         samples.iter().filter(|s| s.t_s >= p.warmup_s).map(|s| s.rss_bytes).max().unwrap_or(last.rss_bytes);
     let growth = |bytes: u64| 100.0 * (bytes as f64 - warm.rss_bytes as f64) / warm.rss_bytes as f64;
+    let window_s = ((last.t_s - p.warmup_s) / 2.0).clamp(1.0, WINDOW_S);
+    let median = |field: fn(&Sample) -> u64, from: f64, to: f64| -> u64 {
+        let mut values: Vec<u64> =
+            samples.iter().filter(|s| s.t_s >= from && s.t_s < to).map(field).collect();
+        values.sort_unstable();
+        values.get(values.len() / 2).copied().unwrap_or(field(last))
+    };
+    let (first, last_from) = ((p.warmup_s, p.warmup_s + window_s), last.t_s - window_s);
+    let rss = |s: &Sample| s.rss_bytes;
+    let allocated = |s: &Sample| s.allocated_bytes;
+    let first_median = median(rss, first.0, first.1);
+    let last_median = median(rss, last_from, f64::MAX);
+    let allocated_first = median(allocated, first.0, first.1);
+    let allocated_last = median(allocated, last_from, f64::MAX);
+    let pct = |from: u64, to: u64| 100.0 * (to as f64 - from as f64) / from.max(1) as f64;
     let visits = activity.visits.load(Ordering::Relaxed);
     let latencies = std::mem::take(&mut *activity.latencies_ms.lock().expect("not poisoned"));
     let results = Results {
@@ -267,15 +310,22 @@ async fn soak(p: &RunParams, dir: &std::path::Path) -> BenchResult<(Results, Vec
         hwm_bytes: last.hwm_bytes,
         growth_end_pct: growth(last.rss_bytes),
         growth_max_pct: growth(max),
+        window_s,
+        rss_first_window_median_bytes: first_median,
+        rss_last_window_median_bytes: last_median,
+        growth_median_pct: pct(first_median, last_median),
+        allocated_first_window_median_bytes: allocated_first,
+        allocated_last_window_median_bytes: allocated_last,
+        allocated_growth_median_pct: pct(allocated_first, allocated_last),
         growth_target_pct: GROWTH_TARGET_PCT,
         growth_met: growth(last.rss_bytes) <= GROWTH_TARGET_PCT,
         host: stats.into(),
     };
     let step = samples.len().div_ceil(SERIES_POINTS).max(1);
-    let point = |s: &Sample| {
-        ((s.t_s * 10.0).round() / 10.0, (s.rss_bytes as f64 / MIB * 10.0).round() / 10.0, s.awake)
-    };
-    let mut series: Vec<(f64, f64, usize)> = samples.iter().step_by(step).map(point).collect();
+    let round = |bytes: u64| (bytes as f64 / MIB * 10.0).round() / 10.0;
+    let point =
+        |s: &Sample| ((s.t_s * 10.0).round() / 10.0, round(s.rss_bytes), s.awake, round(s.allocated_bytes));
+    let mut series: Vec<SeriesPoint> = samples.iter().step_by(step).map(point).collect();
     if (samples.len() - 1) % step != 0 {
         series.push(point(last));
     }
@@ -343,7 +393,18 @@ fn table(report: &Report) -> String {
     out.push_str(&t.render());
     out.push('\n');
     let mut t = Table::new(
-        &["RSS after warm-up MiB", "RSS end MiB", "RSS max MiB", "HWM MiB", "growth end %", "growth max %"],
+        &[
+            "RSS after warm-up MiB",
+            "RSS end MiB",
+            "RSS max MiB",
+            "HWM MiB",
+            "growth end %",
+            "growth max %",
+            "window medians MiB",
+            "growth medians %",
+            "allocated medians MiB",
+            "allocated growth %",
+        ],
         0,
     );
     t.row(vec![
@@ -353,19 +414,34 @@ fn table(report: &Report) -> String {
         fixed(r.hwm_bytes as f64 / MIB, 1),
         fixed(r.growth_end_pct, 1),
         fixed(r.growth_max_pct, 1),
+        format!(
+            "{:.1} -> {:.1}",
+            r.rss_first_window_median_bytes as f64 / MIB,
+            r.rss_last_window_median_bytes as f64 / MIB
+        ),
+        fixed(r.growth_median_pct, 1),
+        format!(
+            "{:.1} -> {:.1}",
+            r.allocated_first_window_median_bytes as f64 / MIB,
+            r.allocated_last_window_median_bytes as f64 / MIB
+        ),
+        fixed(r.allocated_growth_median_pct, 1),
     ]);
     out.push_str(&t.render());
     out.push_str(&format!(
-        "\nwarm-up: {:.0} s; RSS max: after warm-up. target: RSS at the end within {GROWTH_TARGET_PCT}% of RSS \
-         after warm-up: {}\n\nRSS over time:\n",
+        "\nwarm-up: {:.0} s; RSS max: after warm-up. window medians: median RSS (allocated: jemalloc's \
+         live bytes) of the first {:.0} s after warm-up and of the last {:.0} s.\ntarget: RSS at the end within {GROWTH_TARGET_PCT}% of RSS after \
+         warm-up: {}\n\nRSS over time:\n",
         p.warmup_s,
+        r.window_s,
+        r.window_s,
         verdict(r.growth_met)
     ));
-    let mut t = Table::new(&["t s", "RSS MiB", "awake"], 0);
+    let mut t = Table::new(&["t s", "RSS MiB", "allocated MiB", "awake"], 0);
     let every = (report.series.len() / 12).max(1);
-    for (i, (ts, rss, awake)) in report.series.iter().enumerate() {
+    for (i, (ts, rss, awake, allocated)) in report.series.iter().enumerate() {
         if i % every == 0 || i + 1 == report.series.len() {
-            t.row(vec![fixed(*ts, 0), fixed(*rss, 1), awake.to_string()]);
+            t.row(vec![fixed(*ts, 0), fixed(*rss, 1), fixed(*allocated, 1), awake.to_string()]);
         }
     }
     out.push_str(&t.render());

@@ -17,7 +17,9 @@ use roost::{ActorId, Host, HostConfig, HostError};
 use serde::{Deserialize, Serialize};
 
 use super::child::{self, Task};
-use super::report::{fixed, verdict, write_json, HostFigures, Machine, ProcMemory, Summary, Table, MIB};
+use super::report::{
+    fixed, verdict, write_json, AllocatorFigures, HostFigures, Machine, ProcMemory, Summary, Table, MIB,
+};
 use super::workload::{self, actor_id};
 use super::{create_actors, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
 use crate::cli::StormArgs;
@@ -85,6 +87,8 @@ pub struct PassResult {
     /// Before the storm (host built) and after it.
     pub memory_before: ProcMemory,
     pub memory: ProcMemory,
+    /// jemalloc's figures after the storm.
+    pub allocator: AllocatorFigures,
     /// Most actors awake at once, sampled every 5 ms.
     pub awake_peak: usize,
     pub host: HostFigures,
@@ -172,6 +176,7 @@ async fn run_pass(task: Arc<PassTask>) -> BenchResult<PassResult> {
     stop.store(true, Ordering::Relaxed);
     sampler.await?;
     let memory = ProcMemory::read()?;
+    let allocator = AllocatorFigures::read();
     let stats = host.stats();
     host.shutdown().await;
 
@@ -197,6 +202,7 @@ async fn run_pass(task: Arc<PassTask>) -> BenchResult<PassResult> {
         ),
         memory_before,
         memory,
+        allocator,
         awake_peak: peak.load(Ordering::Relaxed).max(stats.actors_awake),
         host: stats.into(),
     })
