@@ -9,8 +9,12 @@ pub struct HostConfig {
     pub memory_budget_bytes: u64,
     /// Reserved for the process itself: code, runtime, thread stacks, allocator slack.
     pub base_bytes: u64,
-    /// Reserved for request and response buffers (the server's bodies).
+    /// Reserved for request and response buffers: bodies, answers being built and sent, Hrana
+    /// stream state. Beyond it requests fail with `Overloaded`.
     pub request_buffers_bytes_max: u64,
+    /// Most bytes one request's answers may take in that pool (rows held plus their encoding);
+    /// beyond it the statement fails with `AnswerTooLarge`.
+    pub answer_bytes_max: u64,
     /// Share of the SQLite pool meant for cached pages (the rest is for connections).
     pub page_cache_bytes_max: u64,
     /// Expected memory of one awake idle actor; sets how many may be awake at once.
@@ -50,6 +54,7 @@ impl Default for HostConfig {
             memory_budget_bytes: 512 << 20,
             base_bytes: 24 << 20,
             request_buffers_bytes_max: 32 << 20,
+            answer_bytes_max: 16 << 20,
             page_cache_bytes_max: 0,
             actor_bytes_estimate: 64 << 10,
             blocking_threads: threads,

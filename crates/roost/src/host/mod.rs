@@ -12,12 +12,17 @@
 //! - wakes pass admission: at most `wakes_in_flight_max` run, at most `wake_queue_max` wait;
 //!   beyond that a request fails at once with `Overloaded` and a retry-after hint;
 //! - before a wake, least-recently-used idle actors are put to sleep while the awake count or
-//!   SQLite's memory is over its pool; if none can sleep, the wake fails with `Overloaded`.
+//!   SQLite's memory is over its pool; if none can sleep, the wake fails with `Overloaded`;
+//! - answers are charged to the `request_buffers` pool row by row while they are collected
+//!   (see `buffers`); a request whose bytes do not fit fails with `Overloaded` (pool busy) or
+//!   `AnswerTooLarge` (over one answer's limit), never allocates them.
 
+mod buffers;
 mod config;
 mod pool;
 mod registry;
 
+pub use self::buffers::{BufferError, BufferStats, RequestBuffers, RequestMemory};
 pub use self::config::{BudgetPlan, HostConfig};
 pub use self::registry::{
     process_memory, ActorMemory, ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned, ProcessMemory,

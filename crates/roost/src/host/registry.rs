@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{watch, Semaphore};
 
+use super::buffers::{RequestBuffers, RequestMemory};
 use super::config::{BudgetPlan, HostConfig};
 use super::pool::{BlockingPool, PoolError};
 use super::HostError;
@@ -70,6 +71,7 @@ struct Inner {
     config: HostConfig,
     plan: BudgetPlan,
     pool: BlockingPool,
+    buffers: Arc<RequestBuffers>,
     slots: Mutex<HashMap<ActorId, Arc<Slot>>>,
     awake: AtomicUsize,
     wake_permits: Semaphore,
@@ -156,8 +158,11 @@ impl Host {
         vfs::set_sqlite_heap_limits(plan.sqlite_bytes, plan.sqlite_bytes + plan.sqlite_bytes / 8);
         let pool = BlockingPool::new(config.blocking_threads, config.blocking_queue_max)
             .map_err(|e| HostError::Config(format!("cannot start blocking threads: {e}")))?;
+        let buffers =
+            RequestBuffers::new(plan.request_buffers_bytes, config.answer_bytes_max, config.retry_after_ms);
         let inner = Arc::new(Inner {
             storage,
+            buffers,
             wake_permits: Semaphore::new(config.wakes_in_flight_max),
             config,
             plan,
@@ -179,6 +184,16 @@ impl Host {
 
     pub fn plan(&self) -> &BudgetPlan {
         &self.inner.plan
+    }
+
+    /// The `request_buffers` pool.
+    pub fn buffers(&self) -> &Arc<RequestBuffers> {
+        &self.inner.buffers
+    }
+
+    /// A new account in the `request_buffers` pool, for one request's bodies and answers.
+    pub fn request_memory(&self) -> RequestMemory {
+        self.inner.buffers.memory()
     }
 
     /// Runs `job` with exclusive access to the actor's database, waking it if needed. A
@@ -273,7 +288,8 @@ impl Host {
         params: Params,
     ) -> Result<QueryResult, HostError> {
         let sql = sql.into();
-        self.with_db(id, move |db| db.execute(&sql, &params)).await
+        let memory = self.request_memory();
+        self.with_db(id, move |db| db.execute_metered(&sql, &params, &memory)).await
     }
 
     /// Runs statements on the actor; all or nothing with `transaction`.
@@ -283,7 +299,8 @@ impl Host {
         statements: Vec<Statement>,
         transaction: bool,
     ) -> Result<Vec<QueryResult>, HostError> {
-        self.with_db(id, move |db| db.batch(&statements, transaction)).await
+        let memory = self.request_memory();
+        self.with_db(id, move |db| db.batch_metered(&statements, transaction, &memory)).await
     }
 
     /// Puts the actor to sleep after its running and queued requests. Returns whether it was
@@ -658,7 +675,11 @@ impl Inner {
                 bytes_max: plan.store_bytes,
                 bytes_used: store.cache_bytes + store.write_buffer_bytes,
             },
-            MemoryPool { name: "request_buffers", bytes_max: plan.request_buffers_bytes, bytes_used: 0 },
+            MemoryPool {
+                name: "request_buffers",
+                bytes_max: plan.request_buffers_bytes,
+                bytes_used: self.buffers.stats().bytes_used,
+            },
         ];
         let c = &self.counters;
         HostStats {

@@ -1,69 +1,69 @@
 //! The `/v1` JSON API of DESIGN.md.
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 
+pub use super::body::JsonBody;
+use super::body::{encode, json_answer};
 use super::error::ApiError;
-use super::json::{empty_object, result_to_json, ActorJson, BatchBody, QueryBody};
+use super::json::{empty_object, ActorJson, BatchBody, BatchJson, QueryBody, ResultJson};
 use super::AppState;
 use crate::actor_id::ActorId;
 use crate::host::ActorState;
-
-/// A JSON body whose failures are API errors: `payload_too_large` past the body limit,
-/// `bad_request` for anything that does not parse into `T`.
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("request body is larger than the limit")
-            } else {
-                ApiError::bad_request("cannot read the request body")
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-    }
-}
 
 pub fn actor_id(raw: &str) -> Result<ActorId, ApiError> {
     ActorId::new(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_actor_id", e.to_string()))
 }
 
+/// Runs one statement. Its answer is charged to the request's memory while its rows are
+/// collected and encoded on the blocking thread, so only the encoded bytes come back.
 pub async fn query(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<QueryBody>,
-) -> Result<Json<JsonValue>, ApiError> {
+    body: JsonBody<QueryBody>,
+) -> Result<Response, ApiError> {
     let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
-    let statement = body.into_statement(state.config().statement_bytes_max)?;
-    let result = state.host().execute(&id, statement.sql, statement.params).await?;
-    Ok(Json(result_to_json(&result)))
+    let JsonBody { value, memory } = body;
+    let statement = value.into_statement(state.config().statement_bytes_max)?;
+    let meter = memory.clone();
+    let encoded = state
+        .host()
+        .with_db(&id, move |db| {
+            let result = db.execute_metered(&statement.sql, &statement.params, &meter)?;
+            Ok(encode(&ResultJson(&result)))
+        })
+        .await?;
+    Ok(json_answer(encoded, memory))
 }
 
 pub async fn batch(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<BatchBody>,
-) -> Result<Json<JsonValue>, ApiError> {
+    body: JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
     let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
+    let JsonBody { value, memory } = body;
     let max = state.config().statement_bytes_max;
     let statements =
-        body.statements.into_iter().map(|s| s.into_statement(max)).collect::<Result<Vec<_>, _>>()?;
-    let results = state.host().batch(&id, statements, body.transaction).await?;
-    Ok(Json(json!({"results": results.iter().map(result_to_json).collect::<Vec<_>>()})))
+        value.statements.into_iter().map(|s| s.into_statement(max)).collect::<Result<Vec<_>, _>>()?;
+    let transaction = value.transaction;
+    let meter = memory.clone();
+    let encoded = state
+        .host()
+        .with_db(&id, move |db| {
+            let results = db.batch_metered(&statements, transaction, &meter)?;
+            Ok(encode(&BatchJson(&results)))
+        })
+        .await?;
+    Ok(json_answer(encoded, memory))
 }
 
 #[derive(Debug, Deserialize)]

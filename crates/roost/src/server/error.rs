@@ -74,6 +74,10 @@ impl From<vfs::Error> for ApiError {
             E::TransactionTooLarge { .. } => Self::new(StatusCode::BAD_REQUEST, "sql_error", error.to_string()),
             E::Parameters(message) => Self::bad_request(message),
             E::TooManyRows { .. } => Self::bad_request(error.to_string()),
+            E::AnswerTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "response_too_large", error.to_string())
+            }
+            E::AnswerMemoryFull { retry_after_ms } => Self::overloaded(error.to_string(), retry_after_ms),
             E::Interrupted => Self::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",

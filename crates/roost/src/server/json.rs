@@ -1,10 +1,12 @@
 //! JSON shapes of the `/v1` API and the SQL value encoding of DESIGN.md: `null`, integers and
 //! floats as numbers, text as strings, blobs as `{"base64": "..."}`.
 
+use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value as Json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value as Json};
 
 use super::error::ApiError;
 use crate::vfs::{Params, QueryResult, Statement, Value};
@@ -28,17 +30,6 @@ pub fn value_from_json(json: &Json) -> Result<Value, ApiError> {
         },
         Json::Array(_) => return Err(ApiError::bad_request("arrays are not SQL values")),
     })
-}
-
-pub fn value_to_json(value: &Value) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Integer(i) => json!(i),
-        // JSON has no infinities or NaN: those come back as null.
-        Value::Real(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Text(s) => Json::String(s.clone()),
-        Value::Blob(b) => json!({"base64": BASE64.encode(b)}),
-    }
 }
 
 pub fn params_from_json(params: Option<&Json>) -> Result<Params, ApiError> {
@@ -83,15 +74,84 @@ pub struct BatchBody {
     pub transaction: bool,
 }
 
-pub fn result_to_json(result: &QueryResult) -> Json {
-    let rows: Vec<Json> =
-        result.rows.iter().map(|r| Json::Array(r.iter().map(value_to_json).collect())).collect();
-    json!({
-        "columns": result.columns,
-        "rows": rows,
-        "rows_affected": result.rows_affected,
-        "last_insert_rowid": result.last_insert_rowid,
-    })
+/// A SQL value in the `/v1` encoding, serialized without an intermediate JSON tree. JSON has
+/// no infinities or NaN: those come back as null.
+pub struct ValueJson<'a>(pub &'a Value);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => serializer.serialize_unit(),
+            Value::Integer(i) => serializer.serialize_i64(*i),
+            Value::Real(f) if f.is_finite() => serializer.serialize_f64(*f),
+            Value::Real(_) => serializer.serialize_unit(),
+            Value::Text(s) => serializer.serialize_str(s),
+            Value::Blob(b) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("base64", &Base64Str(b))?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Blob bytes as a base64 string, written straight into the output.
+struct Base64Str<'a>(&'a [u8]);
+
+impl Serialize for Base64Str<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Base64Display::new(self.0, &BASE64))
+    }
+}
+
+struct RowJson<'a>(&'a [Value]);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(ValueJson))
+    }
+}
+
+struct RowsJson<'a>(&'a [Vec<Value>]);
+
+impl Serialize for RowsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|row| RowJson(row)))
+    }
+}
+
+/// A query answer: `{"columns", "rows", "rows_affected", "last_insert_rowid"}`.
+pub struct ResultJson<'a>(pub &'a QueryResult);
+
+impl Serialize for ResultJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let result = self.0;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("columns", &result.columns)?;
+        map.serialize_entry("rows", &RowsJson(&result.rows))?;
+        map.serialize_entry("rows_affected", &result.rows_affected)?;
+        map.serialize_entry("last_insert_rowid", &result.last_insert_rowid)?;
+        map.end()
+    }
+}
+
+/// A batch answer: `{"results": [<query answer>...]}`.
+pub struct BatchJson<'a>(pub &'a [QueryResult]);
+
+impl Serialize for BatchJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("results", &ResultsJson(self.0))?;
+        map.end()
+    }
+}
+
+struct ResultsJson<'a>(&'a [QueryResult]);
+
+impl Serialize for ResultsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(ResultJson))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -103,4 +163,34 @@ pub struct ActorJson {
 
 pub fn empty_object() -> Json {
     Json::Object(Map::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_encode_as_documented() {
+        let result = QueryResult {
+            columns: vec!["a".into(), "b".into()],
+            rows: vec![
+                vec![Value::Null, Value::Integer(-3)],
+                vec![Value::Real(f64::INFINITY), Value::Text("x\"y".into())],
+                vec![Value::Real(1.5), Value::Blob(vec![0, 1, 255])],
+            ],
+            rows_affected: 2,
+            last_insert_rowid: 7,
+        };
+        let encoded: Json =
+            serde_json::from_slice(&serde_json::to_vec(&ResultJson(&result)).unwrap()).unwrap();
+        assert_eq!(
+            encoded,
+            serde_json::json!({
+                "columns": ["a", "b"],
+                "rows": [[null, -3], [null, "x\"y"], [1.5, {"base64": "AAH/"}]],
+                "rows_affected": 2,
+                "last_insert_rowid": 7,
+            })
+        );
+    }
 }

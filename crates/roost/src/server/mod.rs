@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod body;
 mod debug;
 mod error;
 mod hrana;
@@ -135,9 +136,10 @@ impl AppState {
 async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match state.inner.in_flight.try_acquire() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            ApiError::overloaded("too many requests in flight", state.config().retry_after_ms).into_response()
-        }
+        Err(_) => body::closing(
+            ApiError::overloaded("too many requests in flight", state.config().retry_after_ms)
+                .into_response(),
+        ),
     }
 }
 
@@ -159,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hrana::router(&state))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), body::buffer_body))
         .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)

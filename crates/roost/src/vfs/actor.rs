@@ -37,6 +37,8 @@ struct Ownership {
 /// Shared state of one attached actor.
 pub(crate) struct ActorFiles {
     pub id: ActorId,
+    /// The random token of this attach's file names (see `backend`).
+    pub file_token: String,
     pub store: Arc<dyn KvStore>,
     ownership: Mutex<Ownership>,
     /// Main database metadata read when the actor was attached.
@@ -55,7 +57,7 @@ impl std::fmt::Debug for ActorFiles {
 
 impl ActorFiles {
     /// Reads the actor's generation and file metadata in one store call.
-    pub fn load(id: ActorId, store: Arc<dyn KvStore>) -> Result<Self, Failure> {
+    pub fn load(id: ActorId, file_token: String, store: Arc<dyn KvStore>) -> Result<Self, Failure> {
         let keys = [
             layout::generation_key(&id),
             layout::meta_key(&id, FileTag::Main),
@@ -78,6 +80,7 @@ impl ActorFiles {
         }
         Ok(Self {
             id,
+            file_token,
             store,
             ownership: Mutex::new(Ownership { stored, claimed: false, cleanup }),
             main_meta,

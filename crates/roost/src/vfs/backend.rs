@@ -1,9 +1,12 @@
 //! The VFS proper: maps SQLite file names to actors and their files.
 //!
-//! A main database is named `<actor id>.db` and its journal `<actor id>.db-journal`; a name that
-//! ends in `-journal` is therefore always a journal. SQLite may only open actors that were
-//! attached first (see [`KvVfs::attach`]), so `ATTACH`, `VACUUM INTO` and the like cannot reach
-//! another actor's data or create stray files.
+//! Each attach of an actor gets a fresh random name, `<32 hex digits>.db` for the main database
+//! and `<same>.db-journal` for its journal; a name that ends in `-journal` is therefore always a
+//! journal. The name is known only to the connection that attached the actor: another
+//! connection cannot guess it (128 random bits), and a name that is not attached opens nothing,
+//! so even a file name that slipped past the authorizer (`ATTACH`, `VACUUM INTO`) reaches no
+//! other actor's data and creates no file. Names are never stored: the store's keys use the
+//! actor id.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -20,18 +23,28 @@ use crate::kv::{KvStore, WriteOp};
 const MAIN_SUFFIX: &str = ".db";
 const JOURNAL_SUFFIX: &str = "-journal";
 
-/// The SQLite file name of an actor's main database.
-pub(crate) fn main_file_name(id: &ActorId) -> String {
-    format!("{id}{MAIN_SUFFIX}")
+/// Hex digits of an attach's random file name.
+const NAME_DIGITS: usize = 32;
+
+/// The SQLite file name of an attached actor's main database.
+pub(crate) fn main_file_name(files: &ActorFiles) -> String {
+    format!("{}{MAIN_SUFFIX}", files.file_token)
 }
 
-fn parse_name(name: &str) -> Option<(ActorId, FileTag)> {
+/// A fresh unguessable file token for one attach.
+fn new_token() -> String {
+    format!("{:0width$x}", rand::random::<u128>(), width = NAME_DIGITS)
+}
+
+/// The token and file of a name this VFS hands out; `None` for anything else.
+fn parse_name(name: &str) -> Option<(&str, FileTag)> {
     let (main, tag) = match name.strip_suffix(JOURNAL_SUFFIX) {
         Some(main) => (main, FileTag::Journal),
         None => (name, FileTag::Main),
     };
-    let id = main.strip_suffix(MAIN_SUFFIX)?;
-    Some((ActorId::new(id).ok()?, tag))
+    let token = main.strip_suffix(MAIN_SUFFIX)?;
+    let valid = token.len() == NAME_DIGITS && token.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then_some((token, tag))
 }
 
 /// Attaching an actor failed.
@@ -45,48 +58,64 @@ pub(crate) enum AttachError {
 pub(crate) struct KvVfs {
     store: Arc<dyn KvStore>,
     limits: VfsLimits,
-    attached: Mutex<HashMap<ActorId, Weak<ActorFiles>>>,
+    attached: Mutex<Attached>,
+}
+
+/// Attached actors, by id (one attach per actor) and by file token (what SQLite names).
+#[derive(Default)]
+struct Attached {
+    by_id: HashMap<ActorId, Weak<ActorFiles>>,
+    by_token: HashMap<String, Weak<ActorFiles>>,
 }
 
 impl KvVfs {
     pub fn new(store: Arc<dyn KvStore>, limits: VfsLimits) -> Self {
-        Self { store, limits, attached: Mutex::new(HashMap::new()) }
+        Self { store, limits, attached: Mutex::new(Attached::default()) }
     }
 
     /// Makes `id` openable by SQLite; one store read. Fails if it is attached already.
     pub fn attach(&self, id: &ActorId) -> Result<Arc<ActorFiles>, AttachError> {
         let mut attached = self.attached.lock();
-        if attached.get(id).is_some_and(|w| w.strong_count() > 0) {
+        if attached.by_id.get(id).is_some_and(|w| w.strong_count() > 0) {
             return Err(AttachError::Busy);
         }
-        let files = Arc::new(ActorFiles::load(id.clone(), self.store.clone()).map_err(AttachError::Failed)?);
-        attached.insert(id.clone(), Arc::downgrade(&files));
+        let token = new_token();
+        let files =
+            ActorFiles::load(id.clone(), token.clone(), self.store.clone()).map_err(AttachError::Failed)?;
+        let files = Arc::new(files);
+        if let Some(stale) = attached.by_id.insert(id.clone(), Arc::downgrade(&files)) {
+            remove_token(&mut attached.by_token, &stale);
+        }
+        attached.by_token.insert(token, Arc::downgrade(&files));
         Ok(files)
     }
 
     /// Forgets `id` (its connection is closed).
     pub fn detach(&self, id: &ActorId) {
         let mut attached = self.attached.lock();
-        if attached.get(id).is_some_and(|w| w.strong_count() == 0) {
-            attached.remove(id);
+        if attached.by_id.get(id).is_some_and(|w| w.strong_count() == 0) {
+            if let Some(stale) = attached.by_id.remove(id) {
+                remove_token(&mut attached.by_token, &stale);
+            }
         }
+        attached.by_token.retain(|_, w| w.strong_count() > 0);
     }
 
     /// Number of entries in the attach table (bounded by open connections).
     pub fn attached_len(&self) -> usize {
-        self.attached.lock().len()
+        self.attached.lock().by_id.len()
     }
 
-    fn lookup(&self, id: &ActorId) -> Option<Arc<ActorFiles>> {
-        self.attached.lock().get(id).and_then(Weak::upgrade)
+    fn lookup(&self, token: &str) -> Option<Arc<ActorFiles>> {
+        self.attached.lock().by_token.get(token).and_then(Weak::upgrade)
     }
 
     fn open_kv(&self, name: &str, tag: FileTag) -> Result<Box<dyn FileBackend>, IoError> {
-        let (id, name_tag) = parse_name(name).ok_or(IoError::CantOpen)?;
+        let (token, name_tag) = parse_name(name).ok_or(IoError::CantOpen)?;
         if name_tag != tag {
             return Err(IoError::CantOpen);
         }
-        let actor = self.lookup(&id).ok_or(IoError::CantOpen)?;
+        let actor = self.lookup(token).ok_or(IoError::CantOpen)?;
         let meta = match tag {
             FileTag::Main => actor.main_meta,
             FileTag::Journal => {
@@ -123,9 +152,9 @@ impl VfsBackend for KvVfs {
     }
 
     fn delete(&self, name: &str) -> Result<(), IoError> {
-        let (id, tag) = parse_name(name).ok_or(IoError::Delete)?;
-        let actor = self.lookup(&id).ok_or(IoError::Delete)?;
-        let (start, end) = layout::file_range(&id, tag);
+        let (token, tag) = parse_name(name).ok_or(IoError::Delete)?;
+        let actor = self.lookup(token).ok_or(IoError::Delete)?;
+        let (start, end) = layout::file_range(&actor.id, tag);
         // Deleting the journal is the commit point of a journaled transaction: durable.
         actor.write(vec![WriteOp::DeleteRange { start, end }], true).map_err(|_| IoError::Delete)?;
         if tag == FileTag::Journal {
@@ -135,13 +164,18 @@ impl VfsBackend for KvVfs {
     }
 
     fn exists(&self, name: &str) -> Result<bool, IoError> {
-        let Some((id, tag)) = parse_name(name) else { return Ok(false) };
-        let Some(actor) = self.lookup(&id) else { return Ok(false) };
+        let Some((token, tag)) = parse_name(name) else { return Ok(false) };
+        let Some(actor) = self.lookup(token) else { return Ok(false) };
         Ok(match tag {
             FileTag::Main => true,
             FileTag::Journal => actor.journal_exists(),
         })
     }
+}
+
+/// Drops the token entry of a dead attach.
+fn remove_token(by_token: &mut HashMap<String, Weak<ActorFiles>>, stale: &Weak<ActorFiles>) {
+    by_token.retain(|_, w| !w.ptr_eq(stale));
 }
 
 #[cfg(test)]
@@ -150,12 +184,16 @@ mod tests {
 
     #[test]
     fn names_parse_unambiguously() {
-        let id = ActorId::new("a-journal").unwrap();
-        assert_eq!(parse_name(&main_file_name(&id)), Some((id.clone(), FileTag::Main)));
-        assert_eq!(parse_name("a-journal.db-journal"), Some((id, FileTag::Journal)));
-        assert_eq!(parse_name("x.db.db"), Some((ActorId::new("x.db").unwrap(), FileTag::Main)));
-        assert_eq!(parse_name("x"), None);
-        assert_eq!(parse_name("../x.db"), None);
+        let token = new_token();
+        assert_eq!(token.len(), NAME_DIGITS);
+        assert_ne!(token, new_token());
+        let main = format!("{token}.db");
+        assert_eq!(parse_name(&main), Some((token.as_str(), FileTag::Main)));
+        assert_eq!(parse_name(&format!("{main}-journal")), Some((token.as_str(), FileTag::Journal)));
+        assert_eq!(parse_name("a-journal.db-journal"), None);
+        assert_eq!(parse_name("victim.db"), None);
+        assert_eq!(parse_name(&format!("../{main}")), None);
+        assert_eq!(parse_name(&format!("file:{main}?vfs=unix")), None);
         assert_eq!(parse_name(".db"), None);
     }
 }

@@ -1,22 +1,30 @@
 //! [`Storage`] (a store plus its registered VFS) and [`Database`] (one actor's connection).
 //!
 //! A `Database` owns one SQLite connection in rollback-journal mode with `synchronous=FULL`.
-//! An authorizer keeps users from changing what the storage relies on (journal mode, locking,
-//! page size, the size cap) or attaching other databases. After a store failure the connection
-//! is dropped and reopened on the next call, so SQLite re-reads the store and rolls back any
-//! half-written transaction from its journal.
+//! After a store failure the connection is dropped and reopened on the next call, so SQLite
+//! re-reads the store and rolls back any half-written transaction from its journal.
+//!
+//! Tenancy (docs/tenancy.md): SQL reaches this actor's database and nothing else. The
+//! authorizer refuses every `ATTACH`/`DETACH` (whatever form the file name takes: a literal, a
+//! parameter, an expression) except the anonymous scratch database that a `VACUUM` statement
+//! attaches itself, lets through only the pragmas of an allow-list ([`PRAGMAS`]), and refuses
+//! functions that reach outside the database. The connection runs in SQLite's defensive mode
+//! with untrusted schemas, per-connection limits (value and SQL length, one attached database,
+//! no worker threads), and the library is built without URI file names or extension loading.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::actor::{ActorFiles, Failure};
+use super::answer::{value_ref_cost, AnswerMeter, Unmetered, ROW_OVERHEAD_BYTES};
 use super::backend::{main_file_name, AttachError, KvVfs};
 use super::error::Error;
-use super::ffi::{self, FileBackend, FileKind, IoError, Registration, VfsBackend};
+use super::ffi::{self, ConnectionLimits, FileBackend, FileKind, IoError, Registration, VfsBackend};
 use super::file::VfsLimits;
 use super::layout::{self, FileMeta, FileTag};
 use crate::actor_id::ActorId;
@@ -38,6 +46,11 @@ pub struct StorageConfig {
     /// default: SQLite's default (1200 x 100 bytes) costs ~47 KiB per open connection.
     pub lookaside_slot_bytes: u32,
     pub lookaside_slots: u32,
+    /// Largest string or blob SQLite may build or read (`SQLITE_LIMIT_LENGTH`): bounds what
+    /// one expression such as `zeroblob(?)` or `replace(...)` can allocate.
+    pub value_bytes_max: u32,
+    /// Longest SQL text one call may prepare (`SQLITE_LIMIT_SQL_LENGTH`).
+    pub sql_bytes_max: u32,
 }
 
 impl Default for StorageConfig {
@@ -50,6 +63,8 @@ impl Default for StorageConfig {
             statement_cache_capacity: 16,
             lookaside_slot_bytes: 0,
             lookaside_slots: 0,
+            value_bytes_max: 32 << 20,
+            sql_bytes_max: 1 << 20,
         }
     }
 }
@@ -289,6 +304,8 @@ impl InterruptHandle {
 struct Open {
     conn: Connection,
     files: Arc<ActorFiles>,
+    /// Read by the authorizer: a `VACUUM` statement is running.
+    vacuum: Arc<AtomicBool>,
 }
 
 /// One actor's SQLite database. Not shared between threads at once (`&mut self` calls).
@@ -305,32 +322,157 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// Pragmas a user may read but not set: the storage depends on their values.
-const GUARDED_PRAGMAS: &[&str] = &[
-    "journal_mode",
-    "locking_mode",
-    "synchronous",
-    "page_size",
-    "max_page_count",
-    "mmap_size",
-    "cache_size",
-    "cache_spill",
-    "temp_store_directory",
-    "data_store_directory",
-    "writable_schema",
+/// How tenants may use an allowed pragma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PragmaUse {
+    /// Read only: `PRAGMA name`, never `PRAGMA name = value`.
+    Read,
+    /// With or without an argument or a value: it names an object, bounds a check, or sets
+    /// something that only this actor's database or connection sees.
+    Any,
+}
+
+/// The pragmas tenants may run (docs/tenancy.md). Everything else is "not authorized":
+/// process-wide settings (`hard_heap_limit`, `soft_heap_limit`, `threads`, `mmap_size`,
+/// `temp_store_directory`, ...) and settings the storage relies on (`journal_mode`,
+/// `locking_mode`, `synchronous`, `page_size`, `max_page_count`, `cache_size`,
+/// `writable_schema`, ...), which stay readable where listed.
+const PRAGMAS: &[(&str, PragmaUse)] = &[
+    // The schema and the database, read.
+    ("table_info", PragmaUse::Any),
+    ("table_xinfo", PragmaUse::Any),
+    ("table_list", PragmaUse::Any),
+    ("index_info", PragmaUse::Any),
+    ("index_xinfo", PragmaUse::Any),
+    ("index_list", PragmaUse::Any),
+    ("foreign_key_list", PragmaUse::Any),
+    ("foreign_key_check", PragmaUse::Any),
+    ("integrity_check", PragmaUse::Any),
+    ("quick_check", PragmaUse::Any),
+    ("database_list", PragmaUse::Read),
+    ("collation_list", PragmaUse::Read),
+    ("function_list", PragmaUse::Read),
+    ("module_list", PragmaUse::Read),
+    ("pragma_list", PragmaUse::Read),
+    ("compile_options", PragmaUse::Read),
+    ("page_count", PragmaUse::Read),
+    ("freelist_count", PragmaUse::Read),
+    ("data_version", PragmaUse::Read),
+    ("schema_version", PragmaUse::Read),
+    ("encoding", PragmaUse::Read),
+    // Settings the storage relies on: readable, never set.
+    ("page_size", PragmaUse::Read),
+    ("journal_mode", PragmaUse::Read),
+    ("locking_mode", PragmaUse::Read),
+    ("synchronous", PragmaUse::Read),
+    ("cache_size", PragmaUse::Read),
+    ("max_page_count", PragmaUse::Read),
+    ("temp_store", PragmaUse::Read),
+    ("trusted_schema", PragmaUse::Read),
+    // This database's own settings and maintenance.
+    ("user_version", PragmaUse::Any),
+    ("application_id", PragmaUse::Any),
+    ("auto_vacuum", PragmaUse::Any),
+    ("incremental_vacuum", PragmaUse::Any),
+    ("optimize", PragmaUse::Any),
+    ("analysis_limit", PragmaUse::Any),
+    ("shrink_memory", PragmaUse::Read),
+    // Settings of this actor's connection only.
+    ("foreign_keys", PragmaUse::Any),
+    ("defer_foreign_keys", PragmaUse::Any),
+    ("recursive_triggers", PragmaUse::Any),
+    ("automatic_index", PragmaUse::Any),
+    ("reverse_unordered_selects", PragmaUse::Any),
+    ("secure_delete", PragmaUse::Any),
+    ("cell_size_check", PragmaUse::Any),
+    ("legacy_alter_table", PragmaUse::Any),
 ];
 
-fn authorize(ctx: AuthContext<'_>) -> Authorization {
-    match ctx.action {
-        // VACUUM attaches an anonymous scratch database (empty name): that stays allowed.
-        AuthAction::Attach { filename } if !filename.is_empty() => Authorization::Deny,
-        AuthAction::Pragma { pragma_name, pragma_value: Some(_) }
-            if GUARDED_PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name)) =>
-        {
-            Authorization::Deny
+/// Functions that reach outside the database (or leak process addresses).
+const DENIED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer"];
+
+fn pragma_allowed(name: &str, value: Option<&str>) -> bool {
+    PRAGMAS
+        .iter()
+        .find(|(allowed, _)| allowed.eq_ignore_ascii_case(name))
+        .is_some_and(|(_, usage)| *usage == PragmaUse::Any || value.is_none())
+}
+
+/// The authorizer of every connection. `vacuum` is set while a `VACUUM` statement runs: its
+/// scratch copy is the one database that may be attached (an empty file name is a private
+/// temporary database).
+fn authorize(ctx: AuthContext<'_>, vacuum: &AtomicBool) -> Authorization {
+    let allowed = match ctx.action {
+        AuthAction::Attach { filename } => filename.is_empty() && vacuum.load(Ordering::Relaxed),
+        AuthAction::Detach { .. } => false,
+        AuthAction::Pragma { pragma_name, pragma_value } => pragma_allowed(pragma_name, pragma_value),
+        AuthAction::Function { function_name } => {
+            !DENIED_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(function_name))
         }
-        _ => Authorization::Allow,
+        // A file name that is not a literal (a parameter, an expression) reaches the authorizer
+        // as no name at all, which rusqlite reports as an unknown action.
+        AuthAction::Unknown { code, .. } => !matches!(
+            code,
+            rusqlite::ffi::SQLITE_ATTACH
+                | rusqlite::ffi::SQLITE_DETACH
+                | rusqlite::ffi::SQLITE_PRAGMA
+                | rusqlite::ffi::SQLITE_FUNCTION
+        ),
+        _ => true,
+    };
+    if allowed {
+        Authorization::Allow
+    } else {
+        Authorization::Deny
     }
+}
+
+/// The first keyword of a statement, after whitespace and comments, upper-cased.
+fn first_keyword(sql: &str) -> String {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase()
+}
+
+/// Sets the connection's `vacuum` flag for the duration of one call.
+struct VacuumScope<'a>(&'a AtomicBool);
+
+impl<'a> VacuumScope<'a> {
+    fn enter(flag: &'a AtomicBool, vacuum: bool) -> Self {
+        flag.store(vacuum, Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for VacuumScope<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Applies the tenancy settings to a fresh connection (before any user SQL).
+fn harden(conn: &mut Connection, config: &StorageConfig, vacuum: Arc<AtomicBool>) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
+    ffi::set_limits(
+        conn,
+        ConnectionLimits {
+            value_bytes_max: config.value_bytes_max,
+            sql_bytes_max: config.sql_bytes_max,
+            attached_max: 1,
+        },
+    );
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(ctx, &vacuum)))
 }
 
 impl Database {
@@ -345,8 +487,10 @@ impl Database {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let name = main_file_name(&self.id);
+        let name = main_file_name(&files);
         let vfs_name = self.storage.inner.registration.name();
+        let vacuum = Arc::new(AtomicBool::new(false));
+        let authorizer_vacuum = vacuum.clone();
         let opened = Connection::open_with_flags_and_vfs(&name, flags, vfs_name).and_then(|mut conn| {
             ffi::set_lookaside(&conn, config.lookaside_slot_bytes, config.lookaside_slots)
                 .map_err(|code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))?;
@@ -355,13 +499,13 @@ impl Database {
             conn.execute_batch(&format!(
                 "PRAGMA synchronous=FULL; PRAGMA cache_size=-{cache_kib}; PRAGMA max_page_count={pages_max};"
             ))?;
-            conn.authorizer(Some(authorize))?;
+            harden(&mut conn, &config, authorizer_vacuum)?;
             conn.set_prepared_statement_cache_capacity(config.statement_cache_capacity);
             Ok(conn)
         });
         match opened {
             Ok(conn) => {
-                self.conn = Some(Open { conn, files });
+                self.conn = Some(Open { conn, files, vacuum });
                 Ok(())
             }
             Err(e) => {
@@ -385,6 +529,14 @@ impl Database {
         &mut self,
         op: impl FnOnce(&mut Connection, &ActorFiles) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.with_open(|conn, files, _| op(conn, files))
+    }
+
+    /// [`Self::with_conn`], also handing over the connection's `vacuum` flag.
+    fn with_open<T>(
+        &mut self,
+        op: impl FnOnce(&mut Connection, &ActorFiles, &AtomicBool) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -393,7 +545,7 @@ impl Database {
         }
         let open = self.conn.as_mut().expect("connected above");
         open.files.take_failure();
-        let result = op(&mut open.conn, &open.files);
+        let result = op(&mut open.conn, &open.files, &open.vacuum);
         if open.files.is_poisoned() {
             self.poisoned = true;
             self.disconnect();
@@ -413,20 +565,47 @@ impl Database {
 
     /// Runs one statement.
     pub fn execute(&mut self, sql: &str, params: &Params) -> Result<QueryResult, Error> {
+        self.execute_metered(sql, params, &Unmetered)
+    }
+
+    /// Runs one statement, charging its answer to `meter` row by row.
+    pub fn execute_metered(
+        &mut self,
+        sql: &str,
+        params: &Params,
+        meter: &dyn AnswerMeter,
+    ) -> Result<QueryResult, Error> {
         let rows_max = self.storage.inner.config.rows_max;
-        self.with_conn(|conn, files| run_statement(conn, files, sql, params, rows_max))
+        self.with_open(|conn, files, vacuum| {
+            let run = Run { conn, files, vacuum, rows_max, meter };
+            run.statement(sql, params)
+        })
     }
 
     /// Runs SQL text that may hold several statements, without parameters or results.
     pub fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
-        self.with_conn(|conn, files| conn.execute_batch(sql).map_err(|e| translate(e, files)))
+        self.with_open(|conn, files, vacuum| {
+            let _scope = VacuumScope::enter(vacuum, sql.to_ascii_uppercase().contains("VACUUM"));
+            conn.execute_batch(sql).map_err(|e| translate(e, files))
+        })
     }
 
     /// Runs statements in order. With `transaction`, all or nothing: on the first failure
     /// everything is rolled back (to a savepoint when a transaction is already open).
     pub fn batch(&mut self, statements: &[Statement], transaction: bool) -> Result<Vec<QueryResult>, Error> {
+        self.batch_metered(statements, transaction, &Unmetered)
+    }
+
+    /// [`Self::batch`], charging the answers to `meter` row by row.
+    pub fn batch_metered(
+        &mut self,
+        statements: &[Statement],
+        transaction: bool,
+        meter: &dyn AnswerMeter,
+    ) -> Result<Vec<QueryResult>, Error> {
         let rows_max = self.storage.inner.config.rows_max;
-        self.with_conn(|conn, files| {
+        self.with_open(|conn, files, vacuum| {
+            let run = Run { conn, files, vacuum, rows_max, meter };
             let nested = !conn.is_autocommit();
             if transaction {
                 let begin = if nested { "SAVEPOINT roost_batch" } else { "BEGIN IMMEDIATE" };
@@ -434,7 +613,7 @@ impl Database {
             }
             let mut results = Vec::with_capacity(statements.len());
             for (index, statement) in statements.iter().enumerate() {
-                match run_statement(conn, files, &statement.sql, &statement.params, rows_max) {
+                match run.statement(&statement.sql, &statement.params) {
                     Ok(result) => results.push(result),
                     Err(source) => {
                         if transaction {
@@ -623,65 +802,81 @@ fn named_index(stmt: &rusqlite::Statement<'_>, name: &str) -> Result<usize, Erro
     Err(unknown())
 }
 
-fn run_statement(
-    conn: &Connection,
-    files: &ActorFiles,
-    sql: &str,
-    params: &Params,
+/// What running a statement needs.
+struct Run<'a> {
+    conn: &'a Connection,
+    files: &'a ActorFiles,
+    vacuum: &'a AtomicBool,
     rows_max: usize,
-) -> Result<QueryResult, Error> {
-    let mut stmt = conn.prepare_cached(sql).map_err(|e| translate(e, files))?;
-    bind(&mut stmt, params)?;
-    let columns: Vec<String> = stmt.column_names().map(str::to_string).collect();
-    let readonly = stmt.readonly();
-    // A writing statement that returns rows (RETURNING) runs in a savepoint so that hitting
-    // the row limit applies nothing.
-    let guarded = !readonly && !columns.is_empty();
-    if guarded {
-        conn.execute_batch("SAVEPOINT roost_rows").map_err(|e| translate(e, files))?;
+    meter: &'a dyn AnswerMeter,
+}
+
+impl Run<'_> {
+    fn statement(&self, sql: &str, params: &Params) -> Result<QueryResult, Error> {
+        let (conn, files) = (self.conn, self.files);
+        let _scope = VacuumScope::enter(self.vacuum, first_keyword(sql) == "VACUUM");
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| translate(e, files))?;
+        bind(&mut stmt, params)?;
+        let columns: Vec<String> = stmt.column_names().map(str::to_string).collect();
+        let readonly = stmt.readonly();
+        // A writing statement that returns rows (RETURNING) runs in a savepoint so that hitting
+        // the row or answer limit applies nothing.
+        let guarded = !readonly && !columns.is_empty();
+        if guarded {
+            conn.execute_batch("SAVEPOINT roost_rows").map_err(|e| translate(e, files))?;
+        }
+        let collected = self.collect_rows(&mut stmt, columns.len()).map_err(|e| match e {
+            RowsError::Sqlite(e) => translate(e, files),
+            RowsError::TooMany => Error::TooManyRows { rows_max: self.rows_max },
+            RowsError::Meter(e) => e,
+        });
+        drop(stmt);
+        if guarded {
+            let end = if collected.is_ok() {
+                "RELEASE roost_rows"
+            } else {
+                "ROLLBACK TO roost_rows; RELEASE roost_rows"
+            };
+            conn.execute_batch(end).map_err(|e| translate(e, files))?;
+        }
+        let rows = collected?;
+        Ok(QueryResult {
+            columns,
+            rows,
+            rows_affected: if readonly { 0 } else { conn.changes() },
+            last_insert_rowid: conn.last_insert_rowid(),
+        })
     }
-    let collected = collect_rows(&mut stmt, columns.len(), rows_max).map_err(|e| match e {
-        RowsError::Sqlite(e) => translate(e, files),
-        RowsError::TooMany => Error::TooManyRows { rows_max },
-    });
-    drop(stmt);
-    if guarded {
-        let end = if collected.is_ok() {
-            "RELEASE roost_rows"
-        } else {
-            "ROLLBACK TO roost_rows; RELEASE roost_rows"
-        };
-        conn.execute_batch(end).map_err(|e| translate(e, files))?;
+
+    /// Reads every row, charging each value to the meter before copying it out of SQLite.
+    fn collect_rows(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        width: usize,
+    ) -> Result<Vec<Vec<Value>>, RowsError> {
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(RowsError::Sqlite)? {
+            if out.len() == self.rows_max {
+                return Err(RowsError::TooMany);
+            }
+            self.meter.charge(ROW_OVERHEAD_BYTES).map_err(RowsError::Meter)?;
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                let value = row.get_ref(i).map_err(RowsError::Sqlite)?;
+                self.meter.charge(value_ref_cost(value)).map_err(RowsError::Meter)?;
+                values.push(Value::from(value));
+            }
+            out.push(values);
+        }
+        Ok(out)
     }
-    let rows = collected?;
-    Ok(QueryResult {
-        columns,
-        rows,
-        rows_affected: if readonly { 0 } else { conn.changes() },
-        last_insert_rowid: conn.last_insert_rowid(),
-    })
 }
 
 enum RowsError {
     Sqlite(rusqlite::Error),
     TooMany,
-}
-
-fn collect_rows(
-    stmt: &mut rusqlite::Statement<'_>,
-    width: usize,
-    rows_max: usize,
-) -> Result<Vec<Vec<Value>>, RowsError> {
-    let mut rows = stmt.raw_query();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(RowsError::Sqlite)? {
-        if out.len() == rows_max {
-            return Err(RowsError::TooMany);
-        }
-        let values = (0..width).map(|i| row.get_ref(i).map(Value::from)).collect::<Result<_, _>>();
-        out.push(values.map_err(RowsError::Sqlite)?);
-    }
-    Ok(out)
+    Meter(Error),
 }
 
 /// Refuses files that are not intact SQLite databases (`quick_check`).

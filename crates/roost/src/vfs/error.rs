@@ -22,6 +22,16 @@ pub enum Error {
     /// An answer would hold more rows than allowed; nothing was applied.
     #[error("the statement returns more than {rows_max} rows")]
     TooManyRows { rows_max: usize },
+    /// An answer would take more bytes than one answer may (`bytes_max`, values plus their
+    /// encoding); nothing was applied.
+    #[error(
+        "the answer would take more than {bytes_max} bytes of memory; select fewer rows or smaller values"
+    )]
+    AnswerTooLarge { bytes_max: u64 },
+    /// The memory pool that answers are built in is taken by other requests; nothing was
+    /// applied. Retry after the hint.
+    #[error("answer memory is exhausted by other requests; retry after {retry_after_ms} ms")]
+    AnswerMemoryFull { retry_after_ms: u64 },
     /// Another owner claimed the actor; this handle may no longer write.
     #[error("the actor was claimed by another owner")]
     Fenced,

@@ -553,6 +553,35 @@ pub(crate) fn set_lookaside(conn: &rusqlite::Connection, slot_bytes: u32, slots:
     }
 }
 
+/// Per-connection SQLite limits (`sqlite3_limit`) that keep one tenant's SQL small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionLimits {
+    /// Largest string or blob value (`SQLITE_LIMIT_LENGTH`).
+    pub value_bytes_max: u32,
+    /// Longest SQL text (`SQLITE_LIMIT_SQL_LENGTH`).
+    pub sql_bytes_max: u32,
+    /// Attached databases (`SQLITE_LIMIT_ATTACHED`): 1 leaves room for VACUUM's scratch copy
+    /// only; the authorizer refuses every other ATTACH.
+    pub attached_max: u32,
+}
+
+/// Applies `limits` and turns off SQLite's worker threads for the connection.
+pub(crate) fn set_limits(conn: &rusqlite::Connection, limits: ConnectionLimits) {
+    let settings = [
+        (ffi::SQLITE_LIMIT_LENGTH, limits.value_bytes_max),
+        (ffi::SQLITE_LIMIT_SQL_LENGTH, limits.sql_bytes_max),
+        (ffi::SQLITE_LIMIT_ATTACHED, limits.attached_max),
+        (ffi::SQLITE_LIMIT_WORKER_THREADS, 0),
+    ];
+    for (limit, value) in settings {
+        // SAFETY: the handle is valid while `conn` lives and is used on this thread only;
+        // sqlite3_limit clamps values to the compile-time maxima.
+        unsafe {
+            ffi::sqlite3_limit(conn.handle(), limit, value.min(i32::MAX as u32) as c_int);
+        }
+    }
+}
+
 /// Frees the connection's unused cached pages.
 pub(crate) fn release_memory(conn: &rusqlite::Connection) {
     // SAFETY: the handle is valid while `conn` lives and is used on this thread only.

@@ -6,6 +6,7 @@
 //! in the store too. Nothing touches the local file system.
 
 mod actor;
+mod answer;
 mod backend;
 mod database;
 mod error;
@@ -13,6 +14,7 @@ mod ffi;
 mod file;
 pub mod layout;
 
+pub use self::answer::{value_cost, AnswerMeter, Unmetered, ROW_OVERHEAD_BYTES};
 pub use self::database::{
     Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
 };

@@ -7,13 +7,17 @@
 //! host and storage failures fail the HTTP request with their own code. The last two end the
 //! stream.
 
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value as Json};
 
+use super::super::body::{buffer_error, encode};
 use super::super::error::ApiError;
-use super::proto::{self, BatchCond, HError, StreamRequest};
+use super::proto::{self, BatchCond, HError, OkJson, StmtResultJson, StreamRequest};
 use super::sql;
 use super::stream::Stream;
-use crate::vfs::{self, Database, Params, QueryResult, Value};
+use crate::host::RequestMemory;
+use crate::vfs::{self, AnswerMeter, Database, Params, QueryResult, Value};
 
 /// Settings of one request.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +89,9 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
             HError::new("SQL_MANY_STATEMENTS", "SQL string contains more than one statement")
         }
         E::Parameters(message) => HError::new("ARGS_INVALID", message),
-        E::TooManyRows { .. } => HError::new("RESPONSE_TOO_LARGE", error.to_string()),
+        E::TooManyRows { .. } | E::AnswerTooLarge { .. } => {
+            HError::new("RESPONSE_TOO_LARGE", error.to_string())
+        }
         E::TransactionTooLarge { .. } => HError::new("TRANSACTION_TOO_LARGE", error.to_string()),
         E::Interrupted => HError::new(
             "SQLITE_INTERRUPT",
@@ -93,7 +99,10 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
         ),
         E::InvalidActorId(_) => HError::new("SQLITE_MISUSE", error.to_string()),
         E::InBatch { source, .. } => return statement_error(*source),
-        E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => return Err(error),
+        // The answer pool is busy: the whole HTTP request fails with `overloaded` (retry).
+        E::AnswerMemoryFull { .. } | E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
+            return Err(error)
+        }
     })
 }
 
@@ -143,9 +152,13 @@ fn prepare(stream: &Stream, stmt: proto::Stmt, ctx: &Ctx) -> Result<Result<Prepa
     Ok(Ok(Prepared { sql, params, want_rows: stmt.want_rows.unwrap_or(true) }))
 }
 
-/// Runs one statement; statement errors are part of the answer.
-pub fn run_statement(db: &mut Database, stmt: &Prepared) -> Result<Result<QueryResult, HError>, vfs::Error> {
-    match db.execute(&stmt.sql, &stmt.params) {
+/// Runs one statement, its rows charged to `meter`; statement errors are part of the answer.
+pub fn run_statement(
+    db: &mut Database,
+    stmt: &Prepared,
+    meter: &dyn AnswerMeter,
+) -> Result<Result<QueryResult, HError>, vfs::Error> {
+    match db.execute_metered(&stmt.sql, &stmt.params, meter) {
         Ok(result) => Ok(Ok(result)),
         // SQLite refuses a text without statements; say so plainly.
         Err(vfs::Error::Sql { .. }) if sql::scan(&stmt.sql).is_ok_and(|s| s.empty) => Ok(Err(no_statement())),
@@ -165,14 +178,18 @@ fn holds(cond: &BatchCond, outcomes: &[Outcome], db: &Database) -> bool {
 }
 
 /// Runs a batch: each step whose condition holds, in order, whatever the others did.
-pub fn run_batch(db: &mut Database, steps: &[Step]) -> Result<Vec<Outcome>, vfs::Error> {
+pub fn run_batch(
+    db: &mut Database,
+    steps: &[Step],
+    meter: &dyn AnswerMeter,
+) -> Result<Vec<Outcome>, vfs::Error> {
     let mut outcomes = Vec::with_capacity(steps.len());
     for step in steps {
         if step.condition.as_ref().is_some_and(|c| !holds(c, &outcomes, db)) {
             outcomes.push(Outcome::Skipped);
             continue;
         }
-        outcomes.push(match run_statement(db, &step.stmt)? {
+        outcomes.push(match run_statement(db, &step.stmt, meter)? {
             Ok(result) => Outcome::Done(result),
             Err(error) => Outcome::Failed(error),
         });
@@ -219,31 +236,54 @@ pub fn prepare_batch(
     Ok(Ok(steps))
 }
 
-fn batch_json(steps: &[Step], outcomes: &[Outcome]) -> Json {
-    let mut results = Vec::with_capacity(outcomes.len());
-    let mut errors = Vec::with_capacity(outcomes.len());
-    for (step, outcome) in steps.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Skipped => {
-                results.push(Json::Null);
-                errors.push(Json::Null);
-            }
-            Outcome::Done(result) => {
-                results.push(proto::stmt_result_json(result, step.stmt.want_rows));
-                errors.push(Json::Null);
-            }
-            Outcome::Failed(error) => {
-                results.push(Json::Null);
-                errors.push(error.json());
-            }
-        }
-    }
-    json!({"step_results": results, "step_errors": errors})
+/// A batch's `BatchResult`: `{"step_results": [...], "step_errors": [...]}`.
+pub struct BatchJson<'a> {
+    pub steps: &'a [Step],
+    pub outcomes: &'a [Outcome],
 }
 
-fn push_line(out: &mut Vec<u8>, entry: &Json) {
+impl Serialize for BatchJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let pairs = || self.steps.iter().zip(self.outcomes);
+        let results = pairs().map(|(step, outcome)| match outcome {
+            Outcome::Done(result) => Some(StmtResultJson { result, want_rows: step.stmt.want_rows }),
+            Outcome::Skipped | Outcome::Failed(_) => None,
+        });
+        let errors = pairs().map(|(_, outcome)| match outcome {
+            Outcome::Failed(error) => Some(error.json()),
+            Outcome::Skipped | Outcome::Done(_) => None,
+        });
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("step_results", &Seq(results))?;
+        map.serialize_entry("step_errors", &Seq(errors))?;
+        map.end()
+    }
+}
+
+/// Serializes an iterator as a JSON array (cloned per use).
+struct Seq<I>(I);
+
+impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
+}
+
+fn push_line<T: Serialize>(out: &mut Vec<u8>, entry: &T) {
     serde_json::to_writer(&mut *out, entry).expect("JSON values serialize");
     out.push(b'\n');
+}
+
+/// A cursor's `{"type": "row", "row": [...]}` entry.
+struct RowEntry<'a>(&'a [Value]);
+
+impl Serialize for RowEntry<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", "row")?;
+        map.serialize_entry("row", &proto::RowJson(self.0))?;
+        map.end()
+    }
 }
 
 /// The cursor entry of a step that failed before it began.
@@ -256,25 +296,27 @@ pub fn step_error_entry(step: usize, error: &HError) -> Vec<u8> {
 /// The newline-delimited cursor entries of a finished batch.
 pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut line = |entry: Json| push_line(&mut out, &entry);
     for (index, (step, outcome)) in steps.iter().zip(outcomes).enumerate() {
         match outcome {
             Outcome::Skipped => {}
             Outcome::Done(result) => {
-                line(json!({"type": "step_begin", "step": index, "cols": proto::cols_json(&result.columns)}));
+                let begin =
+                    json!({"type": "step_begin", "step": index, "cols": proto::cols_json(&result.columns)});
+                push_line(&mut out, &begin);
                 if step.stmt.want_rows {
                     for row in &result.rows {
-                        line(json!({"type": "row", "row": proto::row_json(row)}));
+                        push_line(&mut out, &RowEntry(row));
                     }
                 }
-                line(json!({
+                let end = json!({
                     "type": "step_end",
                     "affected_row_count": result.rows_affected,
                     "last_insert_rowid": result.last_insert_rowid.to_string(),
-                }));
+                });
+                push_line(&mut out, &end);
             }
             Outcome::Failed(error) => {
-                line(json!({"type": "step_error", "step": index, "error": error.json()}));
+                push_line(&mut out, &json!({"type": "step_error", "step": index, "error": error.json()}));
             }
         }
     }
@@ -286,7 +328,11 @@ pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
 /// opcodes that make `sqlite3_stmt_readonly` false); the columns of a reading `SELECT`,
 /// `VALUES` or `WITH` come from running it wrapped in `SELECT * FROM (...) LIMIT 0`. Declared
 /// types are not available (null), nor the columns of other statements (`RETURNING`, `PRAGMA`).
-pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vfs::Error> {
+pub fn describe(
+    db: &mut Database,
+    sql: &str,
+    meter: &dyn AnswerMeter,
+) -> Result<Result<Json, HError>, vfs::Error> {
     let scan = match sql::scan(sql) {
         Ok(scan) => scan,
         Err(message) => return Ok(Err(HError::new("SQLITE_ERROR", message))),
@@ -299,7 +345,7 @@ pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vf
     } else {
         Params::Positional(vec![Value::Null; scan.params.len()])
     };
-    let program = match db.execute(&format!("EXPLAIN {}", &sql[scan.body_start..]), &nulls) {
+    let program = match db.execute_metered(&format!("EXPLAIN {}", &sql[scan.body_start..]), &nulls, meter) {
         Ok(program) => program,
         Err(error) => return statement_error(error).map(Err),
     };
@@ -316,7 +362,7 @@ pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vf
         Some(true) => ["id", "parent", "notused", "detail"].map(String::from).to_vec(),
         None if !writes && matches!(scan.keyword.as_deref(), Some("SELECT" | "VALUES" | "WITH")) => {
             let wrapped = format!("SELECT * FROM (\n{}\n) LIMIT 0", &sql[..scan.first_end]);
-            match db.execute(&wrapped, &nulls) {
+            match db.execute_metered(&wrapped, &nulls, meter) {
                 Ok(result) => result.columns,
                 Err(error) => {
                     statement_error(error)?;
@@ -334,14 +380,20 @@ pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vf
     })))
 }
 
-/// Serves one stream request. `Ok` holds the request's result (ok or error).
-pub async fn handle(stream: &mut Stream, request: StreamRequest, ctx: &Ctx) -> Result<Json, ApiError> {
+/// Serves one stream request. `Ok` holds the request's encoded result (ok or error); answers
+/// are charged to `memory` while their rows are collected, and encoded on the blocking thread.
+pub async fn handle(
+    stream: &mut Stream,
+    request: StreamRequest,
+    ctx: &Ctx,
+    memory: &RequestMemory,
+) -> Result<Vec<u8>, ApiError> {
     if stream.closed {
         return Err(ApiError::bad_request("the stream is closed"));
     }
     let kind = request.kind();
-    let answer = |fields: Json| proto::ok_result(kind, fields);
-    let failed = |error: HError| proto::error_result(&error);
+    let answer = |fields: Json| encode(&proto::ok_result(kind, fields));
+    let failed = |error: HError| encode(&proto::error_result(&error));
     Ok(match request {
         StreamRequest::Close {} => {
             stream.closed = true;
@@ -352,24 +404,32 @@ pub async fn handle(stream: &mut Stream, request: StreamRequest, ctx: &Ctx) -> R
                 Ok(stmt) => stmt,
                 Err(error) => return Ok(failed(error)),
             };
-            let want_rows = stmt.want_rows;
-            match stream.run(move |db| run_statement(db, &stmt)).await? {
-                Ok(result) => answer(json!({"result": proto::stmt_result_json(&result, want_rows)})),
-                Err(error) => failed(error),
-            }
+            let meter = memory.clone();
+            stream
+                .run(move |db| {
+                    Ok(match run_statement(db, &stmt, &meter)? {
+                        Ok(result) => {
+                            let value = StmtResultJson { result: &result, want_rows: stmt.want_rows };
+                            encode(&OkJson { kind: "execute", field: "result", value })
+                        }
+                        Err(error) => encode(&proto::error_result(&error)),
+                    })
+                })
+                .await?
         }
         StreamRequest::Batch { batch } => {
             let steps = match prepare_batch(stream, batch, ctx)? {
                 Ok(steps) => steps,
                 Err((_, error)) => return Ok(failed(error)),
             };
-            let (steps, outcomes) = stream
+            let meter = memory.clone();
+            stream
                 .run(move |db| {
-                    let outcomes = run_batch(db, &steps)?;
-                    Ok((steps, outcomes))
+                    let outcomes = run_batch(db, &steps, &meter)?;
+                    let value = BatchJson { steps: &steps, outcomes: &outcomes };
+                    Ok(encode(&OkJson { kind: "batch", field: "result", value }))
                 })
-                .await?;
-            answer(json!({"result": batch_json(&steps, &outcomes)}))
+                .await?
         }
         StreamRequest::Sequence { sql, sql_id } => {
             let sql = resolve_sql(stream, sql, sql_id)?;
@@ -392,7 +452,8 @@ pub async fn handle(stream: &mut Stream, request: StreamRequest, ctx: &Ctx) -> R
             if let Some(error) = too_long(&sql, ctx) {
                 return Ok(failed(error));
             }
-            match stream.run(move |db| describe(db, &sql)).await? {
+            let meter = memory.clone();
+            match stream.run(move |db| describe(db, &sql, &meter)).await? {
                 Ok(result) => answer(json!({"result": result})),
                 Err(error) => failed(error),
             }
@@ -415,12 +476,12 @@ pub async fn handle(stream: &mut Stream, request: StreamRequest, ctx: &Ctx) -> R
                     format!("SQL text longer than {} bytes", ctx.statement_bytes_max),
                 ))
             } else {
-                stream.sqls.insert(sql_id, sql);
+                stream.store_sql(sql_id, sql).map_err(|e| buffer_error(e, "storing SQL on a stream"))?;
                 answer(json!({}))
             }
         }
         StreamRequest::CloseSql { sql_id } => {
-            stream.sqls.remove(&sql_id);
+            stream.close_sql(sql_id);
             answer(json!({}))
         }
         StreamRequest::GetAutocommit {} => {

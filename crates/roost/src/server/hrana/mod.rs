@@ -18,16 +18,17 @@ mod stream;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::json;
 
 use self::exec::Ctx;
 use self::proto::{CursorReqBody, PipelineReqBody};
 use self::stream::{Stream, Streams};
-use super::api::{actor_id, JsonBody};
+use super::api::actor_id;
+use super::body::{answer_with_type, encode, json_answer, JsonBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::actor_id::ActorId;
@@ -146,12 +147,13 @@ impl Hrana {
 async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Request) -> Response {
     let served = async {
         let id = authorized_actor(&hrana, path, request.headers())?;
-        let JsonBody(body) = JsonBody::<PipelineReqBody>::from_request(request, &()).await?;
+        let JsonBody { value: body, memory } =
+            JsonBody::<PipelineReqBody>::from_request(request, &hrana.app).await?;
         let mut stream = hrana.stream(body.baton.as_deref(), id)?;
         let ctx = hrana.ctx(version);
         let mut results = Vec::with_capacity(body.requests.len());
         for request in body.requests {
-            match exec::handle(&mut stream, request, &ctx).await {
+            match exec::handle(&mut stream, request, &ctx, &memory).await {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     stream.close().await;
@@ -160,25 +162,46 @@ async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Requ
             }
         }
         let baton = hrana.finish(stream).await;
-        Ok::<_, ApiError>(Json(json!({"baton": baton, "base_url": null, "results": results})))
+        Ok::<_, ApiError>(json_answer(pipeline_answer(baton, &results), memory))
     };
-    served.await.into_response()
+    served.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `{"baton": ..., "base_url": null, "results": [...]}` around results encoded already.
+fn pipeline_answer(baton: Option<String>, results: &[Vec<u8>]) -> Vec<u8> {
+    let head = encode(&json!({"baton": baton, "base_url": null}));
+    let length = head.len() + 14 + results.iter().map(|r| r.len() + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(length);
+    out.extend_from_slice(&head[..head.len() - 1]);
+    out.extend_from_slice(b",\"results\":[");
+    for (index, result) in results.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(result);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Response {
     let served = async {
         let id = authorized_actor(&hrana, path, request.headers())?;
-        let JsonBody(body) = JsonBody::<CursorReqBody>::from_request(request, &()).await?;
+        let JsonBody { value: body, memory } =
+            JsonBody::<CursorReqBody>::from_request(request, &hrana.app).await?;
         let mut stream = hrana.stream(body.baton.as_deref(), id)?;
         let ctx = hrana.ctx(3);
         let ran = match exec::prepare_batch(&stream, body.batch, &ctx) {
-            Ok(Ok(steps)) => stream
-                .run(move |db| {
-                    let outcomes = exec::run_batch(db, &steps)?;
-                    Ok(exec::cursor_entries(&steps, &outcomes))
-                })
-                .await
-                .map_err(ApiError::from),
+            Ok(Ok(steps)) => {
+                let meter = memory.clone();
+                stream
+                    .run(move |db| {
+                        let outcomes = exec::run_batch(db, &steps, &meter)?;
+                        Ok(exec::cursor_entries(&steps, &outcomes))
+                    })
+                    .await
+                    .map_err(ApiError::from)
+            }
             // A step that cannot run ends the batch there: the cursor reports it as that
             // step's error.
             Ok(Err((step, error))) => Ok(exec::step_error_entry(step, &error)),
@@ -192,11 +215,10 @@ async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Respons
             }
         };
         let baton = hrana.finish(stream).await;
-        let mut body =
-            serde_json::to_vec(&json!({"baton": baton, "base_url": null})).expect("JSON serializes");
+        let mut body = encode(&json!({"baton": baton, "base_url": null}));
         body.push(b'\n');
         body.extend(entries);
-        Ok::<_, ApiError>(([(header::CONTENT_TYPE, "text/plain")], body).into_response())
+        Ok::<_, ApiError>(answer_with_type(body, memory, "text/plain"))
     };
     served.await.unwrap_or_else(IntoResponse::into_response)
 }

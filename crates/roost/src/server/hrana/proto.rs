@@ -2,10 +2,12 @@
 //! Requests are parsed strictly enough that a malformed value fails the whole HTTP request
 //! before anything runs; unknown fields are ignored, as the spec asks.
 
+use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
 use base64::Engine;
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value as Json};
 
 use crate::vfs::{QueryResult, Value};
@@ -157,20 +159,6 @@ impl<'de> Deserialize<'de> for HValue {
     }
 }
 
-pub fn value_json(value: &Value) -> Json {
-    match value {
-        Value::Null => json!({"type": "null"}),
-        Value::Integer(i) => json!({"type": "integer", "value": i.to_string()}),
-        // JSON has no infinities (SQLite stores no NaN): those come back as null, as in /v1.
-        Value::Real(f) => match serde_json::Number::from_f64(*f) {
-            Some(n) => json!({"type": "float", "value": n}),
-            None => json!({"type": "null"}),
-        },
-        Value::Text(s) => json!({"type": "text", "value": s}),
-        Value::Blob(b) => json!({"type": "blob", "base64": BASE64.encode(b)}),
-    }
-}
-
 /// A Hrana `Error`: always with a code, which some clients require.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HError {
@@ -192,18 +180,105 @@ pub fn cols_json(columns: &[String]) -> Json {
     Json::Array(columns.iter().map(|name| json!({"name": name, "decltype": null})).collect())
 }
 
-pub fn row_json(row: &[Value]) -> Json {
-    Json::Array(row.iter().map(value_json).collect())
+/// A value in Hrana's encoding, serialized without an intermediate JSON tree.
+pub struct HValueJson<'a>(pub &'a Value);
+
+impl Serialize for HValueJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        match self.0 {
+            Value::Integer(i) => {
+                map.serialize_entry("type", "integer")?;
+                map.serialize_entry("value", &i.to_string())?;
+            }
+            Value::Real(f) if f.is_finite() => {
+                map.serialize_entry("type", "float")?;
+                map.serialize_entry("value", f)?;
+            }
+            // JSON has no infinities (SQLite stores no NaN): those come back as null, as in /v1.
+            Value::Null | Value::Real(_) => map.serialize_entry("type", "null")?,
+            Value::Text(s) => {
+                map.serialize_entry("type", "text")?;
+                map.serialize_entry("value", s)?;
+            }
+            Value::Blob(b) => {
+                map.serialize_entry("type", "blob")?;
+                map.serialize_entry("base64", &Base64Str(b))?;
+            }
+        }
+        map.end()
+    }
 }
 
-pub fn stmt_result_json(result: &QueryResult, want_rows: bool) -> Json {
-    let rows = if want_rows { result.rows.iter().map(|r| row_json(r)).collect() } else { Vec::new() };
-    json!({
-        "cols": cols_json(&result.columns),
-        "rows": rows,
-        "affected_row_count": result.rows_affected,
-        "last_insert_rowid": result.last_insert_rowid.to_string(),
-    })
+/// Blob bytes as unpadded base64, written straight into the output.
+struct Base64Str<'a>(&'a [u8]);
+
+impl Serialize for Base64Str<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Base64Display::new(self.0, &BASE64))
+    }
+}
+
+/// One row of values.
+pub struct RowJson<'a>(pub &'a [Value]);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(HValueJson))
+    }
+}
+
+/// A `StmtResult`; rows only when the client wants them.
+pub struct StmtResultJson<'a> {
+    pub result: &'a QueryResult,
+    pub want_rows: bool,
+}
+
+impl Serialize for StmtResultJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let rows: &[Vec<Value>] = if self.want_rows { &self.result.rows } else { &[] };
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("cols", &cols_json(&self.result.columns))?;
+        map.serialize_entry("rows", &RowsJson(rows))?;
+        map.serialize_entry("affected_row_count", &self.result.rows_affected)?;
+        map.serialize_entry("last_insert_rowid", &self.result.last_insert_rowid.to_string())?;
+        map.end()
+    }
+}
+
+struct RowsJson<'a>(&'a [Vec<Value>]);
+
+impl Serialize for RowsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|row| RowJson(row)))
+    }
+}
+
+/// `{"type": "ok", "response": {"type": kind, field: value}}` for a response with one field.
+pub struct OkJson<'a, T> {
+    pub kind: &'a str,
+    pub field: &'a str,
+    pub value: T,
+}
+
+impl<T: Serialize> Serialize for OkJson<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", "ok")?;
+        map.serialize_entry("response", &ResponseJson(self))?;
+        map.end()
+    }
+}
+
+struct ResponseJson<'a, 'b, T>(&'a OkJson<'b, T>);
+
+impl<T: Serialize> Serialize for ResponseJson<'_, '_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", self.0.kind)?;
+        map.serialize_entry(self.0.field, &self.0.value)?;
+        map.end()
+    }
 }
 
 pub fn ok_result(kind: &str, fields: Json) -> Json {
@@ -221,6 +296,10 @@ pub fn error_result(error: &HError) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value_json(value: &Value) -> Json {
+        serde_json::to_value(HValueJson(value)).unwrap()
+    }
 
     #[test]
     fn values_round_trip() {
@@ -245,5 +324,8 @@ mod tests {
             json!({"type": "integer", "value": "9223372036854775807"})
         );
         assert_eq!(value_json(&Value::Real(f64::INFINITY)), json!({"type": "null"}));
+        assert_eq!(value_json(&Value::Real(-2.5)), json!({"type": "float", "value": -2.5}));
+        assert_eq!(value_json(&Value::Text("a\"b".into())), json!({"type": "text", "value": "a\"b"}));
+        assert_eq!(value_json(&Value::Null), json!({"type": "null"}));
     }
 }

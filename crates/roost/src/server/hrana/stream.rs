@@ -22,7 +22,7 @@ use rand::Rng;
 
 use super::super::error::ApiError;
 use crate::actor_id::ActorId;
-use crate::host::{Host, HostError, Pinned};
+use crate::host::{BufferError, Host, HostError, Pinned, RequestMemory};
 use crate::vfs::{self, Database};
 
 /// The streams of one server.
@@ -52,6 +52,9 @@ pub struct Stream {
     pinned: Option<Pinned>,
     /// SQL texts stored with `store_sql` (scope: this stream).
     pub sqls: HashMap<i32, String>,
+    /// The stream's own bytes (its state and stored SQL texts) in the request pool, held
+    /// while the stream lives, parked or not.
+    memory: RequestMemory,
     /// Whether the actor's connection was inside a transaction after the last job.
     in_transaction: bool,
     /// A `close` request was served.
@@ -68,6 +71,15 @@ impl Drop for Ticket {
             streams.inner.lock().open -= 1;
         }
     }
+}
+
+/// What a stream costs in the request pool besides its SQL texts: the struct, its map slot
+/// and its baton.
+const STREAM_BYTES: u64 = 512;
+
+/// A stored SQL text's cost: the text and its map entry.
+fn stored_sql_bytes(sql: &str) -> u64 {
+    sql.len() as u64 + 64
 }
 
 const UNKNOWN_BATON: &str = "unknown baton: the stream was closed, expired, or the baton was already used";
@@ -97,14 +109,23 @@ impl Streams {
             }
             inner.open += 1;
         }
+        let memory = host.request_memory();
+        let ticket = Ticket(Arc::downgrade(self));
+        if memory.charge(STREAM_BYTES).is_err() {
+            return Err(ApiError::overloaded(
+                "request memory is busy (opening a Hrana stream)",
+                self.retry_after_ms,
+            ));
+        }
         Ok(Stream {
             actor,
             host,
             pinned: None,
             sqls: HashMap::new(),
+            memory,
             in_transaction: false,
             closed: false,
-            _ticket: Ticket(Arc::downgrade(self)),
+            _ticket: ticket,
         })
     }
 
@@ -185,6 +206,19 @@ impl Streams {
 impl Stream {
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    /// Stores a SQL text, charged to the stream's memory until it is closed.
+    pub fn store_sql(&mut self, id: i32, sql: String) -> Result<(), BufferError> {
+        self.memory.charge(stored_sql_bytes(&sql))?;
+        self.sqls.insert(id, sql);
+        Ok(())
+    }
+
+    pub fn close_sql(&mut self, id: i32) {
+        if let Some(sql) = self.sqls.remove(&id) {
+            self.memory.release(stored_sql_bytes(&sql));
+        }
     }
 
     /// Runs `job` on the actor's database, pinning the actor first if the stream does not
