@@ -95,6 +95,7 @@ pub async fn list(
         (listed.len() == limit).then(|| listed.last().map(|(id, _, _)| id.to_string())).flatten();
     let actors: Vec<ActorJson> = listed
         .into_iter()
+        .filter(|(id, _, _)| state.auth().allows(&headers, id))
         .map(|(id, st, size_bytes)| ActorJson { id: id.to_string(), state: public_state(st), size_bytes })
         .collect();
     Ok(Json(json!({"actors": actors, "next_cursor": next_cursor})))

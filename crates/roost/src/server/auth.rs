@@ -28,6 +28,36 @@ pub struct Auth {
     pub admin: Option<String>,
 }
 
+/// Characters that end a segment of an actor id.
+const SEPARATORS: [char; 3] = ['-', '.', '_'];
+
+/// A token's scope covers the id equal to it and the ids that continue it after a segment
+/// boundary: `team-1` covers `team-1` and `team-1-x`, not `team-10-x`; `team-1-` covers
+/// `team-1-x`.
+pub fn scope_covers(scope: &str, id: &str) -> bool {
+    match id.strip_prefix(scope) {
+        Some("") => true,
+        Some(rest) => scope.ends_with(SEPARATORS) || rest.starts_with(SEPARATORS),
+        None => false,
+    }
+}
+
+/// A token's scope as written after `TOKEN:`: not empty (that would grant every actor) and
+/// made of actor-id characters.
+fn checked_scope(scope: &str) -> Result<String, String> {
+    if scope.is_empty() {
+        return Err(
+            "a token's actor prefix is empty (TOKEN: grants nothing): write TOKEN alone for all actors, \
+                    or TOKEN:PREFIX"
+                .into(),
+        );
+    }
+    if !scope.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+        return Err(format!("token prefix {scope:?} holds characters that no actor id has"));
+    }
+    Ok(scope.to_string())
+}
+
 /// Compares without an early exit, so timing does not reveal a matching prefix.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -43,7 +73,7 @@ impl Auth {
                 continue;
             }
             let (secret, prefix) = match item.split_once(':') {
-                Some((s, p)) => (s.trim(), Some(p.trim().to_string())),
+                Some((s, p)) => (s.trim(), Some(checked_scope(p.trim())?)),
                 None => (item, None),
             };
             if secret.len() < 16 {
@@ -71,9 +101,19 @@ impl Auth {
         self.admin.as_deref().is_some_and(|admin| same(admin, token))
     }
 
-    /// Allows requests on actors whose ids start with `prefix` (an actor id, or a listing
-    /// prefix).
+    /// Allows a listing of the ids that start with `prefix` when the token's scope is a prefix
+    /// of it; ids the scope does not cover (`team-10` under `team-1`) must still be filtered
+    /// with [`Self::allows`].
     pub fn check_prefix(&self, headers: &HeaderMap, prefix: &str) -> Result<(), ApiError> {
+        self.check(headers, |scope| prefix.starts_with(scope))
+    }
+
+    /// Does the request's token cover `id`? (No error detail: for filtering listings.)
+    pub fn allows(&self, headers: &HeaderMap, id: &ActorId) -> bool {
+        self.check_actor(headers, id).is_ok()
+    }
+
+    fn check(&self, headers: &HeaderMap, covers: impl Fn(&str) -> bool) -> Result<(), ApiError> {
         if self.is_open() {
             return Ok(());
         }
@@ -83,7 +123,7 @@ impl Auth {
         }
         let allowed = self.tokens.iter().filter(|t| same(&t.secret, token)).any(|t| match &t.prefix {
             None => true,
-            Some(scope) => prefix.starts_with(scope.as_str()),
+            Some(scope) => covers(scope),
         });
         if allowed {
             Ok(())
@@ -93,7 +133,7 @@ impl Auth {
     }
 
     pub fn check_actor(&self, headers: &HeaderMap, id: &ActorId) -> Result<(), ApiError> {
-        self.check_prefix(headers, id.as_str())
+        self.check(headers, |scope| scope_covers(scope, id.as_str()))
     }
 
     pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -137,5 +177,27 @@ mod tests {
         assert!(auth.check_admin(&with("aaaaaaaaaaaaaaaa")).is_err());
         assert!(auth.check_admin(&with("adminadminadminadmin")).is_ok());
         assert!(Auth::default().check_admin(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn scopes_end_at_segment_boundaries() {
+        assert!(Auth::parse_tokens("aaaaaaaaaaaaaaaa:").is_err(), "an empty prefix is refused");
+        assert!(Auth::parse_tokens("aaaaaaaaaaaaaaaa: ").is_err());
+        assert!(Auth::parse_tokens("aaaaaaaaaaaaaaaa:a/b").is_err());
+        let tokens = Auth::parse_tokens("aaaaaaaaaaaaaaaa:team-1").unwrap();
+        let auth = Auth { tokens, admin: None };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer aaaaaaaaaaaaaaaa".parse().unwrap());
+        let allowed = |id: &str| auth.check_actor(&headers, &ActorId::new(id).unwrap()).is_ok();
+        for id in ["team-1", "team-1-x", "team-1.db", "team-1_a"] {
+            assert!(allowed(id), "{id}");
+        }
+        for id in ["team-10", "team-10-x", "team-1x", "team-", "team"] {
+            assert!(!allowed(id), "{id}");
+        }
+        assert!(scope_covers("team-1-", "team-1-x"));
+        assert!(!scope_covers("team-1-", "team-1"));
+        assert!(auth.check_prefix(&headers, "team-1").is_ok(), "listing is filtered afterwards");
+        assert!(auth.check_prefix(&headers, "team-").is_err());
     }
 }
