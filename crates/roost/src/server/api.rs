@@ -1,6 +1,6 @@
 //! The `/v1` JSON API of DESIGN.md.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -24,12 +24,11 @@ pub fn actor_id(raw: &str) -> Result<ActorId, ApiError> {
 pub async fn query(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: JsonBody<QueryBody>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let id = actor_id(&id)?;
-    state.auth().check_actor(&headers, &id)?;
-    let JsonBody { value, memory } = body;
+    state.auth().check_actor(request.headers(), &id)?;
+    let JsonBody { value, memory } = JsonBody::<QueryBody>::from_request(request, &state).await?;
     let statement = value.into_statement(state.config().statement_bytes_max)?;
     let meter = memory.clone();
     let encoded = state
@@ -45,12 +44,11 @@ pub async fn query(
 pub async fn batch(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: JsonBody<BatchBody>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let id = actor_id(&id)?;
-    state.auth().check_actor(&headers, &id)?;
-    let JsonBody { value, memory } = body;
+    state.auth().check_actor(request.headers(), &id)?;
+    let JsonBody { value, memory } = JsonBody::<BatchBody>::from_request(request, &state).await?;
     let max = state.config().statement_bytes_max;
     let statements =
         value.statements.into_iter().map(|s| s.into_statement(max)).collect::<Result<Vec<_>, _>>()?;
