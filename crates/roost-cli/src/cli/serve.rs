@@ -65,6 +65,17 @@ pub struct ServeArgs {
     /// Most rows in one answer.
     #[arg(long, env = "ROOST_ROWS_MAX", default_value_t = 100_000)]
     pub rows_max: usize,
+    /// The budget's pool for request bodies, answers and Hrana stream state; a request that
+    /// cannot get its bytes answers `overloaded`.
+    #[arg(long, env = "ROOST_REQUEST_BUFFERS", default_value = "32MiB", value_parser = parse_bytes)]
+    pub request_buffers: u64,
+    /// Most bytes one request's answer may take in that pool (rows plus their encoding);
+    /// beyond it `response_too_large`.
+    #[arg(long, env = "ROOST_RESPONSE_BYTES_MAX", default_value = "16MiB", value_parser = parse_bytes)]
+    pub response_bytes_max: u64,
+    /// Largest string or blob value SQL may build or read.
+    #[arg(long, env = "ROOST_VALUE_BYTES_MAX", default_value = "32MiB", value_parser = parse_bytes)]
+    pub value_bytes_max: u64,
     /// Longest statement run time; longer ones are interrupted and rolled back.
     #[arg(long, env = "ROOST_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
     pub statement_timeout_ms: u64,
@@ -127,11 +138,17 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         memory_budget_bytes: args.memory_budget,
         idle_timeout_ms: args.idle_timeout_ms,
         statement_timeout_ms: args.statement_timeout_ms,
+        request_buffers_bytes_max: args.request_buffers,
+        answer_bytes_max: args.response_bytes_max,
         ..HostConfig::default()
     };
     let storage = StorageConfig {
         rows_max: args.rows_max,
         db_bytes_max: args.db_bytes_max,
+        value_bytes_max: u32::try_from(args.value_bytes_max)
+            .map_err(|_| "--value-bytes-max is at most 4GiB")?,
+        sql_bytes_max: u32::try_from(args.statement_bytes_max)
+            .map_err(|_| "--statement-bytes-max is at most 4GiB")?,
         ..StorageConfig::default()
     };
     Ok((server, host, storage))

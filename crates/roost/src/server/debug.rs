@@ -63,8 +63,16 @@ pub fn memory_json(state: &AppState) -> JsonValue {
         "actors": {"awake": stats.actors_awake, "waking": stats.actors_waking, "queued": stats.wakes_queued,
             "known": stats.actors_known, "awake_max": stats.awake_max},
         "budget": {"budget_bytes": m.budget_bytes, "pools": pools},
+        "request_buffers": request_buffers(state),
         "top_actors": top,
     })
+}
+
+/// The request pool's use, its high-water mark, the per-answer limit and refusals.
+fn request_buffers(state: &AppState) -> JsonValue {
+    let b = state.host().buffers().stats();
+    json!({"bytes_used": b.bytes_used, "bytes_peak": b.bytes_peak, "bytes_max": b.bytes_max,
+        "answer_bytes_max": b.answer_bytes_max, "refused_total": b.refused_total})
 }
 
 fn mib(bytes: &JsonValue) -> String {
