@@ -6,6 +6,14 @@
 //! Because the committer is the only writer, a fence check and the write it guards cannot be
 //! interleaved with another write. Reads go straight to fjall from the caller's thread.
 //!
+//! Range deletes are resolved in the writer's thread, not in the committer: `write` turns each
+//! `DeleteRange` into point deletes of the keys the range holds at that moment, so one big
+//! range never makes the committer scan while every other writer waits. The committer only
+//! applies the range to keys written earlier in the same group. A key that another batch puts
+//! into the range between the two is therefore not deleted; Roost's range deletes are fenced on
+//! the actor's generation and cover only that actor's keys, so such a batch would have changed
+//! the fence and the range delete is refused instead.
+//!
 //! Fail-stop: a failed journal write or sync leaves applied data whose survival is unknown (and
 //! fjall poisons itself for writes, while its reads would still show that data). The store then
 //! stops: the group's writers and every later call get [`KvError::Failed`]. Reopening the folder
@@ -89,6 +97,26 @@ impl Shared {
             tracing::error!(reason = %why, "store stopped: every call fails until a restart");
         }
         KvError::Failed(self.failed.get().cloned().unwrap_or(why))
+    }
+
+    /// Rewrites each range delete as point deletes of the keys in the range now, followed by
+    /// the range itself (which the committer applies to the group's pending keys only).
+    fn expand_ranges(&self, batch: WriteBatch) -> KvResult<WriteBatch> {
+        if !batch.ops.iter().any(|op| matches!(op, WriteOp::DeleteRange { .. })) {
+            return Ok(batch);
+        }
+        let mut ops = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            if let WriteOp::DeleteRange { start, end } = &op {
+                if start < end {
+                    for guard in self.data.range(start.as_slice()..end.as_slice()) {
+                        ops.push(WriteOp::Delete(guard.key().map_err(io)?.to_vec()));
+                    }
+                }
+            }
+            ops.push(op);
+        }
+        Ok(WriteBatch { ops, ..batch })
     }
 }
 
@@ -221,6 +249,7 @@ impl KvStore for FjallStore {
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         self.shared.counters.timed_write(|| {
             self.shared.check_running()?;
+            let batch = self.shared.expand_ranges(batch)?;
             let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
             let (reply, answer) = bounded(1);
             queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
@@ -371,7 +400,7 @@ impl Committer {
                     local.insert(k.clone(), None);
                 }
                 WriteOp::DeleteRange { start, end } if start < end => {
-                    self.delete_range(start, end, overlay, &mut local)?;
+                    Self::delete_range(start, end, overlay, &mut local);
                 }
                 WriteOp::DeleteRange { .. } => {}
             }
@@ -380,18 +409,15 @@ impl Committer {
         Ok(())
     }
 
-    /// Marks every key in `[start, end)` deleted: those in the store, those written earlier in
-    /// this group, and those written earlier in this batch.
-    fn delete_range(&self, start: &[u8], end: &[u8], overlay: &Overlay, local: &mut Overlay) -> KvResult<()> {
+    /// Marks the keys in `[start, end)` written earlier in this group or batch deleted. The
+    /// keys already in the store were turned into point deletes by the writer's thread
+    /// ([`Shared::expand_ranges`]), so this work is bounded by the group, not by the range.
+    fn delete_range(start: &[u8], end: &[u8], overlay: &Overlay, local: &mut Overlay) {
         let range = start.to_vec()..end.to_vec();
         let mut doomed: Vec<Key> = overlay.range(range.clone()).map(|(k, _)| k.clone()).collect();
         doomed.extend(local.range(range).map(|(k, _)| k.clone()));
-        for guard in self.shared.data.range(start..end) {
-            doomed.push(guard.key().map_err(io)?.to_vec());
-        }
         for key in doomed {
             local.insert(key, None);
         }
-        Ok(())
     }
 }
