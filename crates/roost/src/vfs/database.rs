@@ -215,9 +215,14 @@ impl Storage {
 
     /// Deletes all of the actor's data durably. Returns whether there was any. Fails with
     /// [`Error::ActorBusy`] while the actor is open.
+    ///
+    /// One durable batch removes both files' metadata: from then on the actor has no database
+    /// (a crash after it leaves nothing visible). The chunks follow in small batches so that a
+    /// big actor never holds the store's committer for long; leftovers of a crash are removed
+    /// when the actor is next attached.
     pub fn delete(&self, id: &ActorId) -> Result<bool, Error> {
         let files = self.inner.vfs.attach(id).map_err(attach_error)?;
-        let result = delete_files(&files);
+        let result = delete_files(&files, self.inner.vfs.range_delete_keys_per_batch());
         drop(files);
         self.inner.vfs.detach(id);
         result
@@ -262,18 +267,20 @@ impl Storage {
     }
 }
 
-fn delete_files(files: &ActorFiles) -> Result<bool, Error> {
+fn delete_files(files: &ActorFiles, keys_per_batch: usize) -> Result<bool, Error> {
     if files.main_meta.is_none() && !files.journal_exists() {
         return Ok(false);
     }
     let ops = [FileTag::Main, FileTag::Journal]
         .into_iter()
-        .map(|tag| {
-            let (start, end) = layout::file_range(&files.id, tag);
-            crate::kv::WriteOp::DeleteRange { start, end }
-        })
+        .map(|tag| crate::kv::WriteOp::Delete(layout::meta_key(&files.id, tag)))
         .collect();
     files.write(ops, true).map_err(failure_error)?;
+    files.set_journal_exists(false);
+    // The delete has happened; a failure now only postpones the removal of invisible chunks.
+    if let Err(failure) = files.purge_file_keys(keys_per_batch) {
+        tracing::warn!(actor = %files.id, ?failure, "leftover chunks stay until the actor is next opened");
+    }
     Ok(true)
 }
 
