@@ -1,5 +1,5 @@
-//! Deleting actors: bounded store work per batch, and crash safety of an actor delete that
-//! runs as several batches.
+//! Deleting actors and listing them: bounded store work per batch and per listing page, and
+//! crash safety of an actor delete that runs as several batches.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use roost::kv::{
     FaultPlan, FaultyStore, Key, KvResult, KvStats, KvStore, MemoryStore, Value as KvValue, WriteBatch,
     WriteOp,
 };
-use roost::vfs::{layout, VfsLimits};
+use roost::vfs::{layout, VfsLimits, LIST_SKIPPED_MAX};
 use roost::{ActorId, Params, Storage, StorageConfig, Value};
 
 fn id(s: &str) -> ActorId {
@@ -87,6 +87,49 @@ fn deleting_a_big_actor_writes_bounded_batches() {
     assert!(storage.size_bytes(&id("small")).unwrap().is_some());
 }
 
+/// Lists every actor, page by page; checks each call's store reads.
+fn list_all(storage: &Storage, store: &dyn KvStore, limit: usize) -> (Vec<String>, usize) {
+    let (mut names, mut after, mut calls) = (Vec::new(), None, 0);
+    loop {
+        let before = store.stats().read_calls;
+        let page = storage.list("", after.as_ref(), limit).unwrap();
+        let reads = store.stats().read_calls - before;
+        let bound = 2 * (limit + LIST_SKIPPED_MAX) as u64 + 1;
+        assert!(reads <= bound, "one page cost {reads} store reads (bound {bound})");
+        names.extend(page.actors.iter().map(|(id, _)| id.to_string()));
+        calls += 1;
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return (names, calls),
+        }
+    }
+}
+
+#[test]
+fn listing_passes_over_deleted_actors_in_bounded_work() {
+    let store = Arc::new(MemoryStore::new());
+    let storage = Storage::new(store.clone(), StorageConfig::default()).unwrap();
+    for name in ["d-00000", "m-0500", "m-1500", "z-live"] {
+        fill(&storage, name, 2);
+    }
+    assert!(storage.delete(&id("d-00000")).unwrap());
+    // What 2,000 deletes leave behind: a generation key each (checked for one real delete).
+    let left: Vec<Key> = store.dump().into_iter().map(|(k, _)| k).filter(|k| k.starts_with(b"ad-")).collect();
+    assert_eq!(left, vec![layout::generation_key(&id("d-00000"))]);
+    let ops = (1..2000)
+        .map(|i| {
+            WriteOp::Put(layout::generation_key(&id(&format!("m-{i:04}x"))), 7u64.to_be_bytes().to_vec())
+        })
+        .collect();
+    store.write(WriteBatch { fence: None, ops, durable: true }).unwrap();
+
+    let (names, calls) = list_all(&storage, store.as_ref(), 10);
+    assert_eq!(names, ["m-0500", "m-1500", "z-live"]);
+    assert!(calls <= 2000 / LIST_SKIPPED_MAX + 2, "{calls} pages");
+    let prefixed = storage.list("m-1", None, 10).unwrap();
+    assert!(prefixed.actors.is_empty() && prefixed.next_after.is_some(), "a short page says where to go on");
+}
+
 #[test]
 fn an_interrupted_delete_leaves_the_actor_or_nothing_and_recreating_works() {
     let mut outcomes = (0, 0);
@@ -109,7 +152,7 @@ fn an_interrupted_delete_leaves_the_actor_or_nothing_and_recreating_works() {
         // A restart: a new storage over what the store holds.
         let storage = Storage::new(memory.clone(), config(100)).unwrap();
         let listed: Vec<String> =
-            storage.list("", None, 10).unwrap().iter().map(|(id, _)| id.to_string()).collect();
+            storage.list("", None, 10).unwrap().actors.iter().map(|(id, _)| id.to_string()).collect();
         let size = storage.size_bytes(&id("x")).unwrap();
         let mut db = storage.open(&id("x")).unwrap();
         let tables = db.execute("SELECT count(*) FROM sqlite_master", &Params::None).unwrap().rows;

@@ -14,7 +14,8 @@ mod file;
 pub mod layout;
 
 pub use self::database::{
-    Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
+    ActorPage, Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
+    LIST_SKIPPED_MAX,
 };
 pub use self::error::Error;
 pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, ConnectionMemory, SqliteMemory};
