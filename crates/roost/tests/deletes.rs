@@ -180,3 +180,27 @@ fn an_interrupted_delete_leaves_the_actor_or_nothing_and_recreating_works() {
     }
     assert_eq!(outcomes, (1, 5));
 }
+
+#[test]
+fn a_deleted_actor_stays_deleted_in_a_reopened_fjall_folder() {
+    use roost::kv::{FjallConfig, FjallStore};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Arc::new(FjallStore::open(FjallConfig::new(dir.path())).unwrap());
+        let storage = Storage::new(store.clone(), config(100)).unwrap();
+        fill(&storage, "big", 1000);
+        fill(&storage, "keep", 1);
+        assert!(storage.delete(&id("big")).unwrap());
+    }
+    let store = Arc::new(FjallStore::open(FjallConfig::new(dir.path())).unwrap());
+    let storage = Storage::new(store.clone(), config(100)).unwrap();
+    let listed: Vec<String> =
+        storage.list("", None, 10).unwrap().actors.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(listed, ["keep"]);
+    assert_eq!(storage.size_bytes(&id("big")).unwrap(), None);
+    let (start, end) = layout::files_range(&id("big"));
+    assert!(store.scan(&start, &end, 1).unwrap().is_empty(), "no chunk of the deleted actor is left");
+    let mut db = storage.open(&id("big")).unwrap();
+    let tables = db.execute("SELECT count(*) FROM sqlite_master", &Params::None).unwrap().rows;
+    assert_eq!(tables, vec![vec![Value::Integer(0)]]);
+}
