@@ -167,17 +167,17 @@ async fn sleep_delete_and_list() {
         host.execute(&id(name), "CREATE TABLE t(x)", Params::None).await.unwrap();
     }
     host.execute(&id("list-empty"), "SELECT 1", Params::None).await.unwrap();
-    let listed = host.list("list-", None, 10).await.unwrap();
+    let listed = host.list("list-", None, 10).await.unwrap().actors;
     let names: Vec<_> = listed.iter().map(|(id, st, _)| (id.as_str().to_string(), *st)).collect();
     assert_eq!(names, vec![("list-a".into(), ActorState::Awake), ("list-b".into(), ActorState::Awake)]);
     assert!(host.sleep(&id("list-a")).await.unwrap());
     assert!(!host.sleep(&id("list-a")).await.unwrap());
-    let page = host.list("", Some(id("list-a")), 1).await.unwrap();
+    let page = host.list("", Some(id("list-a")), 1).await.unwrap().actors;
     assert_eq!(page[0].0, id("list-b"));
-    assert_eq!(host.list("list-", None, 10).await.unwrap()[0].1, ActorState::Asleep);
+    assert_eq!(host.list("list-", None, 10).await.unwrap().actors[0].1, ActorState::Asleep);
     assert!(host.delete(&id("list-b")).await.unwrap());
     assert!(!host.delete(&id("never")).await.unwrap());
-    assert_eq!(host.list("list-", None, 10).await.unwrap().len(), 1);
+    assert_eq!(host.list("list-", None, 10).await.unwrap().actors.len(), 1);
     let gone = host.execute(&id("list-b"), "SELECT count(*) FROM t", Params::None).await.unwrap_err();
     assert!(matches!(gone, HostError::Database(roost::Error::Sql { .. })), "deleted: no table t: {gone:?}");
 }

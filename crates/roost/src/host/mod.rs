@@ -25,7 +25,8 @@ mod registry;
 pub use self::buffers::{BufferError, BufferStats, RequestBuffers, RequestMemory};
 pub use self::config::{BudgetPlan, HostConfig};
 pub use self::registry::{
-    process_memory, ActorMemory, ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned, ProcessMemory,
+    process_memory, ActorList, ActorMemory, ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned,
+    ProcessMemory,
 };
 
 use crate::vfs;

@@ -16,6 +16,15 @@ use crate::actor_id::ActorId;
 use crate::kv::KvStats;
 use crate::vfs::{self, Database, Params, QueryResult, SqliteMemory, Statement, Storage};
 
+/// One page of [`Host::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActorList {
+    /// Actors with data, their states and database sizes, in id order.
+    pub actors: Vec<(ActorId, ActorState, u64)>,
+    /// Where the next page starts; `None` once every actor was listed.
+    pub next_after: Option<ActorId>,
+}
+
 /// Lifecycle state of an actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActorState {
@@ -351,21 +360,22 @@ impl Host {
         self.inner.slots.lock().get(id).map_or(ActorState::Asleep, |s| s.state())
     }
 
-    /// Actors with data, in id order, starting after `after`, with their states.
+    /// Actors with data, in id order, starting after `after`, with their states. A page may
+    /// be short while more actors follow (see [`Storage::list`]): continue from `next_after`.
     pub async fn list(
         &self,
         prefix: &str,
         after: Option<ActorId>,
         limit: usize,
-    ) -> Result<Vec<(ActorId, ActorState, u64)>, HostError> {
+    ) -> Result<ActorList, HostError> {
         let storage = self.inner.storage.clone();
         let prefix = prefix.to_string();
-        let listed = self.inner.run(move || storage.list(&prefix, after.as_ref(), limit)).await??;
-        Ok(listed
-            .into_iter()
-            .map(|(id, size)| (self.state(&id), id, size))
-            .map(|(st, id, size)| (id, st, size))
-            .collect())
+        let page = self.inner.run(move || storage.list(&prefix, after.as_ref(), limit)).await??;
+        let actors = page.actors.into_iter().map(|(id, size)| (self.state(&id), id, size));
+        Ok(ActorList {
+            actors: actors.map(|(state, id, size)| (id, state, size)).collect(),
+            next_after: page.next_after,
+        })
     }
 
     /// Puts every actor to sleep (in-flight requests finish first) and refuses new wakes.

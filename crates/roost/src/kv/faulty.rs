@@ -1,7 +1,11 @@
 //! Fault injection: a wrapper that fails chosen calls of an inner store.
 //!
 //! A failed call has no effect on the inner store (the failure happens before the call), so
-//! after a failure the store still holds exactly what was written before it.
+//! after a failure the store still holds exactly what was written before it. The exception is
+//! [`FaultPlan::fail_after_commit`], which models a sync that fails after its batch was
+//! applied: the batch is written, the writer gets [`KvError::Failed`], and the store fails
+//! every later call (fail-stop) until the next [`FaultyStore::set_plan`], which plays the part
+//! of a restart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +19,8 @@ pub struct FaultPlan {
     pub fail_read: u64,
     pub fail_write: u64,
     pub fail_commit: u64,
+    /// The Nth commit is applied, then fails as a failed sync does, and the store stops.
+    pub fail_after_commit: u64,
 }
 
 /// Wraps a store and fails the calls a [`FaultPlan`] names.
@@ -26,6 +32,7 @@ pub struct FaultyStore<S> {
     writes: AtomicU64,
     commits: AtomicU64,
     injected: AtomicU64,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl<S: KvStore> FaultyStore<S> {
@@ -37,13 +44,15 @@ impl<S: KvStore> FaultyStore<S> {
             writes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             injected: AtomicU64::new(0),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Installs a plan and restarts the call counts.
+    /// Installs a plan and restarts the call counts (and a stopped store: a restart).
     pub fn set_plan(&self, plan: FaultPlan) {
         let mut guard = self.plan.lock();
         *guard = plan;
+        self.stopped.store(false, Ordering::SeqCst);
         for counter in [&self.reads, &self.writes, &self.commits] {
             counter.store(0, Ordering::SeqCst);
         }
@@ -58,13 +67,17 @@ impl<S: KvStore> FaultyStore<S> {
         &self.inner
     }
 
-    fn check(&self, counter: &AtomicU64, fail_at: u64, what: &'static str) -> KvResult<()> {
+    /// Counts a call and fails it if the plan says so; returns its 1-based number.
+    fn check(&self, counter: &AtomicU64, fail_at: u64, what: &'static str) -> KvResult<u64> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(KvError::Failed(format!("injected sync failure stopped the store ({what})")));
+        }
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         if fail_at != 0 && n == fail_at {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(KvError::Injected(what));
         }
-        Ok(())
+        Ok(n)
     }
 }
 
@@ -83,12 +96,18 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         let plan = *self.plan.lock();
-        if batch.durable {
-            self.check(&self.commits, plan.fail_commit, "commit")?;
-        } else {
+        if !batch.durable {
             self.check(&self.writes, plan.fail_write, "write")?;
+            return self.inner.write(batch);
         }
-        self.inner.write(batch)
+        let n = self.check(&self.commits, plan.fail_commit, "commit")?;
+        if plan.fail_after_commit == 0 || n != plan.fail_after_commit {
+            return self.inner.write(batch);
+        }
+        self.inner.write(batch)?;
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        self.stopped.store(true, Ordering::SeqCst);
+        Err(KvError::Failed("injected sync failure after the commit was applied".into()))
     }
 
     fn stats(&self) -> KvStats {

@@ -6,12 +6,25 @@
 //! Because the committer is the only writer, a fence check and the write it guards cannot be
 //! interleaved with another write. Reads go straight to fjall from the caller's thread.
 //!
+//! Range deletes are resolved in the writer's thread, not in the committer: `write` turns each
+//! `DeleteRange` into point deletes of the keys the range holds at that moment, so one big
+//! range never makes the committer scan while every other writer waits. The committer only
+//! applies the range to keys written earlier in the same group. A key that another batch puts
+//! into the range between the two is therefore not deleted; Roost's range deletes are fenced on
+//! the actor's generation and cover only that actor's keys, so such a batch would have changed
+//! the fence and the range delete is refused instead.
+//!
+//! Fail-stop: a failed journal write or sync leaves applied data whose survival is unknown (and
+//! fjall poisons itself for writes, while its reads would still show that data). The store then
+//! stops: the group's writers and every later call get [`KvError::Failed`]. Reopening the folder
+//! (a restart) recovers whatever reached the disk, batch by batch.
+//!
 //! Memory: the block cache is capped by `cache_bytes_max` and the memtables by
 //! `write_buffer_bytes_max` / `memtable_bytes_max`; both are reported in [`KvStats`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -61,6 +74,50 @@ struct Shared {
     db: Database,
     data: Keyspace,
     counters: CallCounters,
+    /// Set once, by the first failure that makes the store's state unknown (fail-stop).
+    failed: OnceLock<String>,
+    /// Test hook: the next sync fails as if the disk had refused it.
+    #[cfg(test)]
+    fail_next_sync: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Errors once the store has failed.
+    fn check_running(&self) -> KvResult<()> {
+        match self.failed.get() {
+            Some(why) => Err(KvError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the store for good (the first reason is kept) and returns the error to report.
+    fn fail_stop(&self, what: &str, err: impl std::fmt::Display) -> KvError {
+        let why = format!("{what} failed: {err}");
+        if self.failed.set(why.clone()).is_ok() {
+            tracing::error!(reason = %why, "store stopped: every call fails until a restart");
+        }
+        KvError::Failed(self.failed.get().cloned().unwrap_or(why))
+    }
+
+    /// Rewrites each range delete as point deletes of the keys in the range now, followed by
+    /// the range itself (which the committer applies to the group's pending keys only).
+    fn expand_ranges(&self, batch: WriteBatch) -> KvResult<WriteBatch> {
+        if !batch.ops.iter().any(|op| matches!(op, WriteOp::DeleteRange { .. })) {
+            return Ok(batch);
+        }
+        let mut ops = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            if let WriteOp::DeleteRange { start, end } = &op {
+                if start < end {
+                    for guard in self.data.range(start.as_slice()..end.as_slice()) {
+                        ops.push(WriteOp::Delete(guard.key().map_err(io)?.to_vec()));
+                    }
+                }
+            }
+            ops.push(op);
+        }
+        Ok(WriteBatch { ops, ..batch })
+    }
 }
 
 struct Request {
@@ -102,7 +159,15 @@ impl FjallStore {
             .keyspace("data", || KeyspaceCreateOptions::default().max_memtable_size(memtable))
             .map_err(io)?;
         let write_buffer_bytes_max = config.write_buffer_bytes_max.max(1 << 20);
-        let shared = Arc::new(Shared { write_buffer_bytes_max, db, data, counters: CallCounters::default() });
+        let shared = Arc::new(Shared {
+            write_buffer_bytes_max,
+            db,
+            data,
+            counters: CallCounters::default(),
+            failed: OnceLock::new(),
+            #[cfg(test)]
+            fail_next_sync: Default::default(),
+        });
         let (tx, rx) = bounded(config.commit_queue_max);
         let committer = Committer { shared: shared.clone(), config: config.clone() };
         let handle = std::thread::Builder::new()
@@ -110,6 +175,12 @@ impl FjallStore {
             .spawn(move || committer.run(rx))
             .map_err(io)?;
         Ok(Self { shared, queue: Some(tx), committer: Some(handle) })
+    }
+
+    /// Test hook: makes the next sync fail after its group was applied.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        self.shared.fail_next_sync.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -141,6 +212,11 @@ impl Drop for FjallStore {
         if let Some(handle) = self.committer.take() {
             let _ = handle.join();
         }
+        // After a failure the state on disk is whatever recovery will find; syncing more of it
+        // now could make a batch durable whose writer was told it failed.
+        if self.shared.failed.get().is_some() {
+            return;
+        }
         if let Err(e) = self.shared.db.persist(PersistMode::SyncAll) {
             tracing::error!(error = %e, "final sync of the store failed");
         }
@@ -150,12 +226,14 @@ impl Drop for FjallStore {
 impl KvStore for FjallStore {
     fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
         self.shared.counters.timed_read(|| {
+            self.shared.check_running()?;
             keys.iter().map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io)).collect()
         })
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
         self.shared.counters.timed_read(|| {
+            self.shared.check_running()?;
             if start >= end {
                 return Ok(Vec::new());
             }
@@ -170,6 +248,8 @@ impl KvStore for FjallStore {
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         self.shared.counters.timed_write(|| {
+            self.shared.check_running()?;
+            let batch = self.shared.expand_ranges(batch)?;
             let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
             let (reply, answer) = bounded(1);
             queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
@@ -233,20 +313,32 @@ impl Committer {
                 }
             }
             if unsynced_since.is_some_and(|since| since.elapsed() >= interval) {
-                if let Err(e) = self.sync() {
-                    tracing::error!(error = %e, "periodic store sync failed");
-                }
+                // A failure stops the store (logged by `sync`): acknowledged relaxed batches
+                // may be lost, and later reads must not show them as if they were safe.
+                let _ = self.sync();
                 unsynced_since = None;
             }
         }
     }
 
+    /// Syncs the journal; a failure stops the store (the data it covers is applied already).
     fn sync(&self) -> KvResult<()> {
+        self.shared.check_running()?;
         CallCounters::bump(&self.shared.counters.syncs);
-        self.shared.db.persist(PersistMode::SyncData).map_err(io)
+        #[cfg(test)]
+        if self.shared.fail_next_sync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(self.shared.fail_stop("sync", "injected by a test"));
+        }
+        self.shared.db.persist(PersistMode::SyncData).map_err(|e| self.shared.fail_stop("sync", e))
     }
 
     fn commit_group(&self, group: Vec<Request>, relaxed: bool) {
+        if let Err(e) = self.shared.check_running() {
+            for request in group {
+                let _ = request.reply.send(Err(e.clone()));
+            }
+            return;
+        }
         let mut overlay = Overlay::new();
         let mut accepted = Vec::with_capacity(group.len());
         let mut needs_sync = false;
@@ -276,7 +368,8 @@ impl Committer {
                     None => batch.remove(&self.shared.data, key),
                 }
             }
-            batch.commit().map_err(io)?;
+            // fjall may have written part of the group to its journal: its fate is unknown.
+            batch.commit().map_err(|e| self.shared.fail_stop("journal write", e))?;
             CallCounters::bump(&self.shared.counters.group_commits);
         }
         if sync {
@@ -307,7 +400,7 @@ impl Committer {
                     local.insert(k.clone(), None);
                 }
                 WriteOp::DeleteRange { start, end } if start < end => {
-                    self.delete_range(start, end, overlay, &mut local)?;
+                    Self::delete_range(start, end, overlay, &mut local);
                 }
                 WriteOp::DeleteRange { .. } => {}
             }
@@ -316,18 +409,15 @@ impl Committer {
         Ok(())
     }
 
-    /// Marks every key in `[start, end)` deleted: those in the store, those written earlier in
-    /// this group, and those written earlier in this batch.
-    fn delete_range(&self, start: &[u8], end: &[u8], overlay: &Overlay, local: &mut Overlay) -> KvResult<()> {
+    /// Marks the keys in `[start, end)` written earlier in this group or batch deleted. The
+    /// keys already in the store were turned into point deletes by the writer's thread
+    /// ([`Shared::expand_ranges`]), so this work is bounded by the group, not by the range.
+    fn delete_range(start: &[u8], end: &[u8], overlay: &Overlay, local: &mut Overlay) {
         let range = start.to_vec()..end.to_vec();
         let mut doomed: Vec<Key> = overlay.range(range.clone()).map(|(k, _)| k.clone()).collect();
         doomed.extend(local.range(range).map(|(k, _)| k.clone()));
-        for guard in self.shared.data.range(start..end) {
-            doomed.push(guard.key().map_err(io)?.to_vec());
-        }
         for key in doomed {
             local.insert(key, None);
         }
-        Ok(())
     }
 }

@@ -9,7 +9,10 @@
 //!   the fence key holds exactly the expected value when the batch is applied;
 //! - ops in a batch apply in order, so a put after a range delete survives it;
 //! - with [`Durability::Sync`], `write` of a batch with `durable == true` returns only once the
-//!   batch is on stable storage.
+//!   batch is on stable storage;
+//! - fail-stop: a backend that cannot tell whether a batch survives (it was applied, then its
+//!   sync failed) answers [`KvError::Failed`] to that writer and to every later call, so no
+//!   caller is told "error" about a batch that a later read in this process would show.
 //!
 //! Remote backends pay a round trip per call, so callers batch: `get_many` reads many keys in
 //! one call and a whole SQLite transaction is one `write`.
@@ -41,6 +44,10 @@ pub enum KvError {
     /// The store is shutting down or was closed.
     #[error("store is closed")]
     Closed,
+    /// The store stopped after a failure that left it in an unknown state (a failed sync of
+    /// applied data): every later call fails until the process restarts and recovers from disk.
+    #[error("store failed, restart to recover: {0}")]
+    Failed(String),
     /// A fault injected by [`FaultyStore`].
     #[error("injected fault on {0}")]
     Injected(&'static str),

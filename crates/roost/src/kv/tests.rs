@@ -157,3 +157,43 @@ fn fjall_relaxed_durability_acknowledges_before_syncing_and_syncs_periodically()
     assert_eq!("relaxed".parse::<Durability>(), Ok(Durability::Relaxed));
     assert!("fast".parse::<Durability>().is_err());
 }
+
+#[test]
+fn fjall_sync_failure_after_apply_stops_the_store_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = batch(vec![put(b"k0", b"safe")]);
+    let doomed = batch(vec![put(b"k1", b"x"), put(b"k2", b"x")]);
+    {
+        let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
+        store.write(before).unwrap();
+        store.fail_next_sync();
+        // The batch was applied to the keyspace, then its sync failed.
+        assert!(matches!(store.write(doomed), Err(KvError::Failed(_))));
+        // No later call may show (or build on) the applied batch.
+        assert!(matches!(store.get_many(&[b"k1".to_vec()]), Err(KvError::Failed(_))));
+        assert!(matches!(store.scan(b"", b"\xff", 10), Err(KvError::Failed(_))));
+        assert!(matches!(store.write(batch(vec![put(b"k3", b"x")])), Err(KvError::Failed(_))));
+        let mut relaxed = batch(vec![put(b"k4", b"x")]);
+        relaxed.durable = false;
+        assert!(matches!(store.write(relaxed), Err(KvError::Failed(_))));
+    }
+    // A restart recovers a consistent state: earlier commits, and the failed batch entirely
+    // or not at all; nothing written after the failure.
+    let store = FjallStore::open(FjallConfig::new(dir.path())).unwrap();
+    let all = store.scan(b"", b"\xff", 10).unwrap();
+    let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_slice()).collect();
+    assert!(keys == [b"k0".as_slice()] || keys == [b"k0".as_slice(), b"k1", b"k2"], "{keys:?}");
+    store.write(batch(vec![put(b"k5", b"x")])).unwrap();
+    assert_eq!(store.get_many(&[b"k5".to_vec()]).unwrap(), vec![Some(b"x".to_vec())]);
+}
+
+#[test]
+fn faulty_store_models_a_sync_failure_after_apply() {
+    let store = FaultyStore::new(MemoryStore::new());
+    store.set_plan(FaultPlan { fail_after_commit: 1, ..FaultPlan::default() });
+    assert!(matches!(store.write(batch(vec![put(b"k", b"1")])), Err(KvError::Failed(_))));
+    assert!(matches!(store.get_many(&[b"k".to_vec()]), Err(KvError::Failed(_))));
+    assert!(matches!(store.write(batch(vec![put(b"j", b"1")])), Err(KvError::Failed(_))));
+    store.set_plan(FaultPlan::default());
+    assert_eq!(store.get_many(&[b"k".to_vec(), b"j".to_vec()]).unwrap(), vec![Some(b"1".to_vec()), None]);
+}

@@ -88,10 +88,12 @@ pub async fn list(
         return Err(ApiError::bad_request(format!("limit must be between 1 and {LIST_LIMIT_MAX}")));
     }
     let after = query.cursor.as_deref().map(actor_id).transpose()?;
+    // A page may be short (the listing bounds the deleted actors it passes over per call);
+    // the cursor then still points past what was examined.
     let listed = state.host().list(&query.prefix, after, limit).await?;
-    let next_cursor =
-        (listed.len() == limit).then(|| listed.last().map(|(id, _, _)| id.to_string())).flatten();
+    let next_cursor = listed.next_after.map(|id| id.to_string());
     let actors: Vec<ActorJson> = listed
+        .actors
         .into_iter()
         .filter(|(id, _, _)| state.auth().allows(&headers, id))
         .map(|(id, st, size_bytes)| ActorJson { id: id.to_string(), state: public_state(st), size_bytes })

@@ -5,6 +5,12 @@
 //! generation key), every later write requires the generation to be unchanged. A store failure
 //! marks the actor broken; its connection must be reopened, which re-reads the store (and rolls
 //! back a hot journal) instead of trusting buffers that may be half written.
+//!
+//! Deleting an actor removes both files' metadata in one durable batch (the commit point: no
+//! file exists any more), then their chunks in small batches. Chunks without metadata are
+//! therefore leftovers of a delete; an actor that has a generation but no file metadata may
+//! hold some, and [`ActorFiles::purge_file_keys`] removes them before the actor is used again,
+//! so a re-created database never sees stale pages.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +50,8 @@ pub(crate) struct ActorFiles {
     /// Main database metadata read when the actor was attached.
     pub main_meta: Option<FileMeta>,
     journal_exists: AtomicBool,
+    /// A generation but no file metadata: an interrupted delete may have left chunks.
+    may_hold_leftovers: bool,
     failure: Mutex<Option<Failure>>,
     broken: AtomicBool,
     poisoned: AtomicBool,
@@ -78,6 +86,7 @@ impl ActorFiles {
             let (start, end) = layout::file_range(&id, FileTag::Journal);
             cleanup.push(WriteOp::DeleteRange { start, end });
         }
+        let may_hold_leftovers = stored.is_some() && main_meta.is_none() && journal_meta.is_none();
         Ok(Self {
             id,
             file_token,
@@ -85,6 +94,7 @@ impl ActorFiles {
             ownership: Mutex::new(Ownership { stored, claimed: false, cleanup }),
             main_meta,
             journal_exists: AtomicBool::new(journal_meta.is_some() && journal_hot),
+            may_hold_leftovers,
             failure: Mutex::new(None),
             broken: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
@@ -114,6 +124,32 @@ impl ActorFiles {
                 Ok(())
             }
             Err(e) => Err(self.fail(Failure::Store(e))),
+        }
+    }
+
+    /// Might chunks of deleted files remain (see the module docs)?
+    pub fn may_hold_leftovers(&self) -> bool {
+        self.may_hold_leftovers
+    }
+
+    /// Removes every key of both files in batches of at most `keys_per_batch` point deletes,
+    /// each fenced like any write of this owner. Only for an actor whose files' metadata is
+    /// gone: the keys are leftovers nobody reads, so the batches need not be atomic together,
+    /// nor durable (a crash leaves leftovers, which the next attach removes). Returns how many
+    /// keys were removed.
+    pub fn purge_file_keys(&self, keys_per_batch: usize) -> Result<u64, Failure> {
+        let (mut from, end) = layout::files_range(&self.id);
+        let mut removed = 0;
+        loop {
+            self.check_usable()?;
+            let found = self.store.scan(&from, &end, keys_per_batch.max(1));
+            let found = found.map_err(|e| self.fail(Failure::Store(e)))?;
+            let Some((last, _)) = found.last() else { return Ok(removed) };
+            // Continue after the last key instead of rescanning the fresh tombstones.
+            from = [last.as_slice(), &[0]].concat();
+            removed += found.len() as u64;
+            let ops = found.into_iter().map(|(key, _)| WriteOp::Delete(key)).collect();
+            self.write(ops, false)?;
         }
     }
 

@@ -74,7 +74,23 @@ impl KvVfs {
     }
 
     /// Makes `id` openable by SQLite; one store read. Fails if it is attached already.
+    ///
+    /// An actor that was deleted before (a generation without files) costs one more read, and
+    /// the removal of whatever an interrupted delete left behind: that runs here, outside the
+    /// attach table's lock, while the actor is attached so nothing else can write it.
     pub fn attach(&self, id: &ActorId) -> Result<Arc<ActorFiles>, AttachError> {
+        let files = self.attach_loaded(id)?;
+        if files.may_hold_leftovers() {
+            if let Err(failure) = files.purge_file_keys(self.limits.range_delete_keys_per_batch) {
+                drop(files);
+                self.detach(id);
+                return Err(AttachError::Failed(failure));
+            }
+        }
+        Ok(files)
+    }
+
+    fn attach_loaded(&self, id: &ActorId) -> Result<Arc<ActorFiles>, AttachError> {
         let mut attached = self.attached.lock();
         if attached.by_id.get(id).is_some_and(|w| w.strong_count() > 0) {
             return Err(AttachError::Busy);
@@ -88,6 +104,11 @@ impl KvVfs {
         }
         attached.by_token.insert(token, Arc::downgrade(&files));
         Ok(files)
+    }
+
+    /// Batch size of leftover removal (see [`VfsLimits::range_delete_keys_per_batch`]).
+    pub fn range_delete_keys_per_batch(&self) -> usize {
+        self.limits.range_delete_keys_per_batch
     }
 
     /// Forgets `id` (its connection is closed).

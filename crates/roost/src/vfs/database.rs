@@ -230,25 +230,28 @@ impl Storage {
 
     /// Deletes all of the actor's data durably. Returns whether there was any. Fails with
     /// [`Error::ActorBusy`] while the actor is open.
+    ///
+    /// One durable batch removes both files' metadata: from then on the actor has no database
+    /// (a crash after it leaves nothing visible). The chunks follow in small batches so that a
+    /// big actor never holds the store's committer for long; leftovers of a crash are removed
+    /// when the actor is next attached.
     pub fn delete(&self, id: &ActorId) -> Result<bool, Error> {
         let files = self.inner.vfs.attach(id).map_err(attach_error)?;
-        let result = delete_files(&files);
+        let result = delete_files(&files, self.inner.vfs.range_delete_keys_per_batch());
         drop(files);
         self.inner.vfs.detach(id);
         result
     }
 
     /// Actors that have a database, in id order: those whose id starts with `prefix`, after
-    /// `after`, at most `limit`. Two store calls per actor listed.
-    pub fn list(
-        &self,
-        prefix: &str,
-        after: Option<&ActorId>,
-        limit: usize,
-    ) -> Result<Vec<(ActorId, u64)>, Error> {
+    /// `after`, at most `limit`. Two store calls per actor examined, and at most
+    /// [`LIST_SKIPPED_MAX`] actors without a database (deleted ones) are examined besides the
+    /// listed ones, so a page costs at most `2 * (limit + LIST_SKIPPED_MAX) + 1` calls however
+    /// many deleted actors the range holds. `next_after` says where to continue.
+    pub fn list(&self, prefix: &str, after: Option<&ActorId>, limit: usize) -> Result<ActorPage, Error> {
         let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
         if !prefix.bytes().all(ok) {
-            return Ok(Vec::new());
+            return Ok(ActorPage::default());
         }
         let mut start = [b"a", prefix.as_bytes()].concat();
         let mut end = start.clone();
@@ -256,19 +259,34 @@ impl Storage {
         if let Some(after) = after {
             start = start.max(layout::actor_end(after));
         }
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let next = self.inner.store.scan(&start, &end, 1).map_err(Error::Store)?;
-            let Some((key, _)) = next.into_iter().next() else { break };
-            let id_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-            let id = std::str::from_utf8(&key[1..id_end]).ok().and_then(|s| ActorId::new(s).ok());
-            let Some(id) = id else { return Err(Error::Corrupt("a key holds an invalid actor id".into())) };
-            if let Some(size) = self.size_bytes(&id)? {
-                out.push((id.clone(), size));
-            }
+        let mut page = ActorPage::default();
+        let mut skipped = 0;
+        while page.actors.len() < limit {
+            let Some(id) = self.next_actor(&start, &end)? else {
+                page.next_after = None;
+                return Ok(page);
+            };
+            // Jumping to the actor's end skips its keys, tombstones of deleted chunks included.
             start = layout::actor_end(&id);
+            match self.size_bytes(&id)? {
+                Some(size) => page.actors.push((id.clone(), size)),
+                None => skipped += 1,
+            }
+            page.next_after = Some(id);
+            if skipped == LIST_SKIPPED_MAX {
+                break;
+            }
         }
-        Ok(out)
+        Ok(page)
+    }
+
+    /// The first actor with a key in `[start, end)`.
+    fn next_actor(&self, start: &[u8], end: &[u8]) -> Result<Option<ActorId>, Error> {
+        let next = self.inner.store.scan(start, end, 1).map_err(Error::Store)?;
+        let Some((key, _)) = next.into_iter().next() else { return Ok(None) };
+        let id_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+        let id = std::str::from_utf8(&key[1..id_end]).ok().and_then(|s| ActorId::new(s).ok());
+        id.map(Some).ok_or_else(|| Error::Corrupt("a key holds an invalid actor id".into()))
     }
 
     /// Actors attached (open) in this process.
@@ -277,19 +295,35 @@ impl Storage {
     }
 }
 
-fn delete_files(files: &ActorFiles) -> Result<bool, Error> {
+fn delete_files(files: &ActorFiles, keys_per_batch: usize) -> Result<bool, Error> {
     if files.main_meta.is_none() && !files.journal_exists() {
         return Ok(false);
     }
     let ops = [FileTag::Main, FileTag::Journal]
         .into_iter()
-        .map(|tag| {
-            let (start, end) = layout::file_range(&files.id, tag);
-            crate::kv::WriteOp::DeleteRange { start, end }
-        })
+        .map(|tag| crate::kv::WriteOp::Delete(layout::meta_key(&files.id, tag)))
         .collect();
     files.write(ops, true).map_err(failure_error)?;
+    files.set_journal_exists(false);
+    // The delete has happened; a failure now only postpones the removal of invisible chunks.
+    if let Err(failure) = files.purge_file_keys(keys_per_batch) {
+        tracing::warn!(actor = %files.id, ?failure, "leftover chunks stay until the actor is next opened");
+    }
     Ok(true)
+}
+
+/// Most actors without a database (deleted ones keep their generation key) that one
+/// [`Storage::list`] call passes over before it returns a shorter page and a cursor.
+pub const LIST_SKIPPED_MAX: usize = 64;
+
+/// One page of [`Storage::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActorPage {
+    /// Listed actors and their database sizes, in id order.
+    pub actors: Vec<(ActorId, u64)>,
+    /// The last actor examined: the next page starts after it. `None` once the range is
+    /// exhausted; a short page with a cursor only means the call's work bound was reached.
+    pub next_after: Option<ActorId>,
 }
 
 /// Interrupts a connection's running statement from any thread.

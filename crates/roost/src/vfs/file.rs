@@ -32,6 +32,9 @@ pub struct VfsLimits {
     pub journal_bytes_max: u64,
     /// Largest in-memory scratch file (temp tables, statement journals).
     pub scratch_bytes_max: u64,
+    /// Most keys one batch deletes when a deleted actor's pages are removed: such a delete
+    /// runs as many small batches, so other actors' commits interleave with it.
+    pub range_delete_keys_per_batch: usize,
 }
 
 impl Default for VfsLimits {
@@ -41,6 +44,8 @@ impl Default for VfsLimits {
             batch_bytes_max: 64 << 20,
             journal_bytes_max: 1 << 30,
             scratch_bytes_max: 64 << 20,
+            // 4 MiB of chunk values read per batch; a few milliseconds of committer time.
+            range_delete_keys_per_batch: 1024,
         }
     }
 }

@@ -98,6 +98,11 @@ pub fn file_range(actor: &ActorId, tag: FileTag) -> (Vec<u8>, Vec<u8>) {
     (meta_key(actor, tag), file_end(actor, tag))
 }
 
+/// `[start, end)` covering both files of the actor (journal, then main), not its generation.
+pub fn files_range(actor: &ActorId) -> (Vec<u8>, Vec<u8>) {
+    (meta_key(actor, FileTag::Journal), file_end(actor, FileTag::Main))
+}
+
 fn file_end(actor: &ActorId, tag: FileTag) -> Vec<u8> {
     let mut key = actor_prefix(actor);
     key.push(tag.byte() + 1);
@@ -177,6 +182,9 @@ mod tests {
                 && end > chunk_key(&a, FileTag::Main, ChunkIndex(u64::MAX))
         );
         assert!(end <= actor_end(&a));
+        let (start, end) = files_range(&a);
+        assert!(generation_key(&a) < start && start == file_range(&a, FileTag::Journal).0);
+        assert!(end == file_range(&a, FileTag::Main).1);
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub mod layout;
 
 pub use self::answer::{value_cost, AnswerMeter, Unmetered, ROW_OVERHEAD_BYTES};
 pub use self::database::{
-    Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
+    ActorPage, Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
+    LIST_SKIPPED_MAX,
 };
 pub use self::error::Error;
 pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, ConnectionMemory, SqliteMemory};
