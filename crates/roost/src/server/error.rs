@@ -87,6 +87,17 @@ impl From<vfs::Error> for ApiError {
                 let inner = Self::from(*source);
                 Self { message: format!("statement {index}: {}", inner.message), ..inner }
             }
+            E::Store(crate::kv::KvError::Failed(_)) => {
+                tracing::error!(error = %error, "the store has failed; restart the process to recover");
+                Self {
+                    retry_after_ms: Some(5_000),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the store cannot write; the operator must restart the server",
+                    )
+                }
+            }
             E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()
