@@ -159,7 +159,13 @@ fn execute_values_errors_and_close() {
     ] {
         let a = post(&format!("{}{path}", server.url), None, &body);
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{body}: {}", a.body);
+        // libSQL's clients read an HTTP-level error from a top-level `message` and `code`.
+        assert_eq!(a.body["code"], "bad_request", "{}", a.body);
+        assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", a.body);
     }
+    let a = pipeline(&server, path, Some("0123456789abcdef0123456789abcdef"), json!([]));
+    assert_eq!((a.status, a.body["code"].as_str()), (400, Some("bad_request")));
+    assert!(a.body["message"].as_str().unwrap().contains("unknown baton"), "{}", a.body);
 }
 
 #[test]
@@ -262,7 +268,8 @@ fn sequence_describe_and_stored_sql() {
     assert_eq!(a.body["results"][1]["error"]["code"], "SQLITE_ERROR");
     let d = ok(&a, 2)["result"].clone();
     assert_eq!(d["params"], json!([{"name": ":a"}, {"name": null}]));
-    assert_eq!(d["cols"], json!([{"name": "x", "decltype": null}, {"name": "b", "decltype": null}]));
+    // Declared types come from SQLite's column metadata.
+    assert_eq!(d["cols"], json!([{"name": "x", "decltype": "INTEGER"}, {"name": "b", "decltype": "TEXT"}]));
     assert_eq!((d["is_explain"].clone(), d["is_readonly"].clone()), (json!(false), json!(true)));
     let d = ok(&a, 3)["result"].clone();
     assert_eq!(d["params"], json!([{"name": "?1"}, {"name": "?2"}]));
@@ -275,6 +282,8 @@ fn sequence_describe_and_stored_sql() {
     let names: Vec<&str> =
         d["cols"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "a + 1"]);
+    assert_eq!(d["cols"][0]["decltype"], "INTEGER");
+    assert_eq!(d["cols"][1]["decltype"], Value::Null, "an expression has no declared type");
     assert_eq!(ok(&a, 6)["result"]["is_readonly"], false);
     assert_eq!(
         ok(&a, 7)["result"]["params"],
@@ -752,6 +761,9 @@ fn libsql_node_client() {
     assert_eq!(summary["transaction"], json!({"countInside": 4, "committed": true}));
     assert_eq!(summary["rollback"], json!({"countAfter": 4}));
     assert_eq!(summary["names"], json!(["apple", "pear", "plum", "kiwi"]));
+    assert_eq!(summary["columnTypes"], json!(["INTEGER", "TEXT", "INTEGER", "REAL", "BLOB"]), "{summary}");
+    let message = summary["httpError"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("larger than the limit"), "{summary}");
     let answer = post(
         &format!("{}/v1/actors/team-node/query", server.url),
         Some(TOKEN),

@@ -97,9 +97,14 @@ pub struct ServeArgs {
     pub store_cache_bytes: u64,
 }
 
+/// Roost's own lines at INFO, dependencies' (the store's recovery and manifest lines) at WARN
+/// unless `ROOST_LOG` asks otherwise; colours only on a terminal.
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
+        .unwrap_or_else(|_| "warn,roost=info,roost_cli=info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

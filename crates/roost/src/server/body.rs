@@ -5,8 +5,11 @@
 //!   [`buffer_body`] before any handler runs, its bytes charged to the request's
 //!   [`RequestMemory`] chunk by chunk; so a handler that answers early (unauthorized, invalid
 //!   id, an endpoint that takes no body) never leaves unread bytes on a kept-alive connection;
-//! - a request refused before its body was read answers with `Connection: close`, so a client
-//!   never writes its next request into a connection the server is dropping;
+//! - a body over the limit (or that the request pool cannot hold) is read to its end and
+//!   discarded, up to `DRAIN_FACTOR` times the limit, so the client reads the answer on a
+//!   connection that stays open; a request refused without reading its body answers with
+//!   `Connection: close`, so a client never writes its next request into a connection the
+//!   server is dropping;
 //! - parsing a JSON body is charged before it runs, with a bound on what the parsed values can
 //!   take ([`parse_bytes_bound`]); an answer's bytes were charged while its rows were
 //!   collected, and its body holds the request's account until the body has been sent.
@@ -67,30 +70,57 @@ pub async fn buffer_body(State(state): State<AppState>, request: Request, next: 
     let limit = state.config().body_bytes_max;
     let memory = state.host().request_memory();
     let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return closing(ApiError::too_large("request body is larger than the limit").into_response());
+    let drain_max = (limit as u64).saturating_mul(DRAIN_FACTOR);
+    if declared.is_some_and(|length| length > drain_max) {
+        return closing(
+            ApiError::too_large("request body is larger than the limit").into_response_for(&path),
+        );
     }
     let bytes = match read_charged(body, limit, &memory).await {
         Ok(bytes) => bytes,
-        Err(error) => return closing(error.into_response()),
+        Err(Refused { error, rest: Some(rest) }) => {
+            // Read the rest (discarded, up to a bound) so the client sees the answer and the
+            // connection stays usable.
+            let drained = drain(rest, drain_max).await;
+            let response = error.into_response_for(&path);
+            return if drained { response } else { closing(response) };
+        }
+        Err(Refused { error, rest: None }) => return closing(error.into_response_for(&path)),
     };
     parts.extensions.insert(memory);
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
-async fn read_charged(body: Body, limit: usize, memory: &RequestMemory) -> Result<Bytes, ApiError> {
+/// A body refused while it was read: the error, and the unread rest of the body when it is
+/// worth draining.
+struct Refused {
+    error: ApiError,
+    rest: Option<axum::body::BodyDataStream>,
+}
+
+/// A body over the limit is still read (and discarded) up to this many times the limit, so the
+/// client can read the 413; beyond that the connection is closed.
+const DRAIN_FACTOR: u64 = 4;
+
+async fn read_charged(body: Body, limit: usize, memory: &RequestMemory) -> Result<Bytes, Refused> {
     let mut stream = body.into_data_stream();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("cannot read the request body"))?;
+        let Ok(chunk) = chunk else {
+            return Err(Refused { error: ApiError::bad_request("cannot read the request body"), rest: None });
+        };
         total += chunk.len();
         if total > limit {
-            return Err(ApiError::too_large("request body is larger than the limit"));
+            let error = ApiError::too_large("request body is larger than the limit");
+            return Err(Refused { error, rest: Some(stream) });
         }
-        memory.charge(chunk.len() as u64).map_err(|e| buffer_error(e, "the request body"))?;
+        if let Err(e) = memory.charge(chunk.len() as u64) {
+            return Err(Refused { error: buffer_error(e, "the request body"), rest: Some(stream) });
+        }
         chunks.push(chunk);
     }
     Ok(match chunks.len() {
@@ -98,13 +128,28 @@ async fn read_charged(body: Body, limit: usize, memory: &RequestMemory) -> Resul
         1 => chunks.pop().expect("one chunk"),
         _ => {
             // Joining needs the bytes twice for a moment.
-            memory.charge(total as u64).map_err(|e| buffer_error(e, "the request body"))?;
+            if let Err(e) = memory.charge(total as u64) {
+                return Err(Refused { error: buffer_error(e, "the request body"), rest: None });
+            }
             let joined = Bytes::from(chunks.concat());
             drop(chunks);
             memory.release(total as u64);
             joined
         }
     })
+}
+
+/// Reads and discards the rest of a body; `false` when it is longer than `bytes_max` or broken.
+async fn drain(mut rest: axum::body::BodyDataStream, bytes_max: u64) -> bool {
+    let mut total = 0u64;
+    while let Some(chunk) = rest.next().await {
+        let Ok(chunk) = chunk else { return false };
+        total += chunk.len() as u64;
+        if total > bytes_max {
+            return false;
+        }
+    }
+    true
 }
 
 /// The request's account (a fresh one when the body did not pass [`buffer_body`]).

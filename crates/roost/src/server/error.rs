@@ -106,14 +106,40 @@ impl From<vfs::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+impl ApiError {
+    /// The answer on Hrana endpoints: libSQL's clients read an HTTP-level error from a
+    /// top-level `message` and `code` (as a Hrana `Error`); `error` keeps the `/v1` shape too.
+    pub fn into_hrana_response(self) -> Response {
+        let body = json!({
+            "message": self.message,
+            "code": self.code,
+            "error": {"code": self.code, "message": self.message},
+        });
+        self.respond(body)
+    }
+
+    /// The answer in the shape the endpoint at `path` speaks (Hrana or `/v1`).
+    pub fn into_response_for(self, path: &str) -> Response {
+        if path.ends_with("/pipeline") || path.ends_with("/cursor") {
+            self.into_hrana_response()
+        } else {
+            self.into_response()
+        }
+    }
+
+    fn respond(self, body: serde_json::Value) -> Response {
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(ms) = self.retry_after_ms {
             let seconds = ms.div_ceil(1000).max(1);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        self.respond(body)
     }
 }

@@ -173,6 +173,7 @@ mod tests {
     fn answers_encode_as_documented() {
         let result = QueryResult {
             columns: vec!["a".into(), "b".into()],
+            decltypes: vec![None, Some("TEXT".into())],
             rows: vec![
                 vec![Value::Null, Value::Integer(-3)],
                 vec![Value::Real(f64::INFINITY), Value::Text("x\"y".into())],

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
@@ -136,10 +136,10 @@ impl AppState {
 async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match state.inner.in_flight.try_acquire() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => body::closing(
-            ApiError::overloaded("too many requests in flight", state.config().retry_after_ms)
-                .into_response(),
-        ),
+        Err(_) => {
+            let error = ApiError::overloaded("too many requests in flight", state.config().retry_after_ms);
+            body::closing(error.into_response_for(request.uri().path()))
+        }
     }
 }
 

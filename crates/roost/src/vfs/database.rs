@@ -135,6 +135,8 @@ impl Statement {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueryResult {
     pub columns: Vec<String>,
+    /// Each column's declared type (`INTEGER`, `TEXT`...), `None` for expressions.
+    pub decltypes: Vec<Option<String>>,
     pub rows: Vec<Vec<Value>>,
     pub rows_affected: u64,
     pub last_insert_rowid: i64,
@@ -324,6 +326,19 @@ pub struct ActorPage {
     /// The last actor examined: the next page starts after it. `None` once the range is
     /// exhausted; a short page with a cursor only means the call's work bound was reached.
     pub next_after: Option<ActorId>,
+}
+
+/// What a statement is, from SQLite's prepared statement, without running it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description {
+    /// Parameter names by index - 1 (`None` for `?`).
+    pub params: Vec<Option<String>>,
+    /// Result columns: name and declared type.
+    pub columns: Vec<(String, Option<String>)>,
+    /// `EXPLAIN` or `EXPLAIN QUERY PLAN`.
+    pub is_explain: bool,
+    /// The statement does not write the database.
+    pub is_readonly: bool,
 }
 
 /// Interrupts a connection's running statement from any thread.
@@ -616,6 +631,24 @@ impl Database {
         })
     }
 
+    /// Describes one statement (parameters, columns with declared types, explain, read-only)
+    /// from SQLite's prepared statement, without running it.
+    pub fn describe(&mut self, sql: &str) -> Result<Description, Error> {
+        self.with_conn(|conn, files| {
+            let stmt = conn.prepare(sql).map_err(|e| translate(e, files))?;
+            let params =
+                (1..=stmt.parameter_count()).map(|i| stmt.parameter_name(i).map(str::to_string)).collect();
+            let columns =
+                stmt.columns().map(|c| (c.name().to_string(), c.decl_type().map(str::to_string))).collect();
+            Ok(Description {
+                params,
+                columns,
+                is_explain: stmt.is_explain() != 0,
+                is_readonly: stmt.readonly(),
+            })
+        })
+    }
+
     /// Runs SQL text that may hold several statements, without parameters or results.
     pub fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
         self.with_open(|conn, files, vacuum| {
@@ -851,7 +884,11 @@ impl Run<'_> {
         let _scope = VacuumScope::enter(self.vacuum, first_keyword(sql) == "VACUUM");
         let mut stmt = conn.prepare_cached(sql).map_err(|e| translate(e, files))?;
         bind(&mut stmt, params)?;
-        let columns: Vec<String> = stmt.column_names().map(str::to_string).collect();
+        let (columns, decltypes): (Vec<String>, Vec<Option<String>>) =
+            stmt.columns().map(|c| (c.name().to_string(), c.decl_type().map(str::to_string))).unzip();
+        let header_bytes: u64 = columns.iter().map(|c| c.len() as u64 * 2 + ROW_OVERHEAD_BYTES).sum::<u64>()
+            + decltypes.iter().flatten().map(|d| d.len() as u64 * 2).sum::<u64>();
+        self.meter.charge(header_bytes)?;
         let readonly = stmt.readonly();
         // A writing statement that returns rows (RETURNING) runs in a savepoint so that hitting
         // the row or answer limit applies nothing.
@@ -876,6 +913,7 @@ impl Run<'_> {
         let rows = collected?;
         Ok(QueryResult {
             columns,
+            decltypes,
             rows,
             rows_affected: if readonly { 0 } else { conn.changes() },
             last_insert_rowid: conn.last_insert_rowid(),

@@ -80,6 +80,18 @@ await tx2.rollback();
 const after = await client.execute("SELECT count(*) AS n FROM items");
 summary.rollback = { countAfter: Number(after.rows[0].n) };
 
+// Declared types reach the client (ORMs read them).
+summary.columnTypes = sel.columnTypes;
+
+// An HTTP-level error (a statement longer than the server's limit is a body over its limit
+// here) reaches the user with Roost's code and message, not a bare status.
+try {
+  await client.execute(`SELECT '${"x".repeat(9 << 20)}'`);
+  summary.httpError = null;
+} catch (e) {
+  summary.httpError = { code: e.code ?? null, message: String(e.message ?? e) };
+}
+
 const final = await client.execute("SELECT name FROM items ORDER BY id");
 summary.names = final.rows.map((r) => r.name);
 

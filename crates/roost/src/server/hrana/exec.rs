@@ -300,8 +300,7 @@ pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
         match outcome {
             Outcome::Skipped => {}
             Outcome::Done(result) => {
-                let begin =
-                    json!({"type": "step_begin", "step": index, "cols": proto::cols_json(&result.columns)});
+                let begin = json!({"type": "step_begin", "step": index, "cols": proto::cols_json(result)});
                 push_line(&mut out, &begin);
                 if step.stmt.want_rows {
                     for row in &result.rows {
@@ -323,60 +322,27 @@ pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
     out
 }
 
-/// Describes a statement with what [`Database`] offers: the parameters come from scanning the
-/// text; `EXPLAIN` of the statement checks that it prepares and shows whether it writes (the
-/// opcodes that make `sqlite3_stmt_readonly` false); the columns of a reading `SELECT`,
-/// `VALUES` or `WITH` come from running it wrapped in `SELECT * FROM (...) LIMIT 0`. Declared
-/// types are not available (null), nor the columns of other statements (`RETURNING`, `PRAGMA`).
-pub fn describe(
-    db: &mut Database,
-    sql: &str,
-    meter: &dyn AnswerMeter,
-) -> Result<Result<Json, HError>, vfs::Error> {
-    let scan = match sql::scan(sql) {
-        Ok(scan) => scan,
-        Err(message) => return Ok(Err(HError::new("SQLITE_ERROR", message))),
-    };
-    if scan.empty {
+/// Describes a statement from SQLite's prepared statement (parameters, columns with their
+/// declared types, `is_explain`, `is_readonly`), without running it.
+pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vfs::Error> {
+    if sql::scan(sql).is_ok_and(|s| s.empty) {
         return Ok(Err(no_statement()));
     }
-    let nulls = if scan.params.is_empty() {
-        Params::None
-    } else {
-        Params::Positional(vec![Value::Null; scan.params.len()])
-    };
-    let program = match db.execute_metered(&format!("EXPLAIN {}", &sql[scan.body_start..]), &nulls, meter) {
-        Ok(program) => program,
+    let description = match db.describe(sql) {
+        Ok(description) => description,
         Err(error) => return statement_error(error).map(Err),
     };
-    let writes = program.rows.iter().any(|op| match (op.get(1), op.get(3)) {
-        (Some(Value::Text(opcode)), p2) => match opcode.as_str() {
-            "Transaction" => !matches!(p2, Some(Value::Integer(0))),
-            "Vacuum" | "JournalMode" | "Checkpoint" => true,
-            _ => false,
-        },
-        _ => false,
-    });
-    let cols: Vec<String> = match scan.explain {
-        Some(false) => ["addr", "opcode", "p1", "p2", "p3", "p4", "p5", "comment"].map(String::from).to_vec(),
-        Some(true) => ["id", "parent", "notused", "detail"].map(String::from).to_vec(),
-        None if !writes && matches!(scan.keyword.as_deref(), Some("SELECT" | "VALUES" | "WITH")) => {
-            let wrapped = format!("SELECT * FROM (\n{}\n) LIMIT 0", &sql[..scan.first_end]);
-            match db.execute_metered(&wrapped, &nulls, meter) {
-                Ok(result) => result.columns,
-                Err(error) => {
-                    statement_error(error)?;
-                    Vec::new()
-                }
-            }
-        }
-        None => Vec::new(),
-    };
+    let params: Vec<Json> = description.params.iter().map(|name| json!({"name": name})).collect();
+    let cols: Vec<Json> = description
+        .columns
+        .iter()
+        .map(|(name, decltype)| json!({"name": name, "decltype": decltype}))
+        .collect();
     Ok(Ok(json!({
-        "params": scan.params.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
-        "cols": proto::cols_json(&cols),
-        "is_explain": scan.explain.is_some(),
-        "is_readonly": !writes,
+        "params": params,
+        "cols": cols,
+        "is_explain": description.is_explain,
+        "is_readonly": description.is_readonly,
     })))
 }
 
@@ -452,8 +418,7 @@ pub async fn handle(
             if let Some(error) = too_long(&sql, ctx) {
                 return Ok(failed(error));
             }
-            let meter = memory.clone();
-            match stream.run(move |db| describe(db, &sql, &meter)).await? {
+            match stream.run(move |db| describe(db, &sql)).await? {
                 Ok(result) => answer(json!({"result": result})),
                 Err(error) => failed(error),
             }

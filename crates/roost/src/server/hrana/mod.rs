@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
@@ -164,7 +164,7 @@ async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Requ
         let baton = hrana.finish(stream).await;
         Ok::<_, ApiError>(json_answer(pipeline_answer(baton, &results), memory))
     };
-    served.await.unwrap_or_else(IntoResponse::into_response)
+    served.await.unwrap_or_else(ApiError::into_hrana_response)
 }
 
 /// `{"baton": ..., "base_url": null, "results": [...]}` around results encoded already.
@@ -220,5 +220,5 @@ async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Respons
         body.extend(entries);
         Ok::<_, ApiError>(answer_with_type(body, memory, "text/plain"))
     };
-    served.await.unwrap_or_else(IntoResponse::into_response)
+    served.await.unwrap_or_else(ApiError::into_hrana_response)
 }

@@ -176,8 +176,17 @@ impl HError {
     }
 }
 
-pub fn cols_json(columns: &[String]) -> Json {
-    Json::Array(columns.iter().map(|name| json!({"name": name, "decltype": null})).collect())
+/// `Col`s: each column's name and declared type (null for expressions).
+pub fn cols_json(result: &QueryResult) -> Json {
+    let decltype = |i: usize| result.decltypes.get(i).cloned().flatten();
+    Json::Array(
+        result
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| json!({"name": name, "decltype": decltype(i)}))
+            .collect(),
+    )
 }
 
 /// A value in Hrana's encoding, serialized without an intermediate JSON tree.
@@ -238,7 +247,7 @@ impl Serialize for StmtResultJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let rows: &[Vec<Value>] = if self.want_rows { &self.result.rows } else { &[] };
         let mut map = serializer.serialize_map(Some(4))?;
-        map.serialize_entry("cols", &cols_json(&self.result.columns))?;
+        map.serialize_entry("cols", &cols_json(self.result))?;
         map.serialize_entry("rows", &RowsJson(rows))?;
         map.serialize_entry("affected_row_count", &self.result.rows_affected)?;
         map.serialize_entry("last_insert_rowid", &self.result.last_insert_rowid.to_string())?;
