@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// Block cache of the embedded store.
     #[arg(long, env = "ROOST_STORE_CACHE_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     pub store_cache_bytes: u64,
+    /// Disk for SQLite's scratch files (sorts, temp tables, VACUUM copies) of all actors at
+    /// once, in `<data>/scratch`; beyond it the statement fails with `storage_full`.
+    #[arg(long, env = "ROOST_SCRATCH_BYTES_MAX", default_value = "4GiB", value_parser = parse_bytes)]
+    pub scratch_bytes_max: u64,
+}
+
+/// The folder, inside the data folder, of scratch files; emptied at start.
+fn scratch_dir(data: &std::path::Path) -> PathBuf {
+    data.join("scratch")
 }
 
 fn init_logs(format: LogFormat) {
@@ -129,10 +138,13 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         statement_timeout_ms: args.statement_timeout_ms,
         ..HostConfig::default()
     };
+    let defaults = StorageConfig::default();
     let storage = StorageConfig {
         rows_max: args.rows_max,
         db_bytes_max: args.db_bytes_max,
-        ..StorageConfig::default()
+        scratch_dir: Some(scratch_dir(&args.data)),
+        limits: roost::vfs::VfsLimits { scratch_bytes_max: args.scratch_bytes_max, ..defaults.limits },
+        ..defaults
     };
     Ok((server, host, storage))
 }

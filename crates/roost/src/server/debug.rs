@@ -53,6 +53,7 @@ pub fn memory_json(state: &AppState) -> JsonValue {
                 "schema_bytes": a.memory.schema_bytes, "statement_bytes": a.memory.statement_bytes})
         })
         .collect();
+    let storage = state.host().storage();
     json!({
         "process": process,
         "allocator": allocator,
@@ -63,6 +64,9 @@ pub fn memory_json(state: &AppState) -> JsonValue {
         "actors": {"awake": stats.actors_awake, "waking": stats.actors_waking, "queued": stats.wakes_queued,
             "known": stats.actors_known, "awake_max": stats.awake_max},
         "budget": {"budget_bytes": m.budget_bytes, "pools": pools},
+        // On disk with a scratch folder: capped on their own, outside the memory budget.
+        "scratch": {"bytes": storage.scratch_bytes(), "bytes_max": storage.scratch_bytes_max(),
+            "on_disk": storage.scratch_dir().is_some()},
         "top_actors": top,
     })
 }
@@ -88,6 +92,11 @@ pub fn memory_text(memory: &JsonValue) -> String {
         let name = format!("pool {}", pool["name"].as_str().unwrap_or("?"));
         rows.push((name, format!("{} of {}", mib(&pool["bytes_used"]), mib(&pool["bytes_max"]))));
     }
+    let scratch = &memory["scratch"];
+    rows.push((
+        "scratch files".into(),
+        format!("{} of {}", mib(&scratch["bytes"]), mib(&scratch["bytes_max"])),
+    ));
     let a = &memory["actors"];
     rows.push(("budget".into(), mib(&memory["budget"]["budget_bytes"])));
     rows.push((
@@ -135,7 +144,8 @@ pub async fn memory(
 
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.auth().check_admin(&headers)?;
-    let text = super::metrics::render(&state.host().stats(), state.metrics());
+    let mut text = super::metrics::render(&state.host().stats(), state.metrics());
+    super::metrics::render_files(&mut text, &state);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 

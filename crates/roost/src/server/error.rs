@@ -74,6 +74,7 @@ impl From<vfs::Error> for ApiError {
             E::TransactionTooLarge { .. } => Self::new(StatusCode::BAD_REQUEST, "sql_error", error.to_string()),
             E::Parameters(message) => Self::bad_request(message),
             E::TooManyRows { .. } => Self::bad_request(error.to_string()),
+            E::ScratchFull { .. } => Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", error.to_string()),
             E::Interrupted => Self::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
@@ -83,7 +84,7 @@ impl From<vfs::Error> for ApiError {
                 let inner = Self::from(*source);
                 Self { message: format!("statement {index}: {}", inner.message), ..inner }
             }
-            E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
+            E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()
             }

@@ -3,7 +3,8 @@
 //! A main database is named `<actor id>.db` and its journal `<actor id>.db-journal`; a name that
 //! ends in `-journal` is therefore always a journal. SQLite may only open actors that were
 //! attached first (see [`KvVfs::attach`]), so `ATTACH`, `VACUUM INTO` and the like cannot reach
-//! another actor's data or create stray files.
+//! another actor's data or create stray files. Anonymous scratch files come from the storage's
+//! [`ScratchSpace`] (a capped folder or memory), never from a name SQLite chooses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -12,8 +13,9 @@ use parking_lot::Mutex;
 
 use super::actor::{ActorFiles, Failure};
 use super::ffi::{FileBackend, FileKind, IoError, VfsBackend};
-use super::file::{KvFile, ScratchFile, VfsLimits};
+use super::file::{KvFile, VfsLimits};
 use super::layout::{self, FileMeta, FileTag};
+use super::scratch::ScratchSpace;
 use crate::actor_id::ActorId;
 use crate::kv::{KvStore, WriteOp};
 
@@ -45,12 +47,13 @@ pub(crate) enum AttachError {
 pub(crate) struct KvVfs {
     store: Arc<dyn KvStore>,
     limits: VfsLimits,
+    scratch: Arc<ScratchSpace>,
     attached: Mutex<HashMap<ActorId, Weak<ActorFiles>>>,
 }
 
 impl KvVfs {
-    pub fn new(store: Arc<dyn KvStore>, limits: VfsLimits) -> Self {
-        Self { store, limits, attached: Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<dyn KvStore>, limits: VfsLimits, scratch: Arc<ScratchSpace>) -> Self {
+        Self { store, limits, scratch, attached: Mutex::new(HashMap::new()) }
     }
 
     /// Makes `id` openable by SQLite; one store read. Fails if it is attached already.
@@ -115,7 +118,7 @@ fn read_meta(actor: &ActorFiles, tag: FileTag) -> Result<Option<FileMeta>, IoErr
 impl VfsBackend for KvVfs {
     fn open(&self, name: Option<&str>, kind: FileKind) -> Result<Box<dyn FileBackend>, IoError> {
         match (kind, name) {
-            (FileKind::Scratch, _) => Ok(Box::new(ScratchFile::new(self.limits.scratch_bytes_max))),
+            (FileKind::Scratch, _) => Ok(Box::new(self.scratch.open()?)),
             (FileKind::MainDb, Some(name)) => self.open_kv(name, FileTag::Main),
             (FileKind::MainJournal, Some(name)) => self.open_kv(name, FileTag::Journal),
             _ => Err(IoError::CantOpen),

@@ -4,8 +4,10 @@
 //! An authorizer keeps users from changing what the storage relies on (journal mode, locking,
 //! page size, the size cap) or attaching other databases. After a store failure the connection
 //! is dropped and reopened on the next call, so SQLite re-reads the store and rolls back any
-//! half-written transaction from its journal.
+//! half-written transaction from its journal. Scratch files of all connections share one
+//! [`ScratchSpace`](super::scratch::ScratchSpace) and its cap.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,13 +21,20 @@ use super::error::Error;
 use super::ffi::{self, FileBackend, FileKind, IoError, Registration, VfsBackend};
 use super::file::VfsLimits;
 use super::layout::{self, FileMeta, FileTag};
+use super::scratch::{self, ScratchSpace};
 use crate::actor_id::ActorId;
 use crate::kv::{KvError, KvStore};
 
 /// Configuration of [`Storage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     pub limits: VfsLimits,
+    /// Folder for scratch files (sorts, temp tables, `VACUUM`'s copy), capped together by
+    /// `limits.scratch_bytes_max`. Created if missing; files named `roost-*` in it are removed
+    /// when the storage starts, so give it a folder of its own (`roost serve` uses
+    /// `<data>/scratch`). `None`: scratch files live in memory, each capped by
+    /// `limits.memory_scratch_file_bytes_max`.
+    pub scratch_dir: Option<PathBuf>,
     /// SQLite page cache per connection.
     pub page_cache_bytes_max: u64,
     /// Largest database of one actor; beyond it writes fail with SQLITE_FULL.
@@ -44,6 +53,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             limits: VfsLimits::default(),
+            scratch_dir: None,
             page_cache_bytes_max: 2 << 20,
             db_bytes_max: 10 << 30,
             rows_max: 100_000,
@@ -128,6 +138,7 @@ pub struct QueryResult {
 struct StorageInner {
     store: Arc<dyn KvStore>,
     vfs: Arc<KvVfs>,
+    scratch: Arc<ScratchSpace>,
     config: StorageConfig,
     // Dropped after every connection: each `Database` holds this struct alive.
     registration: Registration,
@@ -180,13 +191,33 @@ fn attach_error(e: AttachError) -> Error {
 }
 
 impl Storage {
-    /// Registers a VFS over `store`.
+    /// Registers a VFS over `store` and prepares the scratch folder (see [`StorageConfig`]).
     pub fn new(store: Arc<dyn KvStore>, config: StorageConfig) -> Result<Self, Error> {
-        let vfs = Arc::new(KvVfs::new(store.clone(), config.limits));
+        let scratch = ScratchSpace::new(config.scratch_dir.clone(), &config.limits).map_err(|e| {
+            let dir = config.scratch_dir.as_deref().unwrap_or(Path::new("")).display();
+            Error::ScratchFolder(format!("{dir}: {e}"))
+        })?;
+        let scratch = Arc::new(scratch);
+        let vfs = Arc::new(KvVfs::new(store.clone(), config.limits, scratch.clone()));
         let name = format!("roost-{}", VFS_COUNTER.fetch_add(1, Ordering::Relaxed));
         let registration = Registration::register(&name, Box::new(SharedVfs(vfs.clone())))
             .map_err(|code| Error::Sql { code, message: "cannot register the storage VFS".into() })?;
-        Ok(Self { inner: Arc::new(StorageInner { store, vfs, config, registration }) })
+        Ok(Self { inner: Arc::new(StorageInner { store, vfs, scratch, config, registration }) })
+    }
+
+    /// Bytes held by open scratch files now (on disk with a scratch folder, else in memory).
+    pub fn scratch_bytes(&self) -> u64 {
+        self.inner.scratch.bytes()
+    }
+
+    /// The cap of [`Storage::scratch_bytes`].
+    pub fn scratch_bytes_max(&self) -> u64 {
+        self.inner.scratch.bytes_max()
+    }
+
+    /// The scratch folder, if any: import and export spools belong there too.
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        self.inner.scratch.dir()
     }
 
     pub fn store(&self) -> &Arc<dyn KvStore> {
@@ -341,7 +372,7 @@ impl Database {
     fn connect(&mut self) -> Result<(), Error> {
         let vfs = &self.storage.inner.vfs;
         let files = vfs.attach(&self.id).map_err(attach_error)?;
-        let config = self.storage.inner.config;
+        let config = &self.storage.inner.config;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -393,6 +424,7 @@ impl Database {
         }
         let open = self.conn.as_mut().expect("connected above");
         open.files.take_failure();
+        scratch::take_full();
         let result = op(&mut open.conn, &open.files);
         if open.files.is_poisoned() {
             self.poisoned = true;
@@ -558,6 +590,11 @@ fn translate(error: rusqlite::Error, files: &ActorFiles) -> Error {
         rusqlite::Error::SqliteFailure(e, message) => {
             if e.code == rusqlite::ErrorCode::OperationInterrupted {
                 return Error::Interrupted;
+            }
+            if e.code == rusqlite::ErrorCode::DiskFull {
+                if let Some(bytes_max) = scratch::take_full() {
+                    return Error::ScratchFull { bytes_max };
+                }
             }
             let message = message.unwrap_or_else(|| e.to_string());
             Error::Sql { code: e.extended_code, message }

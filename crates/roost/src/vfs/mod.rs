@@ -3,7 +3,8 @@
 //! One actor is one SQLite database. Pages are 4 KiB chunks in the store (see `layout`). A
 //! write transaction that fits the page cache commits as one atomic store batch through
 //! SQLite's batch-atomic write; larger ones go through SQLite's rollback journal, which lives
-//! in the store too. Nothing touches the local file system.
+//! in the store too. Database files never touch the local file system; only scratch files
+//! (sorts, temp tables, `VACUUM`'s copy) may, in a configured scratch folder (see `scratch`).
 
 mod actor;
 mod backend;
@@ -12,6 +13,7 @@ mod error;
 mod ffi;
 mod file;
 pub mod layout;
+mod scratch;
 
 pub use self::database::{
     Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,

@@ -87,13 +87,16 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
         E::Parameters(message) => HError::new("ARGS_INVALID", message),
         E::TooManyRows { .. } => HError::new("RESPONSE_TOO_LARGE", error.to_string()),
         E::TransactionTooLarge { .. } => HError::new("TRANSACTION_TOO_LARGE", error.to_string()),
+        E::ScratchFull { .. } => HError::new("SQLITE_FULL", error.to_string()),
         E::Interrupted => HError::new(
             "SQLITE_INTERRUPT",
             "statement ran longer than the time limit and was interrupted; its transaction was rolled back",
         ),
         E::InvalidActorId(_) => HError::new("SQLITE_MISUSE", error.to_string()),
         E::InBatch { source, .. } => return statement_error(*source),
-        E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => return Err(error),
+        E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
+            return Err(error)
+        }
     })
 }
 
