@@ -293,3 +293,26 @@ fn scratch_files_over_their_cap_fail_with_a_typed_error_and_are_counted() {
     assert_eq!(db.execute(BIG_SORT, &Params::None).unwrap_err(), Error::ScratchFull { bytes_max: 1 << 20 });
     assert_eq!(storage.scratch_bytes(), 0);
 }
+
+#[test]
+fn import_refuses_wal_mode_files_and_leaves_no_side_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.sqlite3");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    drop(conn);
+    let (_, storage) = memory();
+    let mut db = storage.open(&id("dst")).unwrap();
+    db.execute_script("CREATE TABLE kept(y)").unwrap();
+    let error = db.import_from(&path).unwrap_err();
+    assert!(matches!(&error, Error::Parameters(m) if m.contains("WAL mode")), "{error}");
+    db.execute("SELECT * FROM kept", &Params::None).unwrap();
+    // Converted as the server does for its spooled copy, it imports; reading it creates nothing.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(roost::vfs::prepare_upload_header(&mut bytes[..100]).unwrap());
+    std::fs::write(&path, &bytes).unwrap();
+    db.import_from(&path).unwrap();
+    assert_eq!(db.execute("SELECT x FROM t", &Params::None).unwrap().rows, vec![vec![Value::Integer(1)]]);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("wal.sqlite3")]);
+}

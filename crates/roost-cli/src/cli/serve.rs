@@ -88,9 +88,13 @@ pub struct ServeArgs {
     /// once, in `<data>/scratch`; beyond it the statement fails with `storage_full`.
     #[arg(long, env = "ROOST_SCRATCH_BYTES_MAX", default_value = "4GiB", value_parser = parse_bytes)]
     pub scratch_bytes_max: u64,
+    /// Disk for import and export spools at once, in `<data>/scratch`; beyond it `overloaded`.
+    /// At least `--db-bytes-max`; default twice it.
+    #[arg(long, env = "ROOST_SPOOL_BYTES_MAX", value_parser = parse_bytes)]
+    pub spool_bytes_max: Option<u64>,
 }
 
-/// The folder, inside the data folder, of scratch files; emptied at start.
+/// The folder, inside the data folder, of scratch files and spools; emptied at start.
 fn scratch_dir(data: &std::path::Path) -> PathBuf {
     data.join("scratch")
 }
@@ -125,6 +129,7 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         statement_bytes_max: args.statement_bytes_max as usize,
         requests_in_flight_max: args.requests_in_flight_max,
         import_bytes_max: args.db_bytes_max,
+        spool_bytes_max: args.spool_bytes_max.unwrap_or(args.db_bytes_max.saturating_mul(2)),
         memory_log_interval_s: args.memory_log_interval_s,
         allocator_stats: Some(crate::alloc::stats),
         heap_profile: Some(crate::alloc::heap_profile),

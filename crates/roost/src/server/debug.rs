@@ -54,6 +54,7 @@ pub fn memory_json(state: &AppState) -> JsonValue {
         })
         .collect();
     let storage = state.host().storage();
+    let spool = state.spool_budget();
     json!({
         "process": process,
         "allocator": allocator,
@@ -67,6 +68,7 @@ pub fn memory_json(state: &AppState) -> JsonValue {
         // On disk with a scratch folder: capped on their own, outside the memory budget.
         "scratch": {"bytes": storage.scratch_bytes(), "bytes_max": storage.scratch_bytes_max(),
             "on_disk": storage.scratch_dir().is_some()},
+        "spool": {"bytes": spool.bytes(), "bytes_max": spool.bytes_max()},
         "top_actors": top,
     })
 }
@@ -92,11 +94,10 @@ pub fn memory_text(memory: &JsonValue) -> String {
         let name = format!("pool {}", pool["name"].as_str().unwrap_or("?"));
         rows.push((name, format!("{} of {}", mib(&pool["bytes_used"]), mib(&pool["bytes_max"]))));
     }
-    let scratch = &memory["scratch"];
-    rows.push((
-        "scratch files".into(),
-        format!("{} of {}", mib(&scratch["bytes"]), mib(&scratch["bytes_max"])),
-    ));
+    for part in ["scratch", "spool"] {
+        let (used, max) = (&memory[part]["bytes"], &memory[part]["bytes_max"]);
+        rows.push((format!("{part} files"), format!("{} of {}", mib(used), mib(max))));
+    }
     let a = &memory["actors"];
     rows.push(("budget".into(), mib(&memory["budget"]["budget_bytes"])));
     rows.push((

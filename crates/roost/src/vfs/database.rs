@@ -22,6 +22,7 @@ use super::ffi::{self, FileBackend, FileKind, IoError, Registration, VfsBackend}
 use super::file::VfsLimits;
 use super::layout::{self, FileMeta, FileTag};
 use super::scratch::{self, ScratchSpace};
+use super::upload::open_upload;
 use crate::actor_id::ActorId;
 use crate::kv::{KvError, KvStore};
 
@@ -538,13 +539,14 @@ impl Database {
     }
 
     /// Replaces the database with the SQLite file at `path`, atomically (one SQLite transaction
-    /// through the storage). The file is checked first: anything that is not an intact SQLite
-    /// database is refused with [`Error::Parameters`] and changes nothing.
+    /// through the storage). The file is checked first, and read without creating any file
+    /// beside it: anything that is not an intact SQLite database with 4096-byte pages in
+    /// rollback-journal mode is refused with [`Error::Parameters`] and changes nothing (convert
+    /// a WAL-mode copy with [`prepare_upload_header`](super::prepare_upload_header)). The file
+    /// is opened as immutable: it must not change until this returns.
     pub fn import_from(&mut self, path: &std::path::Path) -> Result<(), Error> {
-        validate_sqlite_file(path)?;
+        let source = open_upload(path)?;
         self.with_conn(|conn, files| {
-            let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| Error::Parameters(format!("cannot open the upload: {e}")))?;
             let backup =
                 rusqlite::backup::Backup::new_with_names(&source, rusqlite::MAIN_DB, conn, rusqlite::MAIN_DB)
                     .map_err(|e| translate(e, files))?;
@@ -719,24 +721,4 @@ fn collect_rows(
         out.push(values.map_err(RowsError::Sqlite)?);
     }
     Ok(out)
-}
-
-/// Refuses files that are not intact SQLite databases (`quick_check`).
-fn validate_sqlite_file(path: &std::path::Path) -> Result<(), Error> {
-    let refuse = |why: String| Error::Parameters(format!("the upload is not a valid SQLite database: {why}"));
-    let mut header = [0u8; 16];
-    let mut file = std::fs::File::open(path).map_err(|e| refuse(e.to_string()))?;
-    std::io::Read::read_exact(&mut file, &mut header)
-        .map_err(|_| refuse("it is shorter than a header".into()))?;
-    if &header != b"SQLite format 3\0" {
-        return Err(refuse("it does not start with the SQLite header".into()));
-    }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| refuse(e.to_string()))?;
-    let check: String =
-        conn.query_row("PRAGMA quick_check", [], |row| row.get(0)).map_err(|e| refuse(e.to_string()))?;
-    if check != "ok" {
-        return Err(refuse(check));
-    }
-    Ok(())
 }

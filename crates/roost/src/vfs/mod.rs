@@ -14,6 +14,7 @@ mod ffi;
 mod file;
 pub mod layout;
 mod scratch;
+mod upload;
 
 pub use self::database::{
     Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
@@ -21,3 +22,4 @@ pub use self::database::{
 pub use self::error::Error;
 pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, ConnectionMemory, SqliteMemory};
 pub use self::file::VfsLimits;
+pub use self::upload::{prepare_upload_header, UPLOAD_HEADER_BYTES};
