@@ -257,3 +257,62 @@ fn a_second_owner_fences_the_first() {
     let rows = b.execute("SELECT x FROM t ORDER BY x", &Params::None).unwrap().rows;
     assert_eq!(rows, vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]);
 }
+
+/// 4 MB of rows whose sort is as large as they are.
+fn sortable(storage: &Storage) -> roost::Database {
+    let mut db = storage.open(&id("sorts")).unwrap();
+    db.execute_script(
+        "CREATE TABLE t(k, v); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1000) \
+         INSERT INTO t SELECT random(), randomblob(4000) FROM c;",
+    )
+    .unwrap();
+    db
+}
+
+const BIG_SORT: &str = "SELECT k, v FROM t ORDER BY k LIMIT 1 OFFSET 999";
+
+#[test]
+fn scratch_files_over_their_cap_fail_with_a_typed_error_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = roost::vfs::VfsLimits { scratch_bytes_max: 1 << 20, ..Default::default() };
+    let config =
+        StorageConfig { scratch_dir: Some(dir.path().join("scratch")), limits, ..StorageConfig::default() };
+    let storage = Storage::new(Arc::new(MemoryStore::new()), config).unwrap();
+    let mut db = sortable(&storage);
+    let error = db.execute(BIG_SORT, &Params::None).unwrap_err();
+    assert_eq!(error, Error::ScratchFull { bytes_max: 1 << 20 });
+    assert!(error.to_string().contains("temporary storage is full"), "{error}");
+    assert_eq!(storage.scratch_bytes(), 0, "the failed statement's files are closed");
+    let r = db.execute("SELECT count(*) FROM t", &Params::None).unwrap();
+    assert_eq!(r.rows, vec![vec![Value::Integer(1000)]], "the actor works on");
+    // Without a folder, scratch files are in memory, each capped.
+    let limits = roost::vfs::VfsLimits { memory_scratch_file_bytes_max: 1 << 20, ..Default::default() };
+    let config = StorageConfig { limits, ..StorageConfig::default() };
+    let storage = Storage::new(Arc::new(MemoryStore::new()), config).unwrap();
+    let mut db = sortable(&storage);
+    assert_eq!(db.execute(BIG_SORT, &Params::None).unwrap_err(), Error::ScratchFull { bytes_max: 1 << 20 });
+    assert_eq!(storage.scratch_bytes(), 0);
+}
+
+#[test]
+fn import_refuses_wal_mode_files_and_leaves_no_side_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.sqlite3");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    drop(conn);
+    let (_, storage) = memory();
+    let mut db = storage.open(&id("dst")).unwrap();
+    db.execute_script("CREATE TABLE kept(y)").unwrap();
+    let error = db.import_from(&path).unwrap_err();
+    assert!(matches!(&error, Error::Parameters(m) if m.contains("WAL mode")), "{error}");
+    db.execute("SELECT * FROM kept", &Params::None).unwrap();
+    // Converted as the server does for its spooled copy, it imports; reading it creates nothing.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(roost::vfs::prepare_upload_header(&mut bytes[..100]).unwrap());
+    std::fs::write(&path, &bytes).unwrap();
+    db.import_from(&path).unwrap();
+    assert_eq!(db.execute("SELECT x FROM t", &Params::None).unwrap().rows, vec![vec![Value::Integer(1)]]);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("wal.sqlite3")]);
+}

@@ -247,3 +247,152 @@ fn database_size_limit_is_a_sql_error_and_keeps_earlier_data() {
     let a = query(&server, "full", json!({"sql": "SELECT count(*) FROM t"}));
     assert!(a.body["rows"][0][0].as_i64().unwrap() >= 5);
 }
+
+/// A SQLite file built by `setup` with rusqlite, as bytes.
+fn sqlite_file(setup: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upload.sqlite3");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(setup).unwrap();
+    drop(conn);
+    std::fs::read(path).unwrap()
+}
+
+/// Spool and SQLite side files (`-wal`, `-shm`) of uploads in the system's temporary folder
+/// (other test processes may leave some: compare before and after).
+fn temp_leftovers() -> Vec<String> {
+    let names = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok());
+    names.filter(|n| n.starts_with("roost-spool-") && (n.ends_with("-wal") || n.ends_with("-shm"))).collect()
+}
+
+#[test]
+fn import_converts_wal_files_and_refuses_foreign_page_sizes_leaving_no_files() {
+    let scratch = tempfile::tempdir().unwrap();
+    let storage =
+        StorageConfig { scratch_dir: Some(scratch.path().to_path_buf()), ..StorageConfig::default() };
+    let server = TestServer::start(ServerConfig::default(), HostConfig::default(), storage);
+    let actor = |id: &str| format!("{}/v1/actors/{id}", server.url);
+    let temp_before = temp_leftovers();
+
+    // A WAL-mode file, checkpointed and closed: its header still says WAL (versions 2).
+    let wal = sqlite_file(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); \
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300) \
+         INSERT INTO t SELECT randomblob(500) FROM c; PRAGMA wal_checkpoint(TRUNCATE);",
+    );
+    assert_eq!(&wal[18..20], &[2, 2]);
+    let a = put(&format!("{}/import", actor("walled")), wal);
+    assert_eq!((a.status, &a.body), (200, &json!({})), "a WAL-mode upload is converted");
+    for round in 0..2 {
+        let a = query(&server, "walled", json!({"sql": "INSERT INTO t VALUES (1)"}));
+        assert_eq!(a.status, 200, "round {round}: {:?}", a.body);
+        let a = query(&server, "walled", json!({"sql": "SELECT count(*) FROM t"}));
+        assert_eq!(a.body["rows"], json!([[301 + round]]));
+        // The next round reopens the actor from the store.
+        assert_eq!(post(&format!("{}/sleep", actor("walled")), None, "").status, 200);
+    }
+    let a = query(&server, "walled", json!({"sql": "PRAGMA integrity_check"}));
+    assert_eq!(a.body["rows"], json!([["ok"]]));
+    let mut response = support::agent().get(&format!("{}/export", actor("walled"))).call().unwrap();
+    let exported = response.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
+    assert_eq!(&exported[18..20], &[1, 1], "the actor is in rollback-journal format");
+
+    // 8 KiB pages: refused with how to convert, and the actor keeps its data.
+    let big_pages =
+        sqlite_file("PRAGMA page_size=8192; CREATE TABLE other(y); INSERT INTO other VALUES (1);");
+    let a = put(&format!("{}/import", actor("walled")), big_pages);
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+    let message = a.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("8192-byte pages") && message.contains("PRAGMA page_size=4096; VACUUM;"),
+        "{message}"
+    );
+    let a = query(&server, "walled", json!({"sql": "SELECT count(*) FROM t"}));
+    assert_eq!(a.body["rows"], json!([[302]]));
+
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the scratch folder keeps nothing: {left:?}");
+    let temp_new: Vec<_> = temp_leftovers().into_iter().filter(|n| !temp_before.contains(n)).collect();
+    assert!(temp_new.is_empty(), "nothing is left in the temporary folder: {temp_new:?}");
+}
+
+/// Yields `first`, waits for `go`, then yields `rest`.
+struct PausedBody {
+    first: std::io::Cursor<Vec<u8>>,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+    rest: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for PausedBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.first.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        if let Some(go) = self.go.take() {
+            let _ = go.recv();
+        }
+        self.rest.read(buf)
+    }
+}
+
+fn spool_bytes(server: &TestServer) -> u64 {
+    let mut response = support::agent().get(&format!("{}/metrics", server.url)).call().unwrap();
+    let text = response.body_mut().read_to_string().unwrap();
+    let line =
+        text.lines().find(|l| l.starts_with("roost_spool_bytes ")).expect("roost_spool_bytes is reported");
+    line["roost_spool_bytes ".len()..].parse().unwrap()
+}
+
+#[test]
+fn concurrent_imports_beyond_the_spool_limit_are_overloaded() {
+    let scratch = tempfile::tempdir().unwrap();
+    let storage =
+        StorageConfig { scratch_dir: Some(scratch.path().to_path_buf()), ..StorageConfig::default() };
+    let config =
+        ServerConfig { import_bytes_max: 1 << 20, spool_bytes_max: 1 << 20, ..ServerConfig::default() };
+    let server = TestServer::start(config, HostConfig::default(), storage);
+    let file = sqlite_file(
+        "CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 150) \
+         INSERT INTO t SELECT randomblob(4000) FROM c;",
+    );
+    assert!(file.len() > 600 << 10 && file.len() < 1 << 20, "{} bytes", file.len());
+    let url = format!("{}/v1/actors/slow/import", server.url);
+
+    // The first upload stops after 512 KiB; its spool holds them.
+    let (go, wait) = std::sync::mpsc::channel();
+    let body = PausedBody {
+        first: std::io::Cursor::new(file[..512 << 10].to_vec()),
+        go: Some(wait),
+        rest: std::io::Cursor::new(file[512 << 10..].to_vec()),
+    };
+    let slow = std::thread::spawn(move || {
+        let mut response = support::agent().put(&url).send(ureq::SendBody::from_owned_reader(body)).unwrap();
+        (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while spool_bytes(&server) < 512 << 10 {
+        assert!(std::time::Instant::now() < deadline, "the first upload never reached the spool");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // A second upload does not fit beside it: overloaded, retry later.
+    let mut response =
+        support::agent().put(&format!("{}/v1/actors/fast/import", server.url)).send(&file[..]).unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    let body: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+
+    go.send(()).unwrap();
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(spool_bytes(&server), 0, "a finished import gives its spool bytes back");
+    assert_eq!(put(&format!("{}/v1/actors/fast/import", server.url), file).status, 200, "the retry fits");
+    let a = query(&server, "fast", json!({"sql": "SELECT count(*) FROM t"}));
+    assert_eq!(a.body["rows"], json!([[150]]));
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+}

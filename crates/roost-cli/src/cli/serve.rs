@@ -95,6 +95,19 @@ pub struct ServeArgs {
     /// Block cache of the embedded store.
     #[arg(long, env = "ROOST_STORE_CACHE_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     pub store_cache_bytes: u64,
+    /// Disk for SQLite's scratch files (sorts, temp tables, VACUUM copies) of all actors at
+    /// once, in `<data>/scratch`; beyond it the statement fails with `storage_full`.
+    #[arg(long, env = "ROOST_SCRATCH_BYTES_MAX", default_value = "4GiB", value_parser = parse_bytes)]
+    pub scratch_bytes_max: u64,
+    /// Disk for import and export spools at once, in `<data>/scratch`; beyond it `overloaded`.
+    /// At least `--db-bytes-max`; default twice it.
+    #[arg(long, env = "ROOST_SPOOL_BYTES_MAX", value_parser = parse_bytes)]
+    pub spool_bytes_max: Option<u64>,
+}
+
+/// The folder, inside the data folder, of scratch files and spools; emptied at start.
+fn scratch_dir(data: &std::path::Path) -> PathBuf {
+    data.join("scratch")
 }
 
 /// Roost's own lines at INFO, dependencies' (the store's recovery and manifest lines) at WARN
@@ -132,6 +145,7 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         statement_bytes_max: args.statement_bytes_max as usize,
         requests_in_flight_max: args.requests_in_flight_max,
         import_bytes_max: args.db_bytes_max,
+        spool_bytes_max: args.spool_bytes_max.unwrap_or(args.db_bytes_max.saturating_mul(2)),
         memory_log_interval_s: args.memory_log_interval_s,
         allocator_stats: Some(crate::alloc::stats),
         heap_profile: Some(crate::alloc::heap_profile),
@@ -147,6 +161,7 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         answer_bytes_max: args.response_bytes_max,
         ..HostConfig::default()
     };
+    let defaults = StorageConfig::default();
     let storage = StorageConfig {
         rows_max: args.rows_max,
         db_bytes_max: args.db_bytes_max,
@@ -154,7 +169,9 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
             .map_err(|_| "--value-bytes-max is at most 4GiB")?,
         sql_bytes_max: u32::try_from(args.statement_bytes_max)
             .map_err(|_| "--statement-bytes-max is at most 4GiB")?,
-        ..StorageConfig::default()
+        scratch_dir: Some(scratch_dir(&args.data)),
+        limits: roost::vfs::VfsLimits { scratch_bytes_max: args.scratch_bytes_max, ..defaults.limits },
+        ..defaults
     };
     Ok((server, host, storage))
 }

@@ -53,6 +53,8 @@ pub fn memory_json(state: &AppState) -> JsonValue {
                 "schema_bytes": a.memory.schema_bytes, "statement_bytes": a.memory.statement_bytes})
         })
         .collect();
+    let storage = state.host().storage();
+    let spool = state.spool_budget();
     json!({
         "process": process,
         "allocator": allocator,
@@ -64,6 +66,10 @@ pub fn memory_json(state: &AppState) -> JsonValue {
             "known": stats.actors_known, "awake_max": stats.awake_max},
         "budget": {"budget_bytes": m.budget_bytes, "pools": pools},
         "request_buffers": request_buffers(state),
+        // On disk with a scratch folder: capped on their own, outside the memory budget.
+        "scratch": {"bytes": storage.scratch_bytes(), "bytes_max": storage.scratch_bytes_max(),
+            "on_disk": storage.scratch_dir().is_some()},
+        "spool": {"bytes": spool.bytes(), "bytes_max": spool.bytes_max()},
         "top_actors": top,
     })
 }
@@ -95,6 +101,10 @@ pub fn memory_text(memory: &JsonValue) -> String {
     for pool in memory["budget"]["pools"].as_array().into_iter().flatten() {
         let name = format!("pool {}", pool["name"].as_str().unwrap_or("?"));
         rows.push((name, format!("{} of {}", mib(&pool["bytes_used"]), mib(&pool["bytes_max"]))));
+    }
+    for part in ["scratch", "spool"] {
+        let (used, max) = (&memory[part]["bytes"], &memory[part]["bytes_max"]);
+        rows.push((format!("{part} files"), format!("{} of {}", mib(used), mib(max))));
     }
     let a = &memory["actors"];
     rows.push(("budget".into(), mib(&memory["budget"]["budget_bytes"])));
@@ -143,7 +153,8 @@ pub async fn memory(
 
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.auth().check_admin(&headers)?;
-    let text = super::metrics::render(&state.host().stats(), state.metrics());
+    let mut text = super::metrics::render(&state.host().stats(), state.metrics());
+    super::metrics::render_files(&mut text, &state);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 

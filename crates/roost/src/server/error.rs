@@ -78,6 +78,7 @@ impl From<vfs::Error> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "response_too_large", error.to_string())
             }
             E::AnswerMemoryFull { retry_after_ms } => Self::overloaded(error.to_string(), retry_after_ms),
+            E::ScratchFull { .. } => Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", error.to_string()),
             E::Interrupted => Self::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
@@ -98,7 +99,7 @@ impl From<vfs::Error> for ApiError {
                     )
                 }
             }
-            E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
+            E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()
             }

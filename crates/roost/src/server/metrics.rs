@@ -156,6 +156,17 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
     out
 }
 
+/// Scratch files and spools: disk, capped on their own.
+pub fn render_files(out: &mut String, state: &AppState) {
+    let storage = state.host().storage();
+    let spool = state.spool_budget();
+    let help = "Bytes of SQLite scratch files (sorts, temp tables, VACUUM copies).";
+    gauge(out, "roost_scratch_bytes", help, storage.scratch_bytes());
+    gauge(out, "roost_scratch_bytes_max", "Cap of roost_scratch_bytes.", storage.scratch_bytes_max());
+    gauge(out, "roost_spool_bytes", "Bytes of import and export spools.", spool.bytes());
+    gauge(out, "roost_spool_bytes_max", "Cap of roost_spool_bytes.", spool.bytes_max());
+}
+
 fn render_store_latency(out: &mut String, store: &crate::kv::KvStats) {
     let name = "roost_store_call_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Store round-trip latency.\n# TYPE {name} histogram");

@@ -12,6 +12,7 @@ mod error;
 mod hrana;
 mod json;
 mod metrics;
+mod spool;
 mod transfer;
 
 pub use self::auth::{Auth, Token};
@@ -52,8 +53,11 @@ pub struct ServerConfig {
     /// The retry-after hint of `overloaded` answers.
     pub retry_after_ms: u64,
     /// Largest import body (DESIGN.md: the per-actor database size limit); it is spooled to
-    /// a temporary file, not held in memory.
+    /// a file in the scratch folder, not held in memory. Beyond it `payload_too_large`.
     pub import_bytes_max: u64,
+    /// Bytes of all import and export spools at once; beyond it `overloaded`. At least
+    /// `import_bytes_max`, so that one upload alone always fits.
+    pub spool_bytes_max: u64,
     pub auth: Auth,
     /// Reads the allocator's statistics (set by the binary that installs the allocator).
     pub allocator_stats: Option<fn() -> AllocatorStats>,
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             hrana_sql_texts_max: 1_000,
             retry_after_ms: 1000,
             import_bytes_max: 10 << 30,
+            spool_bytes_max: 20 << 30,
             auth: Auth::default(),
             allocator_stats: None,
             heap_profile: None,
@@ -84,12 +89,19 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Refuses to serve beyond loopback without tokens.
+    /// Refuses to serve beyond loopback without tokens, and a spool limit below the import
+    /// limit (such an upload could never be taken).
     pub fn validate(&self) -> Result<(), String> {
         if self.auth.is_open() && !self.listen.ip().is_loopback() {
             return Err(format!(
                 "refusing to listen on {} without tokens: set ROOST_TOKENS / --tokens-file, or listen on loopback",
                 self.listen
+            ));
+        }
+        if self.spool_bytes_max < self.import_bytes_max {
+            return Err(format!(
+                "the spool limit ({} bytes) must hold one import of the largest size ({} bytes)",
+                self.spool_bytes_max, self.import_bytes_max
             ));
         }
         Ok(())
@@ -101,6 +113,7 @@ struct StateInner {
     config: ServerConfig,
     in_flight: Semaphore,
     metrics: metrics::Metrics,
+    spool: Arc<spool::SpoolBudget>,
 }
 
 /// Shared state of the handlers.
@@ -112,7 +125,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(host: Host, config: ServerConfig) -> Self {
         let in_flight = Semaphore::new(config.requests_in_flight_max);
-        Self { inner: Arc::new(StateInner { host, config, in_flight, metrics: metrics::Metrics::default() }) }
+        let spool = Arc::new(spool::SpoolBudget::new(config.spool_bytes_max));
+        let metrics = metrics::Metrics::default();
+        Self { inner: Arc::new(StateInner { host, config, in_flight, metrics, spool }) }
     }
 
     pub fn host(&self) -> &Host {
@@ -129,6 +144,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// Bytes held by import and export spools.
+    pub fn spool_budget(&self) -> &Arc<spool::SpoolBudget> {
+        &self.inner.spool
     }
 }
 

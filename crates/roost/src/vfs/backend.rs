@@ -7,6 +7,8 @@
 //! so even a file name that slipped past the authorizer (`ATTACH`, `VACUUM INTO`) reaches no
 //! other actor's data and creates no file. Names are never stored: the store's keys use the
 //! actor id.
+//! Anonymous scratch files come from the storage's [`ScratchSpace`] (a capped folder or
+//! memory), never from a name SQLite chooses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -15,8 +17,9 @@ use parking_lot::Mutex;
 
 use super::actor::{ActorFiles, Failure};
 use super::ffi::{FileBackend, FileKind, IoError, VfsBackend};
-use super::file::{KvFile, ScratchFile, VfsLimits};
+use super::file::{KvFile, VfsLimits};
 use super::layout::{self, FileMeta, FileTag};
+use super::scratch::ScratchSpace;
 use crate::actor_id::ActorId;
 use crate::kv::{KvStore, WriteOp};
 
@@ -58,6 +61,7 @@ pub(crate) enum AttachError {
 pub(crate) struct KvVfs {
     store: Arc<dyn KvStore>,
     limits: VfsLimits,
+    scratch: Arc<ScratchSpace>,
     attached: Mutex<Attached>,
 }
 
@@ -69,8 +73,8 @@ struct Attached {
 }
 
 impl KvVfs {
-    pub fn new(store: Arc<dyn KvStore>, limits: VfsLimits) -> Self {
-        Self { store, limits, attached: Mutex::new(Attached::default()) }
+    pub fn new(store: Arc<dyn KvStore>, limits: VfsLimits, scratch: Arc<ScratchSpace>) -> Self {
+        Self { store, limits, scratch, attached: Mutex::new(Attached::default()) }
     }
 
     /// Makes `id` openable by SQLite; one store read. Fails if it is attached already.
@@ -165,7 +169,7 @@ fn read_meta(actor: &ActorFiles, tag: FileTag) -> Result<Option<FileMeta>, IoErr
 impl VfsBackend for KvVfs {
     fn open(&self, name: Option<&str>, kind: FileKind) -> Result<Box<dyn FileBackend>, IoError> {
         match (kind, name) {
-            (FileKind::Scratch, _) => Ok(Box::new(ScratchFile::new(self.limits.scratch_bytes_max))),
+            (FileKind::Scratch, _) => Ok(Box::new(self.scratch.open()?)),
             (FileKind::MainDb, Some(name)) => self.open_kv(name, FileTag::Main),
             (FileKind::MainJournal, Some(name)) => self.open_kv(name, FileTag::Journal),
             _ => Err(IoError::CantOpen),

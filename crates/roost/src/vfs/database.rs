@@ -2,7 +2,8 @@
 //!
 //! A `Database` owns one SQLite connection in rollback-journal mode with `synchronous=FULL`.
 //! After a store failure the connection is dropped and reopened on the next call, so SQLite
-//! re-reads the store and rolls back any half-written transaction from its journal.
+//! re-reads the store and rolls back any half-written transaction from its journal. Scratch
+//! files of all connections share one [`ScratchSpace`](super::scratch::ScratchSpace) and its cap.
 //!
 //! Tenancy (docs/tenancy.md): SQL reaches this actor's database and nothing else. The
 //! authorizer refuses every `ATTACH`/`DETACH` (whatever form the file name takes: a literal, a
@@ -12,6 +13,7 @@
 //! with untrusted schemas, per-connection limits (value and SQL length, one attached database,
 //! no worker threads), and the library is built without URI file names or extension loading.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,13 +29,21 @@ use super::error::Error;
 use super::ffi::{self, ConnectionLimits, FileBackend, FileKind, IoError, Registration, VfsBackend};
 use super::file::VfsLimits;
 use super::layout::{self, FileMeta, FileTag};
+use super::scratch::{self, ScratchSpace};
+use super::upload::open_upload;
 use crate::actor_id::ActorId;
 use crate::kv::{KvError, KvStore};
 
 /// Configuration of [`Storage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     pub limits: VfsLimits,
+    /// Folder for scratch files (sorts, temp tables, `VACUUM`'s copy), capped together by
+    /// `limits.scratch_bytes_max`. Created if missing; files named `roost-*` in it are removed
+    /// when the storage starts, so give it a folder of its own (`roost serve` uses
+    /// `<data>/scratch`). `None`: scratch files live in memory, each capped by
+    /// `limits.memory_scratch_file_bytes_max`.
+    pub scratch_dir: Option<PathBuf>,
     /// SQLite page cache per connection.
     pub page_cache_bytes_max: u64,
     /// Largest database of one actor; beyond it writes fail with SQLITE_FULL.
@@ -57,6 +67,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             limits: VfsLimits::default(),
+            scratch_dir: None,
             page_cache_bytes_max: 2 << 20,
             db_bytes_max: 10 << 30,
             rows_max: 100_000,
@@ -145,6 +156,7 @@ pub struct QueryResult {
 struct StorageInner {
     store: Arc<dyn KvStore>,
     vfs: Arc<KvVfs>,
+    scratch: Arc<ScratchSpace>,
     config: StorageConfig,
     // Dropped after every connection: each `Database` holds this struct alive.
     registration: Registration,
@@ -197,13 +209,33 @@ fn attach_error(e: AttachError) -> Error {
 }
 
 impl Storage {
-    /// Registers a VFS over `store`.
+    /// Registers a VFS over `store` and prepares the scratch folder (see [`StorageConfig`]).
     pub fn new(store: Arc<dyn KvStore>, config: StorageConfig) -> Result<Self, Error> {
-        let vfs = Arc::new(KvVfs::new(store.clone(), config.limits));
+        let scratch = ScratchSpace::new(config.scratch_dir.clone(), &config.limits).map_err(|e| {
+            let dir = config.scratch_dir.as_deref().unwrap_or(Path::new("")).display();
+            Error::ScratchFolder(format!("{dir}: {e}"))
+        })?;
+        let scratch = Arc::new(scratch);
+        let vfs = Arc::new(KvVfs::new(store.clone(), config.limits, scratch.clone()));
         let name = format!("roost-{}", VFS_COUNTER.fetch_add(1, Ordering::Relaxed));
         let registration = Registration::register(&name, Box::new(SharedVfs(vfs.clone())))
             .map_err(|code| Error::Sql { code, message: "cannot register the storage VFS".into() })?;
-        Ok(Self { inner: Arc::new(StorageInner { store, vfs, config, registration }) })
+        Ok(Self { inner: Arc::new(StorageInner { store, vfs, scratch, config, registration }) })
+    }
+
+    /// Bytes held by open scratch files now (on disk with a scratch folder, else in memory).
+    pub fn scratch_bytes(&self) -> u64 {
+        self.inner.scratch.bytes()
+    }
+
+    /// The cap of [`Storage::scratch_bytes`].
+    pub fn scratch_bytes_max(&self) -> u64 {
+        self.inner.scratch.bytes_max()
+    }
+
+    /// The scratch folder, if any: import and export spools belong there too.
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        self.inner.scratch.dir()
     }
 
     pub fn store(&self) -> &Arc<dyn KvStore> {
@@ -532,7 +564,7 @@ impl Database {
     fn connect(&mut self) -> Result<(), Error> {
         let vfs = &self.storage.inner.vfs;
         let files = vfs.attach(&self.id).map_err(attach_error)?;
-        let config = self.storage.inner.config;
+        let config = &self.storage.inner.config;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -548,7 +580,7 @@ impl Database {
             conn.execute_batch(&format!(
                 "PRAGMA synchronous=FULL; PRAGMA cache_size=-{cache_kib}; PRAGMA max_page_count={pages_max};"
             ))?;
-            harden(&mut conn, &config, authorizer_vacuum)?;
+            harden(&mut conn, config, authorizer_vacuum)?;
             conn.set_prepared_statement_cache_capacity(config.statement_cache_capacity);
             Ok(conn)
         });
@@ -594,6 +626,7 @@ impl Database {
         }
         let open = self.conn.as_mut().expect("connected above");
         open.files.take_failure();
+        scratch::take_full();
         let result = op(&mut open.conn, &open.files, &open.vacuum);
         if open.files.is_poisoned() {
             self.poisoned = true;
@@ -752,13 +785,14 @@ impl Database {
     }
 
     /// Replaces the database with the SQLite file at `path`, atomically (one SQLite transaction
-    /// through the storage). The file is checked first: anything that is not an intact SQLite
-    /// database is refused with [`Error::Parameters`] and changes nothing.
+    /// through the storage). The file is checked first, and read without creating any file
+    /// beside it: anything that is not an intact SQLite database with 4096-byte pages in
+    /// rollback-journal mode is refused with [`Error::Parameters`] and changes nothing (convert
+    /// a WAL-mode copy with [`prepare_upload_header`](super::prepare_upload_header)). The file
+    /// is opened as immutable: it must not change until this returns.
     pub fn import_from(&mut self, path: &std::path::Path) -> Result<(), Error> {
-        validate_sqlite_file(path)?;
+        let source = open_upload(path)?;
         self.with_conn(|conn, files| {
-            let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| Error::Parameters(format!("cannot open the upload: {e}")))?;
             let backup =
                 rusqlite::backup::Backup::new_with_names(&source, rusqlite::MAIN_DB, conn, rusqlite::MAIN_DB)
                     .map_err(|e| translate(e, files))?;
@@ -804,6 +838,11 @@ fn translate(error: rusqlite::Error, files: &ActorFiles) -> Error {
         rusqlite::Error::SqliteFailure(e, message) => {
             if e.code == rusqlite::ErrorCode::OperationInterrupted {
                 return Error::Interrupted;
+            }
+            if e.code == rusqlite::ErrorCode::DiskFull {
+                if let Some(bytes_max) = scratch::take_full() {
+                    return Error::ScratchFull { bytes_max };
+                }
             }
             let message = message.unwrap_or_else(|| e.to_string());
             Error::Sql { code: e.extended_code, message }
@@ -949,24 +988,4 @@ enum RowsError {
     Sqlite(rusqlite::Error),
     TooMany,
     Meter(Error),
-}
-
-/// Refuses files that are not intact SQLite databases (`quick_check`).
-fn validate_sqlite_file(path: &std::path::Path) -> Result<(), Error> {
-    let refuse = |why: String| Error::Parameters(format!("the upload is not a valid SQLite database: {why}"));
-    let mut header = [0u8; 16];
-    let mut file = std::fs::File::open(path).map_err(|e| refuse(e.to_string()))?;
-    std::io::Read::read_exact(&mut file, &mut header)
-        .map_err(|_| refuse("it is shorter than a header".into()))?;
-    if &header != b"SQLite format 3\0" {
-        return Err(refuse("it does not start with the SQLite header".into()));
-    }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| refuse(e.to_string()))?;
-    let check: String =
-        conn.query_row("PRAGMA quick_check", [], |row| row.get(0)).map_err(|e| refuse(e.to_string()))?;
-    if check != "ok" {
-        return Err(refuse(check));
-    }
-    Ok(())
 }

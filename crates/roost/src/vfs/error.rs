@@ -41,6 +41,16 @@ pub enum Error {
     /// Stored data is not in a format this version reads.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// Scratch files (sorts, temp tables, `VACUUM`'s copy) of running statements would pass
+    /// their cap; the statement was rolled back. Retrying may work once others finish.
+    #[error(
+        "temporary storage is full: sorts, temporary tables and VACUUM copies would pass the \
+         {bytes_max}-byte scratch limit"
+    )]
+    ScratchFull { bytes_max: u64 },
+    /// The scratch folder cannot be prepared.
+    #[error("cannot prepare the scratch folder: {0}")]
+    ScratchFolder(String),
     /// The actor is open in this process already.
     #[error("actor is already open")]
     ActorBusy,

@@ -1,5 +1,5 @@
 //! The files SQLite sees, in safe Rust: the actor's main database and rollback journal stored
-//! as chunks in the KV store, and scratch files kept in memory.
+//! as chunks in the KV store (scratch files are in `scratch`).
 //!
 //! Invariants of a [`KvFile`]:
 //! - the logical file is: stored chunks below `stale_from` (zeros where absent), overlaid by
@@ -30,11 +30,14 @@ pub struct VfsLimits {
     /// Largest rollback journal, which bounds how many existing pages one transaction may
     /// change; beyond it the statement fails with `TransactionTooLarge`.
     pub journal_bytes_max: u64,
-    /// Largest in-memory scratch file (temp tables, statement journals).
+    /// All scratch files (sorts, temp tables, `VACUUM`'s copy, statement journals) together,
+    /// on disk or in memory; beyond it the statement fails with `Error::ScratchFull`.
     pub scratch_bytes_max: u64,
     /// Most keys one batch deletes when a deleted actor's pages are removed: such a delete
     /// runs as many small batches, so other actors' commits interleave with it.
     pub range_delete_keys_per_batch: usize,
+    /// Largest scratch file kept in memory (only without a scratch folder).
+    pub memory_scratch_file_bytes_max: u64,
 }
 
 impl Default for VfsLimits {
@@ -43,7 +46,8 @@ impl Default for VfsLimits {
             write_buffer_bytes_max: 1 << 20,
             batch_bytes_max: 64 << 20,
             journal_bytes_max: 1 << 30,
-            scratch_bytes_max: 64 << 20,
+            scratch_bytes_max: 4 << 30,
+            memory_scratch_file_bytes_max: 64 << 20,
             // 4 MiB of chunk values read per batch; a few milliseconds of committer time.
             range_delete_keys_per_batch: 1024,
         }
@@ -317,71 +321,4 @@ impl FileBackend for KvFile {
     fn poison(&mut self) {
         self.actor.fail(Failure::Poisoned);
     }
-}
-
-/// A scratch file (temp database, statement journal): memory only, capped.
-pub(crate) struct ScratchFile {
-    data: Vec<u8>,
-    bytes_max: u64,
-}
-
-impl ScratchFile {
-    pub fn new(bytes_max: u64) -> Self {
-        Self { data: Vec::new(), bytes_max }
-    }
-}
-
-impl FileBackend for ScratchFile {
-    fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, IoError> {
-        buf.fill(0);
-        let start = (offset as usize).min(self.data.len());
-        let end = (offset as usize + buf.len()).min(self.data.len());
-        buf[..end - start].copy_from_slice(&self.data[start..end]);
-        Ok(end - start == buf.len())
-    }
-
-    fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), IoError> {
-        let end = offset + buf.len() as u64;
-        if end > self.bytes_max {
-            return Err(IoError::Full);
-        }
-        if self.data.len() < end as usize {
-            self.data.resize(end as usize, 0);
-        }
-        self.data[offset as usize..end as usize].copy_from_slice(buf);
-        Ok(())
-    }
-
-    fn truncate(&mut self, size: u64) -> Result<(), IoError> {
-        self.data.truncate(size as usize);
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), IoError> {
-        Ok(())
-    }
-
-    fn size(&mut self) -> Result<u64, IoError> {
-        Ok(self.data.len() as u64)
-    }
-
-    fn batch_atomic(&self) -> bool {
-        false
-    }
-
-    fn begin_atomic(&mut self) -> Result<(), IoError> {
-        Err(IoError::Write)
-    }
-
-    fn commit_atomic(&mut self) -> Result<(), IoError> {
-        Err(IoError::Write)
-    }
-
-    fn rollback_atomic(&mut self) {}
-
-    fn close(&mut self) -> Result<(), IoError> {
-        Ok(())
-    }
-
-    fn poison(&mut self) {}
 }

@@ -3,7 +3,8 @@
 //! One actor is one SQLite database. Pages are 4 KiB chunks in the store (see `layout`). A
 //! write transaction that fits the page cache commits as one atomic store batch through
 //! SQLite's batch-atomic write; larger ones go through SQLite's rollback journal, which lives
-//! in the store too. Nothing touches the local file system.
+//! in the store too. Database files never touch the local file system; only scratch files
+//! (sorts, temp tables, `VACUUM`'s copy) may, in a configured scratch folder (see `scratch`).
 
 mod actor;
 mod answer;
@@ -13,6 +14,8 @@ mod error;
 mod ffi;
 mod file;
 pub mod layout;
+mod scratch;
+mod upload;
 
 pub use self::answer::{value_cost, AnswerMeter, Unmetered, ROW_OVERHEAD_BYTES};
 pub use self::database::{
@@ -22,3 +25,4 @@ pub use self::database::{
 pub use self::error::Error;
 pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, ConnectionMemory, SqliteMemory};
 pub use self::file::VfsLimits;
+pub use self::upload::{prepare_upload_header, UPLOAD_HEADER_BYTES};

@@ -93,6 +93,7 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
             HError::new("RESPONSE_TOO_LARGE", error.to_string())
         }
         E::TransactionTooLarge { .. } => HError::new("TRANSACTION_TOO_LARGE", error.to_string()),
+        E::ScratchFull { .. } => HError::new("SQLITE_FULL", error.to_string()),
         E::Interrupted => HError::new(
             "SQLITE_INTERRUPT",
             "statement ran longer than the time limit and was interrupted; its transaction was rolled back",
@@ -100,9 +101,13 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
         E::InvalidActorId(_) => HError::new("SQLITE_MISUSE", error.to_string()),
         E::InBatch { source, .. } => return statement_error(*source),
         // The answer pool is busy: the whole HTTP request fails with `overloaded` (retry).
-        E::AnswerMemoryFull { .. } | E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
-            return Err(error)
-        }
+        E::AnswerMemoryFull { .. }
+        | E::Fenced
+        | E::Store(_)
+        | E::Corrupt(_)
+        | E::ActorBusy
+        | E::Poisoned
+        | E::ScratchFolder(_) => return Err(error),
     })
 }
 
