@@ -140,7 +140,7 @@ async fn read_charged(body: Body, limit: usize, memory: &RequestMemory) -> Resul
 }
 
 /// Reads and discards the rest of a body; `false` when it is longer than `bytes_max` or broken.
-async fn drain(mut rest: axum::body::BodyDataStream, bytes_max: u64) -> bool {
+pub(crate) async fn drain(mut rest: axum::body::BodyDataStream, bytes_max: u64) -> bool {
     let mut total = 0u64;
     while let Some(chunk) = rest.next().await {
         let Ok(chunk) = chunk else { return false };

@@ -109,6 +109,9 @@ fn too_large(limit: u64) -> ApiError {
 
 /// Streams the body into `file`, reserving spool bytes as they arrive; returns whether a
 /// WAL-mode header was converted. A body over `limit` is `payload_too_large` whatever it holds.
+/// How much of an upload over the import limit is still read and discarded.
+const IMPORT_DRAIN_BYTES_MAX: u64 = 64 << 20;
+
 async fn receive(file: &mut Spool, request: Request, limit: u64) -> Result<bool, ApiError> {
     let writer = tokio::fs::OpenOptions::new().write(true).open(file.path()).await;
     let mut upload =
@@ -119,6 +122,9 @@ async fn receive(file: &mut Spool, request: Request, limit: u64) -> Result<bool,
         let chunk = chunk.map_err(|_| ApiError::bad_request("cannot read the request body"))?;
         received += chunk.len() as u64;
         if received > limit {
+            // Read on (discarding) so a client that sends its whole body before reading sees
+            // the 413; past the bound the connection is dropped instead.
+            super::body::drain(body, IMPORT_DRAIN_BYTES_MAX).await;
             return Err(too_large(limit));
         }
         if !matches!(upload.state, Header::Refused(_)) {
