@@ -467,7 +467,7 @@ async fn a_cancelled_wake_sleep_or_delete_does_not_strand_the_actor() {
     }
     // The only blocking thread is busy, so the open, the close and the delete below wait in
     // its queue when their callers give up.
-    let (hold, _) = hold_for(&host, &busy, 400);
+    let (hold, _) = hold_for(&host, &busy, 1_000);
     let hold = tokio::spawn(hold);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let short = Duration::from_millis(50);
@@ -492,7 +492,7 @@ async fn databases_are_closed_off_the_runtime_even_when_the_pool_is_full() {
     for actor in [&busy, &queued, &a] {
         host.execute(actor, "CREATE TABLE t(x)", Params::None).await.unwrap();
     }
-    let (hold, _) = hold_for(&host, &busy, 400);
+    let (hold, _) = hold_for(&host, &busy, 1_000);
     let hold = tokio::spawn(hold);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (wait, _) = hold_for(&host, &queued, 0);
