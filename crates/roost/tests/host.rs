@@ -4,10 +4,11 @@
 //! SQLite's heap limits are process-wide and every host sets them, so all hosts here use the
 //! same generous budget and shape `awake_max` through `actor_bytes_estimate`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use roost::kv::MemoryStore;
+use roost::kv::{KvError, KvResult, KvStats, KvStore, MemoryStore, Value as KvValue, WriteBatch};
 use roost::{ActorId, ActorState, Host, HostConfig, HostError, Params, Storage, StorageConfig, Value};
 
 const BUDGET: u64 = 1 << 30;
@@ -266,4 +267,263 @@ async fn a_pinned_actor_keeps_its_transaction_across_jobs() {
     host.run_pinned(&pinned, |db| db.execute_script("INSERT INTO t VALUES (2); COMMIT;")).await.unwrap();
     drop(pinned);
     assert_eq!(other.await.unwrap(), 2);
+}
+
+// Registry races (issue 8, point 7).
+
+/// Fails the first read once armed, after holding it until the gate opens: a slow, failing
+/// open that concurrent callers can pile up on.
+struct GatedStore {
+    inner: MemoryStore,
+    armed: AtomicBool,
+    gate: (std::sync::Mutex<bool>, std::sync::Condvar),
+    reads: AtomicU64,
+}
+
+impl GatedStore {
+    fn read(&self) -> KvResult<()> {
+        if !self.armed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self.reads.fetch_add(1, Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
+        let (open, changed) = &self.gate;
+        let _open = changed.wait_while(open.lock().unwrap(), |open| !*open).unwrap();
+        Err(KvError::Injected("read"))
+    }
+
+    fn open_gate(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl KvStore for GatedStore {
+    fn get_many(&self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<KvValue>>> {
+        self.read()?;
+        self.inner.get_many(keys)
+    }
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Vec<u8>, KvValue)>> {
+        self.read()?;
+        self.inner.scan(start, end, limit)
+    }
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        self.inner.write(batch)
+    }
+    fn stats(&self) -> KvStats {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_awake_count_never_exceeds_awake_max_in_a_wake_storm() {
+    let host = host_with(config_awake(8));
+    assert_eq!(host.plan().awake_max, 8);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (host, stop) = (host.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::SeqCst) {
+                peak = peak.max(host.stats().actors_awake);
+                std::thread::yield_now();
+            }
+            peak
+        })
+    };
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(
+                async move { host.execute(&id(&format!("wave-{i}")), "SELECT 1", Params::None).await },
+            )
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(HostError::Overloaded { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sampled = sampler.join().unwrap();
+    let stats = host.stats();
+    assert!(ok >= 1, "{stats:?}");
+    assert!(sampled <= 8, "sampled {sampled} awake actors, awake_max 8");
+    assert!(stats.actors_awake <= 8 && stats.awake_peak <= 8, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wake_is_answered_to_every_waiter() {
+    let store = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        armed: AtomicBool::new(false),
+        gate: Default::default(),
+        reads: AtomicU64::new(0),
+    });
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, StorageConfig::default()).unwrap();
+    let host =
+        Host::new(storage, HostConfig { memory_budget_bytes: BUDGET, ..HostConfig::default() }).unwrap();
+    store.armed.store(true, Ordering::SeqCst);
+    let a = id("doomed-wake");
+    let callers = 16;
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (host, a) = (host.clone(), a.clone());
+            tokio::spawn(async move { host.execute(&a, "SELECT 1", Params::None).await })
+        })
+        .collect();
+    // Every caller is registered (waiting on the one wake) and the open is stuck in its read.
+    while host.stats().requests_total < callers || store.reads.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.open_gate();
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.push(t.await.unwrap().expect_err("the wake failed"));
+    }
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1, "one open attempt for {callers} callers");
+    assert!(matches!(errors[0], HostError::Database(_)), "{:?}", errors[0]);
+    assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
+    assert_eq!(host.state(&a), ActorState::Asleep);
+    host.execute(&a, "SELECT 1", Params::None).await.expect("a later request wakes it again");
+}
+
+/// A job that holds an actor's turn for `ms` and records when it ended.
+fn hold_for(
+    host: &Host,
+    a: &ActorId,
+    ms: u64,
+) -> (impl std::future::Future<Output = ()>, Arc<Mutex<Option<Instant>>>) {
+    let ended = Arc::new(Mutex::new(None));
+    let (host, a, end) = (host.clone(), a.clone(), ended.clone());
+    let run = async move {
+        let _ = host
+            .with_db(&a, move |_| {
+                std::thread::sleep(Duration::from_millis(ms));
+                *end.lock().unwrap() = Some(Instant::now());
+                Ok(())
+            })
+            .await;
+    };
+    (run, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_keeps_the_turn_until_its_job_ends() {
+    let host = host_with(HostConfig::default());
+    let a = id("cancelled");
+    host.execute(&a, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    let (first, first_ended) = hold_for(&host, &a, 600);
+    assert!(tokio::time::timeout(Duration::from_millis(100), first).await.is_err(), "cancelled");
+    // The job still runs: the actor is not free, neither for a sleep nor for a request.
+    let sleep = tokio::time::timeout(Duration::from_millis(200), host.sleep(&a)).await;
+    assert!(sleep.is_err(), "the sleep waits for the cancelled request's job: {sleep:?}");
+    let started = host
+        .with_db(&a, |db| {
+            let started = Instant::now();
+            db.execute("SELECT count(*) FROM t", &Params::None)?;
+            Ok(started)
+        })
+        .await
+        .unwrap();
+    let ended = first_ended.lock().unwrap().expect("the cancelled job ran to its end");
+    assert!(started >= ended, "the next request started before the cancelled job ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_requests_watchdog_does_not_interrupt_the_next_request() {
+    let host = host_with(HostConfig { statement_timeout_ms: 1_500, ..HostConfig::default() });
+    let a = id("watched");
+    host.execute(&a, "SELECT 1", Params::None).await.unwrap();
+    // The first job ends by itself after 300 ms; its caller gave up after 50 ms.
+    let started = Instant::now();
+    let (first, _) = hold_for(&host, &a, 300);
+    assert!(tokio::time::timeout(Duration::from_millis(50), first).await.is_err());
+    // The next request runs short statements from ~300 ms to 1,650 ms: past the moment the
+    // first job's watchdog would fire (1,500 ms), within its own timeout (~1,800 ms).
+    let short = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < 20000) SELECT count(*) FROM s";
+    let outcome = host
+        .with_db(&a, move |db| {
+            while started.elapsed() < Duration::from_millis(1_650) {
+                db.execute(short, &Params::None)?;
+            }
+            Ok(())
+        })
+        .await;
+    assert_eq!(outcome, Ok(()), "interrupted by the watchdog of a request that had ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wake_sleep_or_delete_does_not_strand_the_actor() {
+    let host = host_with(HostConfig { blocking_threads: 1, ..HostConfig::default() });
+    let (busy, asleep, awake, doomed) = (id("busy"), id("asleep"), id("awake"), id("doomed"));
+    for a in [&busy, &awake, &doomed] {
+        host.execute(a, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    }
+    // The only blocking thread is busy, so the open, the close and the delete below wait in
+    // its queue when their callers give up.
+    let (hold, _) = hold_for(&host, &busy, 1_000);
+    let hold = tokio::spawn(hold);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let short = Duration::from_millis(50);
+    assert!(tokio::time::timeout(short, host.execute(&asleep, "SELECT 1", Params::None)).await.is_err());
+    assert!(tokio::time::timeout(short, host.sleep(&awake)).await.is_err());
+    assert!(tokio::time::timeout(short, host.delete(&doomed)).await.is_err());
+    hold.await.unwrap();
+    let long = Duration::from_secs(5);
+    for a in [&asleep, &awake, &doomed] {
+        let answer = tokio::time::timeout(long, host.execute(a, "SELECT 1", Params::None)).await;
+        assert!(matches!(answer, Ok(Ok(_))), "{a}: {answer:?}");
+    }
+    let tables = host.execute(&doomed, "SELECT count(*) FROM sqlite_schema", Params::None).await.unwrap();
+    assert_eq!(tables.rows, vec![vec![Value::Integer(0)]], "the cancelled delete still happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_are_closed_off_the_runtime_even_when_the_pool_is_full() {
+    let config = HostConfig { blocking_threads: 1, blocking_queue_max: 1, ..HostConfig::default() };
+    let host = host_with(config);
+    let (busy, queued, a) = (id("busy"), id("queued"), id("closing"));
+    for actor in [&busy, &queued, &a] {
+        host.execute(actor, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    }
+    let (hold, _) = hold_for(&host, &busy, 1_000);
+    let hold = tokio::spawn(hold);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (wait, _) = hold_for(&host, &queued, 0);
+    let wait = tokio::spawn(wait);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The pool's queue is full: the close must still not happen here (a debug assertion in
+    // `Database`'s drop catches a close on a runtime thread).
+    let slept = host.sleep(&a).await;
+    assert!(matches!(slept, Ok(true) | Err(HostError::Overloaded { .. })), "{slept:?}");
+    hold.await.unwrap();
+    wait.await.unwrap();
+    drop(host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_follows_the_exact_order_of_last_use() {
+    let host = host_with(config_awake(10));
+    let first: Vec<ActorId> = (0..10).map(|i| id(&format!("order-{i}"))).collect();
+    for a in &first {
+        host.execute(a, "SELECT 1", Params::None).await.unwrap();
+    }
+    // Used again in this order (all within a few milliseconds): the eviction order.
+    let order = [5, 3, 9, 0, 1, 2, 4, 6, 7, 8];
+    for i in order {
+        host.execute(&first[i], "SELECT 1", Params::None).await.unwrap();
+    }
+    for (n, i) in order.into_iter().enumerate() {
+        host.execute(&id(&format!("newcomer-{n}")), "SELECT 1", Params::None).await.unwrap();
+        assert_eq!(host.state(&first[i]), ActorState::Asleep, "newcomer {n} evicts order-{i}");
+        for &j in &order[n + 1..] {
+            assert_eq!(host.state(&first[j]), ActorState::Awake, "newcomer {n} keeps order-{j}");
+        }
+    }
 }

@@ -72,10 +72,34 @@ impl BlockingPool {
                 TrySendError::Disconnected(_) => PoolError::Closed,
             });
         }
+        // Dropping `rx` (the caller stopped waiting) does not stop the job: it runs to its end
+        // and its value is dropped on the pool thread.
         match rx.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(PoolError::Panicked),
             Err(_) => Err(PoolError::Closed),
+        }
+    }
+
+    /// Runs `job` without waiting for it, on a pool thread or, when the queue is full or
+    /// closed, on a thread of its own: for work that must not be refused and must not run on
+    /// the runtime (closing the databases of a host that goes away).
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        let mut job: Job = Box::new(move || {
+            let _ = catch_unwind(AssertUnwindSafe(job));
+        });
+        if let Some(queue) = &self.queue {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            match queue.try_send(job) {
+                Ok(()) => return,
+                Err(refused) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    job = refused.into_inner();
+                }
+            }
+        }
+        if let Err(e) = std::thread::Builder::new().name("roost-blocking-extra".into()).spawn(job) {
+            tracing::error!(error = %e, "cannot start a thread for a blocking job; it was dropped");
         }
     }
 }
@@ -83,7 +107,10 @@ impl BlockingPool {
 impl Drop for BlockingPool {
     fn drop(&mut self) {
         drop(self.queue.take());
-        for thread in self.threads.drain(..) {
+        // The last handle of the host may go inside one of our own jobs: that thread finishes
+        // the queue on its own and cannot join itself.
+        let me = std::thread::current().id();
+        for thread in self.threads.drain(..).filter(|t| t.thread().id() != me) {
             let _ = thread.join();
         }
     }

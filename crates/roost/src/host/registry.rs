@@ -1,15 +1,18 @@
 //! The registry of actors and the [`Host`] built on it.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
+use super::awake::{AwakeBudget, Reservation};
 use super::buffers::{RequestBuffers, RequestMemory};
 use super::config::{BudgetPlan, HostConfig};
+use super::idle::IdleList;
 use super::pool::{BlockingPool, PoolError};
 use super::HostError;
 use crate::actor_id::ActorId;
@@ -50,17 +53,85 @@ impl ActorState {
 struct Slot {
     id: ActorId,
     state: watch::Sender<ActorState>,
-    db: Mutex<Option<Database>>,
+    db: Mutex<Option<Awake>>,
     /// One request (or pinned holder) at a time, in arrival order.
     turn: Arc<tokio::sync::Mutex<()>>,
     /// Requests holding or waiting for this slot; an actor with users is never evicted.
+    /// Changed only under the idle list's lock, so that the two agree.
     users: AtomicUsize,
-    last_used_ms: AtomicU64,
+    /// Why the wake failed, set before the state goes to `Asleep`: the answer for every
+    /// request that waited on that wake.
+    wake_error: Mutex<Option<HostError>>,
 }
 
 impl Slot {
     fn state(&self) -> ActorState {
         *self.state.borrow()
+    }
+}
+
+/// An open database and the share of the awake budget it holds. Fields drop in order: the
+/// share goes back only once the database is closed.
+struct Awake {
+    db: Database,
+    _reservation: Reservation,
+}
+
+/// Idle actors (awake or poisoned, no users), least recently used first, and the clock of
+/// idle times. Slots enter and leave the list only under its lock, with their `users`.
+struct Idle {
+    list: Mutex<IdleList<ActorId, Arc<Slot>>>,
+    started: Instant,
+}
+
+impl Idle {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Counts a user of `slot` (unless it has `users_max`), taking it off the idle list.
+    fn take_use(self: &Arc<Self>, slot: &Arc<Slot>, users_max: usize) -> Option<SlotUse> {
+        let mut list = self.list.lock();
+        let users = slot.users.load(Ordering::SeqCst);
+        if users >= users_max {
+            return None;
+        }
+        slot.users.store(users + 1, Ordering::SeqCst);
+        if users == 0 {
+            list.remove(&slot.id);
+        }
+        Some(SlotUse { slot: slot.clone(), idle: self.clone() })
+    }
+
+    fn end_use(&self, slot: &Arc<Slot>) {
+        let mut list = self.list.lock();
+        let users = slot.users.fetch_sub(1, Ordering::SeqCst) - 1;
+        if users == 0 && matches!(slot.state(), ActorState::Awake | ActorState::Poisoned) {
+            list.insert(slot.id.clone(), self.now_ms(), slot.clone());
+        }
+    }
+
+    /// Marks a woken slot awake; idle already if every request for it stopped waiting.
+    fn set_awake(&self, slot: &Arc<Slot>) {
+        let mut list = self.list.lock();
+        slot.state.send_replace(ActorState::Awake);
+        if slot.users.load(Ordering::SeqCst) == 0 {
+            list.insert(slot.id.clone(), self.now_ms(), slot.clone());
+        }
+    }
+
+    /// Marks up to `count` idle actors (idle since `idle_before_ms` if given) as sleeping,
+    /// least recently used first, and returns them. Visits only the victims.
+    fn victims(&self, count: usize, idle_before_ms: Option<u64>) -> Vec<Arc<Slot>> {
+        let mut list = self.list.lock();
+        let mut victims = Vec::new();
+        while victims.len() < count {
+            let Some((_, slot)) = list.pop_oldest(idle_before_ms) else { break };
+            debug_assert_eq!(slot.users.load(Ordering::SeqCst), 0);
+            slot.state.send_replace(ActorState::Sleeping);
+            victims.push(slot);
+        }
+        victims
     }
 }
 
@@ -82,10 +153,10 @@ struct Inner {
     pool: BlockingPool,
     buffers: Arc<RequestBuffers>,
     slots: Mutex<HashMap<ActorId, Arc<Slot>>>,
-    awake: AtomicUsize,
+    awake: AwakeBudget,
     wake_permits: Semaphore,
     wakes_queued: AtomicUsize,
-    started: Instant,
+    idle: Arc<Idle>,
     counters: Counters,
     shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -117,7 +188,10 @@ pub struct MemoryReport {
 /// Actor counts, counters and memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostStats {
+    /// Actors awake or opening: holding a share of the awake budget.
     pub actors_awake: usize,
+    /// The most actors awake or opening at once since start (never above `awake_max`).
+    pub awake_peak: usize,
     pub actors_waking: usize,
     pub actors_known: usize,
     pub actors_poisoned: usize,
@@ -133,26 +207,59 @@ pub struct HostStats {
     pub memory: MemoryReport,
 }
 
-/// Exclusive use of an awake actor, from [`Host::pin`]: other requests wait until it drops.
+/// Exclusive use of an awake actor, from [`Host::pin`]: other requests wait until it drops
+/// and its last job has ended.
 pub struct Pinned {
-    used: SlotUse,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    turn: Arc<Turn>,
 }
 
 impl Pinned {
     pub fn id(&self) -> &ActorId {
-        &self.used.slot.id
+        &self.turn.used.slot.id
     }
+}
+
+/// A request's turn on an actor. Running jobs hold it too, so the turn passes on only once
+/// the holder is gone and its job has ended, even if the holder stopped waiting for the job.
+struct Turn {
+    used: SlotUse,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// Holds a slot's `users` count for the duration of a request.
 struct SlotUse {
     slot: Arc<Slot>,
+    idle: Arc<Idle>,
 }
 
 impl Drop for SlotUse {
     fn drop(&mut self) {
-        self.slot.users.fetch_sub(1, Ordering::SeqCst);
+        self.idle.end_use(&self.slot);
+    }
+}
+
+/// A job's side of its statement watchdog (see [`Inner::watchdog`]).
+struct Watchdog {
+    handle: Arc<Mutex<Option<vfs::InterruptHandle>>>,
+    started: Option<oneshot::Sender<()>>,
+    /// Dropped with the job: the watchdog task stops waiting.
+    _ended: oneshot::Sender<()>,
+}
+
+impl Watchdog {
+    fn arm(&mut self, handle: Option<vfs::InterruptHandle>) {
+        *self.handle.lock() = handle;
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Disarmed before the connection serves anyone else: a late watchdog cannot
+        // interrupt the next job.
+        self.handle.lock().take();
     }
 }
 
@@ -174,12 +281,12 @@ impl Host {
             buffers,
             wake_permits: Semaphore::new(config.wakes_in_flight_max),
             config,
+            awake: AwakeBudget::new(plan.awake_max),
             plan,
             pool,
             slots: Mutex::new(HashMap::new()),
-            awake: AtomicUsize::new(0),
             wakes_queued: AtomicUsize::new(0),
-            started: Instant::now(),
+            idle: Arc::new(Idle { list: Mutex::new(IdleList::new()), started: Instant::now() }),
             counters: Counters::default(),
             shutting_down: false.into(),
         });
@@ -214,7 +321,9 @@ impl Host {
         job: impl FnOnce(&mut Database) -> Result<R, vfs::Error> + Send + 'static,
     ) -> Result<R, HostError> {
         let pinned = self.pin(id).await?;
-        self.run_pinned(&pinned, move |db| {
+        // The job owns the turn: a caller that stops waiting frees the actor only when the
+        // job has ended.
+        self.run_turn(pinned.turn, move |db| {
             // A holder of a `Pinned` dropped mid-transaction must not make this job's writes
             // part of its transaction (and then lost with it).
             if db.in_transaction() {
@@ -238,7 +347,7 @@ impl Host {
             let used = self.inner.acquire(id).await?;
             let turn = used.slot.turn.clone().lock_owned().await;
             match used.slot.state() {
-                ActorState::Awake => return Ok(Pinned { used, _turn: turn }),
+                ActorState::Awake => return Ok(Pinned { turn: Arc::new(Turn { used, _guard: turn }) }),
                 ActorState::Poisoned => return Err(HostError::Poisoned),
                 // Put to sleep (or deleted) while we waited for our turn: wake it again.
                 _ => continue,
@@ -252,41 +361,22 @@ impl Host {
         pinned: &Pinned,
         job: impl FnOnce(&mut Database) -> Result<R, vfs::Error> + Send + 'static,
     ) -> Result<R, HostError> {
-        let slot = pinned.used.slot.clone();
-        if slot.state() != ActorState::Awake {
+        self.run_turn(pinned.turn.clone(), job).await
+    }
+
+    /// Runs `job` on the actor whose `turn` it is. All of it (poisoning included) happens in
+    /// the pool's job, which holds the turn: a caller that stops waiting changes nothing.
+    async fn run_turn<R: Send + 'static>(
+        &self,
+        turn: Arc<Turn>,
+        job: impl FnOnce(&mut Database) -> Result<R, vfs::Error> + Send + 'static,
+    ) -> Result<R, HostError> {
+        if turn.used.slot.state() != ActorState::Awake {
             return Err(HostError::Poisoned);
         }
-        let (started, watchdog) = self.inner.watchdog();
-        let run_slot = slot.clone();
+        let watchdog = self.inner.watchdog();
         let release = self.inner.config.release_idle_memory;
-        let result = self
-            .inner
-            .run(move || {
-                let mut db = run_slot.db.lock();
-                let db = db.as_mut().expect("an awake actor has a database");
-                let _ = started.send(db.interrupt_handle());
-                let result = job(db);
-                // Nobody else waiting: the actor goes idle, so its cached pages and statements
-                // go back (an idle awake actor then costs ~32 KiB instead of ~130 KiB).
-                if release && run_slot.users.load(Ordering::SeqCst) <= 1 && !db.in_transaction() {
-                    db.release_memory();
-                }
-                result
-            })
-            .await;
-        if let Some(watchdog) = watchdog {
-            watchdog.abort();
-        }
-        slot.last_used_ms.store(self.inner.now_ms(), Ordering::Relaxed);
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(vfs::Error::Poisoned)) | Err(HostError::Poisoned) => {
-                self.inner.poison(&slot).await;
-                Err(HostError::Poisoned)
-            }
-            Ok(Err(e)) => Err(HostError::Database(e)),
-            Err(e) => Err(e),
-        }
+        self.inner.run(move || run_job(&turn.used.slot, watchdog, release, job)).await?
     }
 
     /// Runs one statement on the actor.
@@ -316,35 +406,43 @@ impl Host {
     /// awake (or poisoned).
     pub async fn sleep(&self, id: &ActorId) -> Result<bool, HostError> {
         let Some(used) = self.inner.existing(id) else { return Ok(false) };
-        let _turn = used.slot.turn.lock().await;
+        let turn = used.slot.turn.clone().lock_owned().await;
         if !matches!(used.slot.state(), ActorState::Awake | ActorState::Poisoned) {
             return Ok(false);
         }
-        self.inner.mark_sleeping(&used.slot);
-        let db = self.inner.take_db(&used.slot);
-        let closed = self.inner.run(move || drop(db)).await;
-        self.inner.forget(&used.slot);
-        closed?;
-        self.inner.counters.sleeps.fetch_add(1, Ordering::Relaxed);
+        // The job holds the turn and does the whole sleep: a caller that stops waiting does not
+        // leave the actor half asleep.
+        let inner = self.inner.clone();
+        self.inner
+            .run(move || {
+                inner.close(&used.slot);
+                inner.counters.sleeps.fetch_add(1, Ordering::Relaxed);
+                drop((used, turn));
+            })
+            .await?;
         Ok(true)
     }
 
     /// Deletes all of the actor's data. Returns whether it had any.
     pub async fn delete(&self, id: &ActorId) -> Result<bool, HostError> {
         let used = self.inner.acquire(id).await?;
-        let _turn = used.slot.turn.lock().await;
-        self.inner.mark_sleeping(&used.slot);
-        let db = self.inner.take_db(&used.slot);
-        let storage = self.inner.storage.clone();
+        let turn = used.slot.turn.clone().lock_owned().await;
+        let inner = self.inner.clone();
         let id = id.clone();
+        // As for `sleep`, the job holds the turn and does it all.
         let result = self
             .inner
-            .run(move || match db {
-                Some(db) => db.delete(),
-                None => storage.delete(&id),
+            .run(move || {
+                inner.mark_sleeping(&used.slot);
+                let deleted = match used.slot.db.lock().take() {
+                    Some(awake) => awake.db.delete(),
+                    None => inner.storage.delete(&id),
+                };
+                inner.forget(&used.slot);
+                drop((used, turn));
+                deleted
             })
             .await;
-        self.inner.forget(&used.slot);
         Ok(result??)
     }
 
@@ -399,7 +497,7 @@ impl Host {
             .iter()
             .filter_map(|slot| {
                 let db = slot.db.try_lock()?;
-                let memory = db.as_ref()?.memory();
+                let memory = db.as_ref()?.db.memory();
                 Some(ActorMemory { id: slot.id.clone(), memory })
             })
             .collect();
@@ -439,94 +537,142 @@ pub fn process_memory() -> Option<ProcessMemory> {
     Some(ProcessMemory { rss_bytes: field("VmRSS:")?, rss_peak_bytes: field("VmHWM:")? })
 }
 
+/// How many times a wake evicts and retries before it gives up with `Overloaded` (other wakes
+/// may take the shares its evictions freed).
+const RESERVE_ATTEMPTS: usize = 4;
+
+/// Runs `job` on the slot's database, on the pool. A panic or a poisoned database poisons the
+/// actor here, so that its database is closed on this thread.
+fn run_job<R>(
+    slot: &Slot,
+    mut watchdog: Option<Watchdog>,
+    release: bool,
+    job: impl FnOnce(&mut Database) -> Result<R, vfs::Error>,
+) -> Result<R, HostError> {
+    let mut awake = slot.db.lock();
+    let Some(db) = awake.as_mut().map(|a| &mut a.db) else { return Err(HostError::Poisoned) };
+    if let Some(watchdog) = &mut watchdog {
+        watchdog.arm(db.interrupt_handle());
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| job(db)));
+    drop(watchdog);
+    match outcome {
+        Ok(Err(vfs::Error::Poisoned)) | Err(_) => {
+            slot.state.send_replace(ActorState::Poisoned);
+            let closing = awake.take();
+            drop(awake);
+            drop(closing);
+            Err(HostError::Poisoned)
+        }
+        Ok(result) => {
+            // Nobody else waiting: the actor goes idle, so its cached pages and statements
+            // go back (an idle awake actor then costs ~32 KiB instead of ~130 KiB).
+            if release && slot.users.load(Ordering::SeqCst) <= 1 && !db.in_transaction() {
+                db.release_memory();
+            }
+            Ok(result?)
+        }
+    }
+}
+
 impl Inner {
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.idle.now_ms()
     }
 
-    /// A channel on which a job announces its start (with the connection's interrupt handle),
-    /// and the task that interrupts it once the statement timeout has passed since then.
-    fn watchdog(
-        &self,
-    ) -> (tokio::sync::oneshot::Sender<Option<vfs::InterruptHandle>>, Option<tokio::task::JoinHandle<()>>)
-    {
-        let (started, start) = tokio::sync::oneshot::channel::<Option<vfs::InterruptHandle>>();
+    /// A statement watchdog: a task that interrupts the job's statement once the timeout has
+    /// passed since the job started, unless the job ended first. `None` without a timeout.
+    fn watchdog(&self) -> Option<Watchdog> {
         let timeout_ms = self.config.statement_timeout_ms;
         if timeout_ms == 0 {
-            return (started, None);
+            return None;
         }
-        let task = tokio::spawn(async move {
-            if let Ok(Some(handle)) = start.await {
-                tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
-                handle.interrupt();
+        let handle = Arc::new(Mutex::new(None::<vfs::InterruptHandle>));
+        let (started, start) = oneshot::channel();
+        let (ended, end) = oneshot::channel::<()>();
+        let armed = handle.clone();
+        tokio::spawn(async move {
+            if start.await.is_err() {
+                return;
+            }
+            if tokio::time::timeout(Duration::from_millis(timeout_ms), end).await.is_err() {
+                if let Some(handle) = armed.lock().as_ref() {
+                    handle.interrupt();
+                }
             }
         });
-        (started, Some(task))
+        Some(Watchdog { handle, started: Some(started), _ended: ended })
     }
 
+    /// An `Overloaded` error, not counted: see [`Inner::counted`].
     fn overloaded(&self, reason: &'static str) -> HostError {
-        self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
         HostError::Overloaded { reason, retry_after_ms: self.config.retry_after_ms }
     }
 
-    async fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, HostError> {
-        self.pool.run(job).await.map_err(|e| match e {
+    /// Counts `error` if it is `Overloaded`: once per request answered with it.
+    fn counted(&self, error: HostError) -> HostError {
+        if matches!(error, HostError::Overloaded { .. }) {
+            self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+        }
+        error
+    }
+
+    fn pool_error(&self, error: PoolError) -> HostError {
+        match error {
             PoolError::Full => self.overloaded("blocking queue full"),
             PoolError::Panicked => HostError::Poisoned,
             PoolError::Closed => HostError::ShuttingDown,
-        })
+        }
+    }
+
+    /// Runs a request's `job` on the pool (its `Overloaded` counted).
+    async fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, HostError> {
+        self.pool.run(job).await.map_err(|e| self.counted(self.pool_error(e)))
     }
 
     /// The slot of an actor in the registry, counted as used.
     fn existing(&self, id: &ActorId) -> Option<SlotUse> {
         let slots = self.slots.lock();
-        let slot = slots.get(id)?.clone();
-        slot.users.fetch_add(1, Ordering::SeqCst);
-        Some(SlotUse { slot })
+        self.idle.take_use(slots.get(id)?, usize::MAX)
     }
 
     /// Returns the actor's slot once it is awake (or poisoned), waking it if needed. Only the
-    /// first of concurrent callers wakes it.
-    async fn acquire(&self, id: &ActorId) -> Result<SlotUse, HostError> {
+    /// first of concurrent callers starts the wake; all of them get its outcome.
+    async fn acquire(self: &Arc<Self>, id: &ActorId) -> Result<SlotUse, HostError> {
         loop {
             let (used, waker) = {
                 let mut slots = self.slots.lock();
                 match slots.get(id) {
-                    Some(slot) => {
-                        if slot.users.fetch_add(1, Ordering::SeqCst) >= self.config.actor_queue_max {
-                            slot.users.fetch_sub(1, Ordering::SeqCst);
-                            return Err(self.overloaded("too many requests waiting for this actor"));
+                    Some(slot) => match self.idle.take_use(slot, self.config.actor_queue_max) {
+                        Some(used) => (used, false),
+                        None => {
+                            return Err(
+                                self.counted(self.overloaded("too many requests waiting for this actor"))
+                            )
                         }
-                        (SlotUse { slot: slot.clone() }, false)
-                    }
+                    },
                     None => {
                         if self.shutting_down.load(Ordering::SeqCst) {
                             return Err(HostError::ShuttingDown);
                         }
                         if slots.len() >= self.config.actors_known_max {
-                            return Err(self.overloaded("too many known actors"));
+                            return Err(self.counted(self.overloaded("too many known actors")));
                         }
                         let slot = Arc::new(Slot {
                             id: id.clone(),
                             state: watch::channel(ActorState::Waking).0,
                             db: Mutex::new(None),
                             turn: Arc::new(tokio::sync::Mutex::new(())),
-                            users: AtomicUsize::new(1),
-                            last_used_ms: AtomicU64::new(self.now_ms()),
+                            users: AtomicUsize::new(0),
+                            wake_error: Mutex::new(None),
                         });
                         slots.insert(id.clone(), slot.clone());
-                        (SlotUse { slot }, true)
+                        (self.idle.take_use(&slot, usize::MAX).expect("a new slot has no users"), true)
                     }
                 }
             };
             if waker {
-                return match self.wake(&used.slot).await {
-                    Ok(()) => Ok(used),
-                    Err(e) => {
-                        self.forget(&used.slot);
-                        Err(e)
-                    }
-                };
+                self.spawn_wake(used.slot.clone());
             }
             let mut states = used.slot.state.subscribe();
             let state =
@@ -534,26 +680,44 @@ impl Inner {
                     Ok(state) => *state,
                     Err(_) => ActorState::Asleep,
                 };
-            match state {
-                ActorState::Awake | ActorState::Poisoned => return Ok(used),
-                // The wake failed or the actor went to sleep: start over.
-                _ => continue,
+            if matches!(state, ActorState::Awake | ActorState::Poisoned) {
+                return Ok(used);
             }
+            // The wake failed: its error answers everyone who waited on it.
+            let failed = used.slot.wake_error.lock().clone();
+            if let Some(error) = failed {
+                return Err(self.counted(error));
+            }
+            // The actor went to sleep: start over.
         }
     }
 
-    /// Admission, room, then the open on the blocking pool.
-    async fn wake(&self, slot: &Arc<Slot>) -> Result<(), HostError> {
+    /// Wakes the slot's actor on a task of its own, so that the wake completes (and answers
+    /// every waiter) even if the request that started it stops waiting.
+    fn spawn_wake(self: &Arc<Self>, slot: Arc<Slot>) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = inner.wake(&slot).await {
+                *slot.wake_error.lock() = Some(error);
+                inner.forget(&slot);
+            }
+        });
+    }
+
+    /// Admission, a share of the awake budget, then the open on the blocking pool, which
+    /// installs the database.
+    async fn wake(self: &Arc<Self>, slot: &Arc<Slot>) -> Result<(), HostError> {
         let _permit = self.admit().await?;
-        self.make_room().await?;
-        let storage = self.storage.clone();
-        let id = slot.id.clone();
-        let db = self.run(move || storage.open(&id)).await??;
-        *slot.db.lock() = Some(db);
-        self.awake.fetch_add(1, Ordering::SeqCst);
+        let reservation = self.reserve().await?;
+        let (storage, idle, slot) = (self.storage.clone(), self.idle.clone(), slot.clone());
+        let open = move || -> Result<(), vfs::Error> {
+            let db = storage.open(&slot.id)?;
+            *slot.db.lock() = Some(Awake { db, _reservation: reservation });
+            idle.set_awake(&slot);
+            Ok(())
+        };
+        self.pool.run(open).await.map_err(|e| self.pool_error(e))??;
         self.counters.wakes.fetch_add(1, Ordering::Relaxed);
-        slot.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
-        slot.state.send_replace(ActorState::Awake);
         Ok(())
     }
 
@@ -570,54 +734,43 @@ impl Inner {
         permit.map_err(|_| HostError::ShuttingDown)
     }
 
-    fn over_budget(&self) -> bool {
-        self.awake.load(Ordering::SeqCst) >= self.plan.awake_max
-            || vfs::sqlite_memory().used_bytes >= self.plan.sqlite_bytes
+    /// A share of the awake budget, taken before the open starts. While the budget (awake
+    /// count or SQLite's memory) is full, least-recently-used idle actors are put to sleep;
+    /// if none can sleep, the wake fails with `Overloaded`.
+    async fn reserve(self: &Arc<Self>) -> Result<Reservation, HostError> {
+        // Evict a tenth at once so that a storm does not pick victims per wake.
+        let batch = (self.plan.awake_max / 10).max(1);
+        if vfs::sqlite_memory().used_bytes >= self.plan.sqlite_bytes {
+            self.evict(batch).await?;
+        }
+        for _ in 0..RESERVE_ATTEMPTS {
+            if let Some(reservation) = self.awake.try_reserve() {
+                return Ok(reservation);
+            }
+            if self.evict(batch).await? == 0 {
+                break;
+            }
+        }
+        Err(self.overloaded("memory budget: no idle actor to put to sleep"))
     }
 
-    /// Puts least-recently-used idle actors to sleep while the host is over its budget.
-    async fn make_room(&self) -> Result<(), HostError> {
-        if !self.over_budget() {
-            return Ok(());
+    /// Puts up to `count` idle actors to sleep, least recently used first, and returns how
+    /// many. One pool job picks and closes them: a caller that stops waiting leaves none half
+    /// asleep, and no database closes on the runtime.
+    async fn evict(self: &Arc<Self>, count: usize) -> Result<usize, HostError> {
+        if self.idle.list.lock().len() == 0 {
+            return Ok(0);
         }
-        // Evict a tenth at once so that a storm does not scan the registry per wake.
-        let victims = self.idle_victims((self.plan.awake_max / 10).max(1), None);
-        if victims.is_empty() {
-            return if self.awake.load(Ordering::SeqCst) >= self.plan.awake_max {
-                Err(self.overloaded("memory budget: no idle actor to put to sleep"))
-            } else {
-                Ok(())
-            };
-        }
-        let closing: Vec<Option<Database>> = victims.iter().map(|s| self.take_db(s)).collect();
-        let closed = self.run(move || drop(closing)).await;
-        for slot in &victims {
-            self.forget(slot);
-        }
-        closed?;
-        self.counters.evictions.fetch_add(victims.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Marks up to `count` idle awake actors (no users; idle since `idle_before_ms` if given)
-    /// as sleeping, least recently used first, and returns them.
-    fn idle_victims(&self, count: usize, idle_before_ms: Option<u64>) -> Vec<Arc<Slot>> {
-        let slots = self.slots.lock();
-        let mut idle: Vec<&Arc<Slot>> = slots
-            .values()
-            .filter(|s| matches!(s.state(), ActorState::Awake | ActorState::Poisoned))
-            .filter(|s| s.users.load(Ordering::SeqCst) == 0)
-            .filter(|s| idle_before_ms.is_none_or(|t| s.last_used_ms.load(Ordering::Relaxed) <= t))
-            .collect();
-        if idle.len() > count {
-            idle.select_nth_unstable_by_key(count, |s| s.last_used_ms.load(Ordering::Relaxed));
-            idle.truncate(count);
-        }
-        let victims: Vec<Arc<Slot>> = idle.into_iter().cloned().collect();
-        for slot in &victims {
-            slot.state.send_replace(ActorState::Sleeping);
-        }
-        victims
+        let inner = self.clone();
+        let evict = move || {
+            let victims = inner.idle.victims(count, None);
+            for slot in &victims {
+                inner.close(slot);
+            }
+            inner.counters.evictions.fetch_add(victims.len() as u64, Ordering::Relaxed);
+            victims.len()
+        };
+        self.pool.run(evict).await.map_err(|e| self.pool_error(e))
     }
 
     fn mark_sleeping(&self, slot: &Slot) {
@@ -625,13 +778,11 @@ impl Inner {
         slot.state.send_replace(ActorState::Sleeping);
     }
 
-    /// Takes the actor's database out of its slot (to be dropped on a blocking thread).
-    fn take_db(&self, slot: &Slot) -> Option<Database> {
-        let db = slot.db.lock().take();
-        if db.is_some() {
-            self.awake.fetch_sub(1, Ordering::SeqCst);
-        }
-        db
+    /// Closes the actor's database and removes it from the registry (on a blocking thread).
+    fn close(&self, slot: &Arc<Slot>) {
+        self.mark_sleeping(slot);
+        drop(slot.db.lock().take());
+        self.forget(slot);
     }
 
     /// Removes a slot whose database is closed (or was never opened) from the registry.
@@ -643,19 +794,12 @@ impl Inner {
         slot.state.send_replace(ActorState::Asleep);
     }
 
-    async fn poison(&self, slot: &Arc<Slot>) {
-        slot.state.send_replace(ActorState::Poisoned);
-        let db = self.take_db(slot);
-        let _ = self.run(move || drop(db)).await;
-    }
-
     /// Puts actors idle longer than the timeout to sleep (reaper thread).
     fn reap(&self) {
         let Some(cutoff) = self.now_ms().checked_sub(self.config.idle_timeout_ms) else { return };
-        let victims = self.idle_victims(usize::MAX, Some(cutoff));
+        let victims = self.idle.victims(usize::MAX, Some(cutoff));
         for slot in &victims {
-            drop(self.take_db(slot));
-            self.forget(slot);
+            self.close(slot);
         }
         self.counters.idle_sleeps.fetch_add(victims.len() as u64, Ordering::Relaxed);
     }
@@ -693,7 +837,8 @@ impl Inner {
         ];
         let c = &self.counters;
         HostStats {
-            actors_awake: self.awake.load(Ordering::SeqCst),
+            actors_awake: self.awake.count(),
+            awake_peak: self.awake.peak(),
             actors_waking: waking,
             actors_known: known,
             actors_poisoned: poisoned,
@@ -707,6 +852,18 @@ impl Inner {
             overloaded_total: c.overloaded.load(Ordering::Relaxed),
             requests_total: c.requests.load(Ordering::Relaxed),
             memory: MemoryReport { budget_bytes: plan.budget_bytes, pools, sqlite, store },
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle may go on a runtime thread: the databases still open close on the
+        // pool (or a thread of their own).
+        let open: Vec<Awake> =
+            self.slots.get_mut().values().filter_map(|slot| slot.db.lock().take()).collect();
+        if !open.is_empty() {
+            self.pool.spawn(move || drop(open));
         }
     }
 }

@@ -825,6 +825,11 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
+        // Closing blocks (SQLite's close, the store): never on an async runtime's thread.
+        debug_assert!(
+            std::thread::panicking() || tokio::runtime::Handle::try_current().is_err(),
+            "a Database was closed on an async runtime thread"
+        );
         self.disconnect();
     }
 }
