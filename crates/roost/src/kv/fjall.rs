@@ -19,6 +19,11 @@
 //! stops: the group's writers and every later call get [`KvError::Failed`]. Reopening the folder
 //! (a restart) recovers whatever reached the disk, batch by batch.
 //!
+//! Disk full: batches that put data are refused with [`KvError::StorageFull`] (changing
+//! nothing, not stopping the store) while the file system has less than the reserve free, so
+//! fjall keeps room to flush and compact and writes resume once space is back (`kv::disk`).
+//! A real ENOSPC past the reserve is a failed journal write or sync like any other: fail-stop.
+//!
 //! Memory: the block cache is capped by `cache_bytes_max` and the memtables by
 //! `write_buffer_bytes_max` / `memtable_bytes_max`; both are reported in [`KvStats`].
 
@@ -31,7 +36,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
+use super::disk::{DiskGuard, DEFAULT_RESERVE_BYTES};
+use super::{
+    CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, StoreHealth, Value, WriteBatch,
+    WriteOp,
+};
 
 /// Configuration of the embedded store. Every cache and queue has a cap.
 #[derive(Debug, Clone)]
@@ -52,6 +61,9 @@ pub struct FjallConfig {
     pub commit_queue_max: usize,
     /// Most batches merged into one physical commit.
     pub group_batches_max: usize,
+    /// Batches that put data are refused with [`KvError::StorageFull`] while the file system has
+    /// less than this free (capped at a quarter of the file system; see `kv::disk`).
+    pub disk_reserve_bytes: u64,
 }
 
 impl FjallConfig {
@@ -65,6 +77,7 @@ impl FjallConfig {
             relaxed_sync_interval_ms: 100,
             commit_queue_max: 1024,
             group_batches_max: 512,
+            disk_reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -74,6 +87,8 @@ struct Shared {
     db: Database,
     data: Keyspace,
     counters: CallCounters,
+    /// Refuses writes below the disk reserve, before fjall could hit a full disk.
+    disk: DiskGuard,
     /// Set once, by the first failure that makes the store's state unknown (fail-stop).
     failed: OnceLock<String>,
     /// Test hook: the next sync fails as if the disk had refused it.
@@ -153,7 +168,7 @@ impl FjallStore {
             .cache_size(config.cache_bytes_max)
             .max_write_buffer_size(Some(config.write_buffer_bytes_max.max(1 << 20)))
             .open()
-            .map_err(io)?;
+            .map_err(open_error)?;
         let memtable = config.memtable_bytes_max;
         let data = db
             .keyspace("data", || KeyspaceCreateOptions::default().max_memtable_size(memtable))
@@ -164,6 +179,7 @@ impl FjallStore {
             db,
             data,
             counters: CallCounters::default(),
+            disk: DiskGuard::new(&config.path, config.disk_reserve_bytes),
             failed: OnceLock::new(),
             #[cfg(test)]
             fail_next_sync: Default::default(),
@@ -177,10 +193,37 @@ impl FjallStore {
         Ok(Self { shared, queue: Some(tx), committer: Some(handle) })
     }
 
+    /// Changes the disk reserve (see [`FjallConfig::disk_reserve_bytes`]).
+    pub fn set_disk_reserve_bytes(&self, reserve_bytes: u64) {
+        self.shared.disk.set_reserve_bytes(reserve_bytes);
+    }
+
     /// Test hook: makes the next sync fail after its group was applied.
     #[cfg(test)]
     pub(crate) fn fail_next_sync(&self) {
         self.shared.fail_next_sync.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Translates a failure to open into what the operator must know: another process holds the
+/// folder, the folder is not accessible, or its format is not one this version reads.
+fn open_error(err: fjall::Error) -> KvError {
+    match err {
+        fjall::Error::Locked => KvError::InUse,
+        fjall::Error::InvalidVersion(version) => {
+            KvError::UnknownFormat(version.map_or("unrecognized version marker".into(), |v| format!("{v:?}")))
+        }
+        fjall::Error::Io(e) => io_open_error(e),
+        other => io(other),
+    }
+}
+
+fn io_open_error(err: std::io::Error) -> KvError {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied
+        | std::io::ErrorKind::ReadOnlyFilesystem
+        | std::io::ErrorKind::NotADirectory => KvError::Inaccessible(err.to_string()),
+        _ => io(err),
     }
 }
 
@@ -197,12 +240,12 @@ fn create_once(data: &Path) -> KvResult<PathBuf> {
     }
     let staging = data.join("fjall.creating");
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io)?;
+        std::fs::remove_dir_all(&staging).map_err(io_open_error)?;
     }
-    std::fs::create_dir_all(&staging).map_err(io)?;
-    drop(Database::builder(&staging).open().map_err(io)?);
-    std::fs::rename(&staging, &path).map_err(io)?;
-    std::fs::File::open(data).and_then(|dir| dir.sync_all()).map_err(io)?;
+    std::fs::create_dir_all(&staging).map_err(io_open_error)?;
+    drop(Database::builder(&staging).open().map_err(open_error)?);
+    std::fs::rename(&staging, &path).map_err(io_open_error)?;
+    std::fs::File::open(data).and_then(|dir| dir.sync_all()).map_err(io_open_error)?;
     Ok(path)
 }
 
@@ -247,14 +290,38 @@ impl KvStore for FjallStore {
     }
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
-        self.shared.counters.timed_write(|| {
+        let result = self.shared.counters.timed_write(|| {
             self.shared.check_running()?;
+            // Batches that only delete pass: they are how an operator frees space.
+            if batch.ops.iter().any(|op| matches!(op, WriteOp::Put(..))) {
+                self.shared.disk.admit(batch.payload_bytes())?;
+            }
             let batch = self.shared.expand_ranges(batch)?;
             let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
             let (reply, answer) = bounded(1);
             queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
             answer.recv().map_err(|_| KvError::Closed)?
-        })
+        });
+        if let Err(e) = &result {
+            self.shared.counters.count_write_error(e);
+        }
+        result
+    }
+
+    fn sync(&self) -> KvResult<()> {
+        self.shared.check_running()?;
+        self.shared.db.persist(PersistMode::SyncAll).map_err(|e| self.shared.fail_stop("sync", e))
+    }
+
+    fn health(&self) -> StoreHealth {
+        if let Some(why) = self.shared.failed.get() {
+            return StoreHealth::Failed(why.clone());
+        }
+        if self.shared.disk.is_full() {
+            let space = self.shared.disk.space();
+            return StoreHealth::Full { free_bytes: space.free_bytes, reserve_bytes: space.reserve_bytes };
+        }
+        StoreHealth::Ok
     }
 
     fn stats(&self) -> KvStats {
@@ -263,6 +330,8 @@ impl KvStore for FjallStore {
             cache_bytes_max: self.shared.db.cache_capacity(),
             write_buffer_bytes: self.shared.db.write_buffer_size(),
             write_buffer_bytes_max: self.shared.write_buffer_bytes_max,
+            disk_bytes: self.shared.db.disk_space().unwrap_or(0),
+            disk: self.shared.disk.space(),
             ..KvStats::default()
         };
         self.shared.counters.fill(&mut stats);
