@@ -326,3 +326,124 @@ fn a_full_disk_answers_507_keeps_reads_and_recovers_when_the_file_system_grows()
     println!("SIGTERM: exit {code:?} after {took:?}");
     assert_eq!(code, Some(0));
 }
+
+/// Inserts 20 KB rows round-robin until an answer is neither 200 nor 507 (or the server is
+/// gone); returns the acknowledged row ids per actor and the last answer.
+fn fill_past_full(
+    client: &ureq::Agent,
+    base: &str,
+    actors: &[&str],
+) -> (Vec<Vec<u64>>, Option<(u16, Value)>) {
+    let mut acked = vec![Vec::new(); actors.len()];
+    for n in 0..10_000u64 {
+        let i = n as usize % actors.len();
+        let sql = format!("INSERT INTO t VALUES ({n}, randomblob(20000))");
+        match query(client, base, actors[i], &sql) {
+            Some((200, _)) => acked[i].push(n),
+            Some((507, _)) => {}
+            other => return (acked, other),
+        }
+    }
+    panic!("the disk never filled");
+}
+
+/// Every acknowledged row is there and every database passes `integrity_check`.
+fn check_acknowledged(client: &ureq::Agent, base: &str, actors: &[&str], acked: &[Vec<u64>]) {
+    for (actor, ids) in actors.iter().zip(acked) {
+        let (status, body) = query(client, base, actor, "SELECT id FROM t").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let stored: std::collections::BTreeSet<u64> =
+            body["rows"].as_array().unwrap().iter().map(|r| r[0].as_u64().unwrap()).collect();
+        assert!(ids.iter().all(|id| stored.contains(id)), "{actor} lost acknowledged rows");
+        let (_, body) = query(client, base, actor, "PRAGMA integrity_check").unwrap();
+        assert_eq!(body["rows"], json!([["ok"]]), "{actor}: {body}");
+    }
+}
+
+#[test]
+fn without_a_reserve_a_real_enospc_stops_the_store_which_is_reopened_in_place() {
+    let (fs, _dir) = match Tmpfs::mount("40m") {
+        Ok(mounted) => mounted,
+        Err(reason) => {
+            println!("SKIPPED without_a_reserve...: {reason}");
+            return;
+        }
+    };
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(&fs.0, port, &["--disk-reserve", "0"]);
+    let client = agent();
+    let actors = ["e0", "e1"];
+    for actor in actors {
+        let created = query(&client, &base, actor, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+        assert_eq!(created.unwrap().0, 200);
+    }
+    let started = Instant::now();
+    let (acked, last) = fill_past_full(&client, &base, &actors);
+    let (status, body) = last.expect("the server answers");
+    println!(
+        "{:>6} ms  ENOSPC after {} acknowledged rows: {status} {}",
+        started.elapsed().as_millis(),
+        acked.iter().map(Vec::len).sum::<usize>(),
+        body["error"]["code"]
+    );
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("store_unavailable")));
+    fs.resize("80m");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = query(&client, &base, "e0", "INSERT INTO t VALUES (NULL, randomblob(20000))");
+        if answer.is_some_and(|(status, _)| status == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume after the reopen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("{:>6} ms  store reopened in place, writes accepted again", started.elapsed().as_millis());
+    assert_eq!(call(&client, &format!("{base}/healthz"), None).unwrap().0, 200);
+    check_acknowledged(&client, &base, &actors, &acked);
+    assert_eq!(terminate(server).0, Some(0));
+}
+
+#[test]
+fn a_store_that_keeps_failing_makes_serve_exit_3_and_a_restart_recovers() {
+    let (fs, _dir) = match Tmpfs::mount("40m") {
+        Ok(mounted) => mounted,
+        Err(reason) => {
+            println!("SKIPPED a_store_that_keeps_failing...: {reason}");
+            return;
+        }
+    };
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start(&fs.0, port, &["--disk-reserve", "0"]);
+    let client = agent();
+    let actors = ["f0", "f1"];
+    for actor in actors {
+        let created = query(&client, &base, actor, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+        assert_eq!(created.unwrap().0, 200);
+    }
+    let started = Instant::now();
+    let (acked, _) = fill_past_full(&client, &base, &actors);
+    // Keep writing on the full disk: every reopen fails again, and the process gives up.
+    let mut answers = std::collections::BTreeMap::<String, u64>::new();
+    let code = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(25), "serve did not exit");
+        let answer = query(&client, &base, "f1", "INSERT INTO t VALUES (NULL, randomblob(20000))");
+        let kind = answer.map_or("no answer".into(), |(s, b)| format!("{s} {}", b["error"]["code"]));
+        *answers.entry(kind).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "{:>6} ms  serve exited with {code:?}; answers meanwhile {answers:?}",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(code, Some(3));
+    assert!(!answers.keys().any(|k| k.starts_with("500")), "no internal errors: {answers:?}");
+    fs.resize("80m");
+    let server = start(&fs.0, port, &[]);
+    check_acknowledged(&client, &base, &actors, &acked);
+    assert_eq!(terminate(server).0, Some(0));
+}

@@ -1,24 +1,22 @@
 //! Health, readiness and storage errors against a real server over a store that fails on
 //! command: a disk below its reserve answers 507 `storage_full` (Hrana: `SQLITE_FULL`), reads
 //! keep working and writes resume once space is back, without a restart; a stopped store makes
-//! `/healthz` and `/readyz` answer 503 and ends `serve` with `StoreFailed`.
+//! `/healthz` and `/readyz` answer 503 and is reopened in place (writes resume), or, when it
+//! cannot be, ends `serve` with `StoreFailed`.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roost::kv::{FaultPlan, FaultyStore, MemoryStore};
+use roost::kv::{FaultPlan, FaultyStore, KvResult, KvStats, KvStore, MemoryStore, StoreHealth, WriteBatch};
 use roost::server::{serve, AppState, ServeExit, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 use serde_json::json;
 use support::{get, post};
 
 /// A server over `store`; the thread's result is how `serve` ended.
-fn start(
-    store: Arc<FaultyStore<MemoryStore>>,
-    check_ms: u64,
-) -> (String, std::thread::JoinHandle<ServeExit>) {
+fn start(store: Arc<dyn KvStore>, check_ms: u64) -> (String, std::thread::JoinHandle<ServeExit>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -78,21 +76,65 @@ fn a_full_disk_refuses_writes_with_507_keeps_reads_and_recovers_without_restart(
 }
 
 #[test]
-fn a_stopped_store_fails_health_and_readiness_and_ends_serve() {
+fn a_stopped_store_is_reopened_in_place_and_writes_resume() {
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
-    let (url, server) = start(store.clone(), 500);
+    let (url, _server) = start(store.clone(), 300);
     assert_eq!(get(&format!("{url}/readyz"), None).status, 200);
     assert_eq!(query(&url, "b", "CREATE TABLE t(v)").status, 200);
+    assert_eq!(query(&url, "b", "INSERT INTO t VALUES ('acked')").status, 200);
 
     store.set_plan(FaultPlan { fail_after_commit: 1, ..FaultPlan::default() });
-    let failed = query(&url, "b", "INSERT INTO t VALUES (1)");
+    let failed = query(&url, "b", "INSERT INTO t VALUES ('unknown')");
     assert_eq!((failed.status, failed.code()), (503, "store_unavailable"), "{}", failed.body);
     assert!(failed.retry_after.is_some());
-    // Health reads the store directly: 503 at once, before the serve loop notices.
+    // Health reads the store directly: 503 at once, before the serve loop reopens it.
     let health = get(&format!("{url}/healthz"), None);
     assert_eq!(health.status, 503);
     assert!(health.body["reason"].as_str().unwrap().contains("store failed"), "{}", health.body);
     assert_eq!(get(&format!("{url}/readyz"), None).status, 503);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while query(&url, "b", "INSERT INTO t VALUES ('after')").status != 200 {
+        assert!(Instant::now() < deadline, "writes did not resume after the reopen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&format!("{url}/healthz"), None).status, 200);
+    assert_eq!(get(&format!("{url}/readyz"), None).status, 200);
+    let rows = query(&url, "b", "SELECT v FROM t WHERE v <> 'unknown' ORDER BY rowid").body["rows"].clone();
+    assert_eq!(rows, json!([["acked"], ["after"]]));
+}
+
+/// A store that stopped and cannot be reopened in place.
+struct Unrevivable(FaultyStore<MemoryStore>);
+
+impl KvStore for Unrevivable {
+    fn get_many(&self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
+        self.0.get_many(keys)
+    }
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0.scan(start, end, limit)
+    }
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        self.0.write(batch)
+    }
+    fn stats(&self) -> KvStats {
+        self.0.stats()
+    }
+    fn health(&self) -> StoreHealth {
+        self.0.health()
+    }
+    fn reopen(&self) -> KvResult<bool> {
+        Ok(false)
+    }
+}
+
+#[test]
+fn a_store_that_cannot_be_reopened_ends_serve_so_the_process_exits() {
+    let store = Arc::new(Unrevivable(FaultyStore::new(MemoryStore::new())));
+    let (url, server) = start(store.clone(), 100);
+    assert_eq!(query(&url, "c", "CREATE TABLE t(v)").status, 200);
+    store.0.set_plan(FaultPlan { fail_after_commit: 1, ..FaultPlan::default() });
+    assert_eq!(query(&url, "c", "INSERT INTO t VALUES (1)").code(), "store_unavailable");
     let started = Instant::now();
     let exit = server.join().unwrap();
     assert!(matches!(exit, ServeExit::StoreFailed(_)), "{exit:?}");

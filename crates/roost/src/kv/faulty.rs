@@ -130,6 +130,12 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
         self.inner.sync()
     }
 
+    /// Plays a restart in place: a store stopped by the plan runs again.
+    fn reopen(&self) -> KvResult<bool> {
+        self.stopped.store(false, Ordering::SeqCst);
+        self.inner.reopen().map(|_| true)
+    }
+
     fn health(&self) -> StoreHealth {
         if self.stopped.load(Ordering::SeqCst) {
             return StoreHealth::Failed("injected sync failure stopped the store".into());

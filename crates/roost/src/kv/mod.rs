@@ -245,6 +245,12 @@ pub trait KvStore: Send + Sync + 'static {
     fn sync(&self) -> KvResult<()> {
         Ok(())
     }
+    /// Revives a stopped store in place, as a restart would (recovering what reached the
+    /// disk). `Ok(false)`: this backend cannot; the process must restart. Callers put every
+    /// actor to sleep first: caches built on the stopped store may hold writes it lost.
+    fn reopen(&self) -> KvResult<bool> {
+        Ok(false)
+    }
 }
 
 /// Call counters shared by the backends.
@@ -356,6 +362,9 @@ impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
     }
     fn sync(&self) -> KvResult<()> {
         (**self).sync()
+    }
+    fn reopen(&self) -> KvResult<bool> {
+        (**self).reopen()
     }
 }
 

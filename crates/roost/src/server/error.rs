@@ -109,7 +109,7 @@ impl From<vfs::Error> for ApiError {
                 Self { message: format!("statement {index}: {}", inner.message), ..inner }
             }
             E::Store(crate::kv::KvError::Failed(_)) => {
-                tracing::error!(error = %error, "the store has failed; the server restarts it");
+                tracing::error!(error = %error, "the store has stopped; the server reopens it");
                 Self::store_unavailable()
             }
             E::Store(crate::kv::KvError::StorageFull { .. }) => {

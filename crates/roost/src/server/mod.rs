@@ -156,9 +156,10 @@ fn always_served(path: &str) -> bool {
 /// Sheds load beyond `requests_in_flight_max`.
 async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.lifecycle().refusing() && !always_served(request.uri().path()) {
-        let refusal = match state.lifecycle().phase() {
-            Phase::Failed => ApiError::store_unavailable(),
-            _ => ApiError::overloaded("server is shutting down", state.config().retry_after_ms),
+        let draining = state.lifecycle().phase() == Phase::Draining;
+        let refusal = match draining {
+            true => ApiError::overloaded("server is shutting down", state.config().retry_after_ms),
+            false => ApiError::store_unavailable(),
         };
         return body::closing(refusal.into_response());
     }
@@ -196,7 +197,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves or the store stops, then drains: new requests are refused,
+/// Serves until `shutdown` resolves or the store stops for good (a stopped store is reopened in
+/// place first, see `lifecycle`), then drains: new requests are refused,
 /// in-flight ones may finish within `drain_timeout_ms` (then their connections are closed),
 /// every actor is put to sleep and the store is synced.
 pub async fn serve(
@@ -244,8 +246,8 @@ async fn stop_signal(
     let interval = std::time::Duration::from_millis(state.config().store_check_interval_ms.max(1));
     tokio::select! {
         _ = shutdown => state.lifecycle().advance(Phase::Draining),
-        why = lifecycle::store_failed(state.clone(), interval) => {
-            tracing::error!(reason = %why, "the store stopped and cannot write: refusing requests and exiting so that a supervisor restarts roost (a restart recovers every acknowledged write)");
+        why = lifecycle::store_lost(state.clone(), interval) => {
+            tracing::error!(reason = %why, "the store stopped and cannot be reopened: refusing requests and exiting so that a supervisor restarts roost (a restart recovers every acknowledged write)");
             state.lifecycle().advance(Phase::Failed);
             let _ = failed.send(Some(why));
         }
