@@ -447,3 +447,37 @@ fn a_store_that_keeps_failing_makes_serve_exit_3_and_a_restart_recovers() {
     check_acknowledged(&client, &base, &actors, &acked);
     assert_eq!(terminate(server).0, Some(0));
 }
+
+#[test]
+fn sigterm_cuts_a_request_still_running_at_the_drain_timeout_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(dir.path(), port, &["--drain-timeout-ms", "300", "--statement-timeout-ms", "10000"]);
+    let client = agent();
+    assert_eq!(query(&client, &base, "slow", "CREATE TABLE t(v)").unwrap().0, 200);
+    assert_eq!(query(&client, &base, "slow", "INSERT INTO t VALUES (1)").unwrap().0, 200);
+    let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let slow = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let answer = query(&agent(), &base, "slow", forever);
+            (answer.map(|(status, _)| status), started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = terminate(server);
+    let (answer, waited) = slow.join().unwrap();
+    println!("SIGTERM with a statement running: exit {code:?} after {took:?}; the request got {answer:?} after {waited:?}");
+    assert_eq!(code, Some(0));
+    assert_eq!(answer, None, "the unfinished request's connection was closed at the drain timeout");
+    // Cut after the drain timeout plus at most a second for busy actors, long before the
+    // statement timeout; the process does not wait for the statement either.
+    assert!(waited < Duration::from_secs(3), "cut at the drain timeout, not at the statement timeout");
+    assert!(took < Duration::from_secs(3), "exit does not wait for the statement");
+    let server = start(dir.path(), port, &[]);
+    let (status, body) = query(&client, &base, "slow", "SELECT v FROM t").unwrap();
+    assert_eq!((status, &body["rows"]), (200, &json!([[1]])));
+    assert_eq!(terminate(server).0, Some(0));
+}

@@ -251,7 +251,7 @@ fn run(args: &ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let mut store = FjallConfig::new(&args.data);
         store.durability = args.durability;
         store.cache_bytes_max = args.store_cache_bytes;
@@ -282,5 +282,10 @@ fn run(args: &ServeArgs) -> Result<(), Failure> {
                 message: format!("the store stopped ({why}); exiting so that a supervisor restarts roost, which recovers every acknowledged write"),
             }),
         }
-    })
+    });
+    // Connections of requests cut at the drain timeout close here; statements still running
+    // on blocking threads are not waited for (the store was synced; nothing they do now was
+    // acknowledged).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }

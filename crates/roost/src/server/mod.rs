@@ -199,8 +199,10 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `shutdown` resolves or the store stops for good (a stopped store is reopened in
 /// place first, see `lifecycle`), then drains: new requests are refused,
-/// in-flight ones may finish within `drain_timeout_ms` (then their connections are closed),
-/// every actor is put to sleep and the store is synced.
+/// in-flight ones may finish within `drain_timeout_ms`, every actor is put to sleep and the
+/// store is synced. Requests still running at the drain timeout are abandoned: the caller
+/// drops the runtime (closing their connections) without waiting for them, and their
+/// statements' unacknowledged transactions are rolled back by recovery at the next start.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -224,7 +226,7 @@ pub async fn serve(
     if let Some(task) = memory_log {
         task.abort();
     }
-    state.host().shutdown().await;
+    put_actors_to_sleep(&state, requests_cut).await;
     let failed = failed_rx.borrow_and_update().clone();
     match failed {
         Some(why) => Ok(ServeExit::StoreFailed(why)),
@@ -232,6 +234,24 @@ pub async fn serve(
             sync_store(&state).await;
             Ok(ServeExit::Shutdown { requests_cut })
         }
+    }
+}
+
+/// After the drain timeout, how long actors still busy may take to go to sleep before the
+/// process moves on (their unfinished transactions are rolled back by recovery, as after a
+/// crash; nothing was acknowledged for them).
+const BUSY_ACTORS_WAIT_MS: u64 = 1_000;
+
+/// Puts every actor to sleep; once requests were cut, waits for busy ones only briefly.
+async fn put_actors_to_sleep(state: &AppState, requests_cut: bool) {
+    if !requests_cut {
+        return state.host().shutdown().await;
+    }
+    let wait = std::time::Duration::from_millis(BUSY_ACTORS_WAIT_MS);
+    if tokio::time::timeout(wait, state.host().shutdown()).await.is_err() {
+        tracing::warn!(
+            "actors still busy after the drain timeout are left running; the store is synced without them"
+        );
     }
 }
 
