@@ -245,7 +245,7 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Serve(args) => serve::run(args).map_err(Into::into),
+        Command::Serve(args) => return serve::main(args),
         Command::Sql(args) => sql::run(args).map_err(Into::into),
         Command::MemMonitor(args) => mem_monitor::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Storage(args) } => bench_storage::run(args),

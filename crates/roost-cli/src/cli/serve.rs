@@ -1,12 +1,19 @@
 //! `roost serve`: the HTTP server on the embedded store, with graceful shutdown.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT: drained, actors asleep, store synced);
+//! 1 for a bad configuration or another failure; 2 when the data folder cannot be used (in use
+//! by another process, not accessible, unknown format), with one sentence saying what to do;
+//! 3 when the store stopped while serving (a supervisor should restart the process, which
+//! recovers every acknowledged write).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use roost::kv::{Durability, FjallConfig, FjallStore};
-use roost::server::{serve, AppState, Auth, ServerConfig};
+use roost::kv::{Durability, FjallConfig, FjallStore, KvError};
+use roost::server::{serve, AppState, Auth, ServeExit, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 
 use super::bytes::parse_bytes;
@@ -103,6 +110,56 @@ pub struct ServeArgs {
     /// At least `--db-bytes-max`; default twice it.
     #[arg(long, env = "ROOST_SPOOL_BYTES_MAX", value_parser = parse_bytes)]
     pub spool_bytes_max: Option<u64>,
+    /// Free space kept on the data folder's file system: writes answer 507 `storage_full` below
+    /// it, so the store can still flush, compact and recover (capped at a quarter of the file
+    /// system).
+    #[arg(long, env = "ROOST_DISK_RESERVE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub disk_reserve: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before they are cut.
+    #[arg(long, env = "ROOST_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+}
+
+/// Why `roost serve` stopped unsuccessfully, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { code: 1, message }
+    }
+}
+
+/// Runs `roost serve` and maps its end to an exit code (see the module docs).
+pub fn main(args: &ServeArgs) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// One sentence for a data folder that cannot be opened: what is wrong, what to do.
+fn open_failure(data: &Path, error: KvError) -> Failure {
+    let data = data.display();
+    let message = match error {
+        KvError::InUse => format!(
+            "the data folder {data} is in use by another roost process; stop that process first, or start this one with another --data folder"
+        ),
+        KvError::Inaccessible(why) => format!(
+            "the data folder {data} cannot be used ({why}); make it a folder this user can read and write, or pick another --data folder"
+        ),
+        KvError::UnknownFormat(why) => format!(
+            "the data folder {data} holds a store format this roost cannot read ({why}), probably written by a newer version; run that version or a newer one, or pick another --data folder"
+        ),
+        other => return Failure::from(format!("cannot open {data}: {other}")),
+    };
+    Failure { code: 2, message }
 }
 
 /// The folder, inside the data folder, of scratch files and spools; emptied at start.
@@ -147,6 +204,7 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         import_bytes_max: args.db_bytes_max,
         spool_bytes_max: args.spool_bytes_max.unwrap_or(args.db_bytes_max.saturating_mul(2)),
         memory_log_interval_s: args.memory_log_interval_s,
+        drain_timeout_ms: args.drain_timeout_ms,
         allocator_stats: Some(crate::alloc::stats),
         heap_profile: Some(crate::alloc::heap_profile),
         auth: auth(args)?,
@@ -185,7 +243,7 @@ async fn shutdown_signal() {
         _ = interrupt => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
 }
 
 /// jemalloc reads `MALLOC_CONF` when the process starts: to profile, start again with it set.
@@ -202,26 +260,25 @@ fn restart_with_profiling() -> Result<(), String> {
     Err(format!("cannot restart with heap profiling: {error}"))
 }
 
-pub fn run(args: &ServeArgs) -> Result<(), String> {
+fn run(args: &ServeArgs) -> Result<(), Failure> {
     if args.heap_profile {
         restart_with_profiling()?;
     }
     init_logs(args.log_format);
     if args.store == StoreKind::Postgres {
-        return Err("--store postgres is not available yet; use the embedded store".into());
+        return Err(String::from("--store postgres is not available yet; use the embedded store").into());
     }
     let (server, host_config, storage_config) = configs(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let mut store = FjallConfig::new(&args.data);
         store.durability = args.durability;
         store.cache_bytes_max = args.store_cache_bytes;
-        let store = Arc::new(
-            FjallStore::open(store).map_err(|e| format!("cannot open {}: {e}", args.data.display()))?,
-        );
+        store.disk_reserve_bytes = args.disk_reserve;
+        let store = Arc::new(FjallStore::open(store).map_err(|e| open_failure(&args.data, e))?);
         let storage = Storage::new(store, storage_config).map_err(|e| e.to_string())?;
         let host = Host::new(storage, host_config).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(server.listen)
@@ -235,8 +292,22 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             listen = %server.listen, data = %args.data.display(), memory_budget = plan.budget_bytes,
             awake_max = plan.awake_max, "roost is serving"
         );
-        serve(listener, AppState::new(host, server), shutdown_signal()).await.map_err(|e| e.to_string())?;
-        tracing::info!("all actors asleep; store closed");
-        Ok(())
-    })
+        let exit =
+            serve(listener, AppState::new(host, server), shutdown_signal()).await.map_err(|e| e.to_string())?;
+        match exit {
+            ServeExit::Shutdown { requests_cut } => {
+                tracing::info!(requests_cut, "all actors asleep; store synced and closed");
+                Ok(())
+            }
+            ServeExit::StoreFailed(why) => Err(Failure {
+                code: 3,
+                message: format!("the store stopped ({why}); exiting so that a supervisor restarts roost, which recovers every acknowledged write"),
+            }),
+        }
+    });
+    // Connections of requests cut at the drain timeout close here; statements still running
+    // on blocking threads are not waited for (the store was synced; nothing they do now was
+    // acknowledged).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }

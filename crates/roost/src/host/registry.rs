@@ -476,6 +476,15 @@ impl Host {
         })
     }
 
+    /// Puts every awake actor to sleep (in-flight requests finish first) without refusing later
+    /// wakes: used before the store is reopened, so that no cache built on it survives.
+    pub async fn sleep_all(&self) {
+        let ids: Vec<ActorId> = self.inner.slots.lock().keys().cloned().collect();
+        for id in ids {
+            let _ = self.sleep(&id).await;
+        }
+    }
+
     /// Puts every actor to sleep (in-flight requests finish first) and refuses new wakes.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch};
+use super::{Key, KvError, KvResult, KvStats, KvStore, StoreHealth, Value, WriteBatch, WriteOp};
 
 /// Which call to fail: the Nth (1-based) of its kind, counted from the plan's installation.
 /// "Reads" are `get_many` and `scan`; "writes" are non-durable batches (journal traffic);
@@ -33,6 +33,8 @@ pub struct FaultyStore<S> {
     commits: AtomicU64,
     injected: AtomicU64,
     stopped: std::sync::atomic::AtomicBool,
+    /// While set, batches that put anything are refused as a full disk refuses them.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl<S: KvStore> FaultyStore<S> {
@@ -45,6 +47,7 @@ impl<S: KvStore> FaultyStore<S> {
             commits: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -56,6 +59,12 @@ impl<S: KvStore> FaultyStore<S> {
         for counter in [&self.reads, &self.writes, &self.commits] {
             counter.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// Plays a disk below its reserve: while `full`, batches that put anything answer
+    /// [`KvError::StorageFull`] and change nothing; health says `Full`.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
     }
 
     /// How many faults were injected since creation.
@@ -96,6 +105,9 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         let plan = *self.plan.lock();
+        if self.full.load(Ordering::SeqCst) && batch.ops.iter().any(|op| matches!(op, WriteOp::Put(..))) {
+            return Err(KvError::StorageFull { free_bytes: 0, reserve_bytes: FULL_RESERVE_BYTES });
+        }
         if !batch.durable {
             self.check(&self.writes, plan.fail_write, "write")?;
             return self.inner.write(batch);
@@ -113,4 +125,27 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
     fn stats(&self) -> KvStats {
         self.inner.stats()
     }
+
+    fn sync(&self) -> KvResult<()> {
+        self.inner.sync()
+    }
+
+    /// Plays a restart in place: a store stopped by the plan runs again.
+    fn reopen(&self) -> KvResult<bool> {
+        self.stopped.store(false, Ordering::SeqCst);
+        self.inner.reopen().map(|_| true)
+    }
+
+    fn health(&self) -> StoreHealth {
+        if self.stopped.load(Ordering::SeqCst) {
+            return StoreHealth::Failed("injected sync failure stopped the store".into());
+        }
+        if self.full.load(Ordering::SeqCst) {
+            return StoreHealth::Full { free_bytes: 0, reserve_bytes: FULL_RESERVE_BYTES };
+        }
+        self.inner.health()
+    }
 }
+
+/// The reserve a store played full by [`FaultyStore::set_full`] reports.
+const FULL_RESERVE_BYTES: u64 = 1 << 20;

@@ -17,7 +17,13 @@
 //! Fail-stop: a failed journal write or sync leaves applied data whose survival is unknown (and
 //! fjall poisons itself for writes, while its reads would still show that data). The store then
 //! stops: the group's writers and every later call get [`KvError::Failed`]. Reopening the folder
-//! (a restart) recovers whatever reached the disk, batch by batch.
+//! (a restart, or [`KvStore::reopen`] in place) recovers whatever reached the disk, batch by
+//! batch.
+//!
+//! Disk full: batches that put data are refused with [`KvError::StorageFull`] (changing
+//! nothing, not stopping the store) while the file system has less than the reserve free, so
+//! fjall keeps room to flush and compact and writes resume once space is back (`kv::disk`).
+//! A real ENOSPC past the reserve is a failed journal write or sync like any other: fail-stop.
 //!
 //! Memory: the block cache is capped by `cache_bytes_max` and the memtables by
 //! `write_buffer_bytes_max` / `memtable_bytes_max`; both are reported in [`KvStats`].
@@ -31,7 +37,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
+use super::disk::{DiskGuard, DEFAULT_RESERVE_BYTES};
+use super::{
+    CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, StoreHealth, Value, WriteBatch,
+    WriteOp,
+};
 
 /// Configuration of the embedded store. Every cache and queue has a cap.
 #[derive(Debug, Clone)]
@@ -52,6 +62,9 @@ pub struct FjallConfig {
     pub commit_queue_max: usize,
     /// Most batches merged into one physical commit.
     pub group_batches_max: usize,
+    /// Batches that put data are refused with [`KvError::StorageFull`] while the file system has
+    /// less than this free (capped at a quarter of the file system; see `kv::disk`).
+    pub disk_reserve_bytes: u64,
 }
 
 impl FjallConfig {
@@ -65,15 +78,16 @@ impl FjallConfig {
             relaxed_sync_interval_ms: 100,
             commit_queue_max: 1024,
             group_batches_max: 512,
+            disk_reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }
 
 struct Shared {
-    write_buffer_bytes_max: u64,
     db: Database,
     data: Keyspace,
-    counters: CallCounters,
+    /// Shared with the store's later instances, so that counters never go back.
+    counters: Arc<CallCounters>,
     /// Set once, by the first failure that makes the store's state unknown (fail-stop).
     failed: OnceLock<String>,
     /// Test hook: the next sync fails as if the disk had refused it.
@@ -94,7 +108,7 @@ impl Shared {
     fn fail_stop(&self, what: &str, err: impl std::fmt::Display) -> KvError {
         let why = format!("{what} failed: {err}");
         if self.failed.set(why.clone()).is_ok() {
-            tracing::error!(reason = %why, "store stopped: every call fails until a restart");
+            tracing::error!(reason = %why, "store stopped: every call fails until it is reopened");
         }
         KvError::Failed(self.failed.get().cloned().unwrap_or(why))
     }
@@ -127,7 +141,22 @@ struct Request {
 
 /// The fjall-backed store. Dropping it stops the committer after it drained the queue, then
 /// syncs the journal.
+///
+/// A stopped store can be reopened in place ([`KvStore::reopen`]): the failed instance is
+/// closed (releasing the folder's lock) and the folder opened again, which recovers what
+/// reached the disk, exactly as a restart would. Calls hold a read lock on the instance for
+/// their duration, so the swap waits for them (calls on a stopped instance return at once).
 pub struct FjallStore {
+    config: FjallConfig,
+    counters: Arc<CallCounters>,
+    /// Refuses writes below the disk reserve, before fjall could hit a full disk.
+    disk: DiskGuard,
+    /// `None` only after a reopen could not open the folder again.
+    instance: parking_lot::RwLock<Option<Instance>>,
+}
+
+/// One open fjall database with its committer thread.
+struct Instance {
     shared: Arc<Shared>,
     queue: Option<Sender<Request>>,
     committer: Option<JoinHandle<()>>,
@@ -147,23 +176,59 @@ impl FjallStore {
     /// Opens (or creates) the store in `config.path`; fjall's files live in its `fjall/`.
     pub fn open(config: FjallConfig) -> KvResult<Self> {
         assert!(config.commit_queue_max > 0 && config.group_batches_max > 0);
+        let counters = Arc::new(CallCounters::default());
+        let instance = Instance::start(&config, counters.clone())?;
+        Ok(Self {
+            disk: DiskGuard::new(&config.path, config.disk_reserve_bytes),
+            config,
+            counters,
+            instance: parking_lot::RwLock::new(Some(instance)),
+        })
+    }
+
+    /// Changes the disk reserve (see [`FjallConfig::disk_reserve_bytes`]).
+    pub fn set_disk_reserve_bytes(&self, reserve_bytes: u64) {
+        self.disk.set_reserve_bytes(reserve_bytes);
+    }
+
+    /// Test hook: makes the next sync fail after its group was applied.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        let _ = self.with(|i| {
+            i.shared.fail_next_sync.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+    }
+
+    /// Runs `call` on the open instance.
+    fn with<T>(&self, call: impl FnOnce(&Instance) -> KvResult<T>) -> KvResult<T> {
+        match self.instance.read().as_ref() {
+            Some(instance) => call(instance),
+            None => Err(KvError::Failed(NOT_REOPENED.into())),
+        }
+    }
+}
+
+/// The failure reported after a reopen could not open the folder again.
+const NOT_REOPENED: &str = "the store could not be reopened";
+
+impl Instance {
+    fn start(config: &FjallConfig, counters: Arc<CallCounters>) -> KvResult<Self> {
         let path = create_once(&config.path)?;
         #[allow(deprecated)] // the only knob that caps all memtables together
         let db = Database::builder(&path)
             .cache_size(config.cache_bytes_max)
             .max_write_buffer_size(Some(config.write_buffer_bytes_max.max(1 << 20)))
             .open()
-            .map_err(io)?;
+            .map_err(open_error)?;
         let memtable = config.memtable_bytes_max;
         let data = db
             .keyspace("data", || KeyspaceCreateOptions::default().max_memtable_size(memtable))
             .map_err(io)?;
-        let write_buffer_bytes_max = config.write_buffer_bytes_max.max(1 << 20);
         let shared = Arc::new(Shared {
-            write_buffer_bytes_max,
             db,
             data,
-            counters: CallCounters::default(),
+            counters,
             failed: OnceLock::new(),
             #[cfg(test)]
             fail_next_sync: Default::default(),
@@ -177,10 +242,34 @@ impl FjallStore {
         Ok(Self { shared, queue: Some(tx), committer: Some(handle) })
     }
 
-    /// Test hook: makes the next sync fail after its group was applied.
-    #[cfg(test)]
-    pub(crate) fn fail_next_sync(&self) {
-        self.shared.fail_next_sync.store(true, std::sync::atomic::Ordering::SeqCst);
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        let batch = self.shared.expand_ranges(batch)?;
+        let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
+        let (reply, answer) = bounded(1);
+        queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
+        answer.recv().map_err(|_| KvError::Closed)?
+    }
+}
+
+/// Translates a failure to open into what the operator must know: another process holds the
+/// folder, the folder is not accessible, or its format is not one this version reads.
+fn open_error(err: fjall::Error) -> KvError {
+    match err {
+        fjall::Error::Locked => KvError::InUse,
+        fjall::Error::InvalidVersion(version) => {
+            KvError::UnknownFormat(version.map_or("unrecognized version marker".into(), |v| format!("{v:?}")))
+        }
+        fjall::Error::Io(e) => io_open_error(e),
+        other => io(other),
+    }
+}
+
+fn io_open_error(err: std::io::Error) -> KvError {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied
+        | std::io::ErrorKind::ReadOnlyFilesystem
+        | std::io::ErrorKind::NotADirectory => KvError::Inaccessible(err.to_string()),
+        _ => io(err),
     }
 }
 
@@ -197,16 +286,16 @@ fn create_once(data: &Path) -> KvResult<PathBuf> {
     }
     let staging = data.join("fjall.creating");
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io)?;
+        std::fs::remove_dir_all(&staging).map_err(io_open_error)?;
     }
-    std::fs::create_dir_all(&staging).map_err(io)?;
-    drop(Database::builder(&staging).open().map_err(io)?);
-    std::fs::rename(&staging, &path).map_err(io)?;
-    std::fs::File::open(data).and_then(|dir| dir.sync_all()).map_err(io)?;
+    std::fs::create_dir_all(&staging).map_err(io_open_error)?;
+    drop(Database::builder(&staging).open().map_err(open_error)?);
+    std::fs::rename(&staging, &path).map_err(io_open_error)?;
+    std::fs::File::open(data).and_then(|dir| dir.sync_all()).map_err(io_open_error)?;
     Ok(path)
 }
 
-impl Drop for FjallStore {
+impl Drop for Instance {
     fn drop(&mut self) {
         drop(self.queue.take());
         if let Some(handle) = self.committer.take() {
@@ -225,47 +314,97 @@ impl Drop for FjallStore {
 
 impl KvStore for FjallStore {
     fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
-        self.shared.counters.timed_read(|| {
-            self.shared.check_running()?;
-            keys.iter().map(|k| self.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io)).collect()
+        self.counters.timed_read(|| {
+            self.with(|i| {
+                i.shared.check_running()?;
+                keys.iter().map(|k| i.shared.data.get(k).map(|v| v.map(|s| s.to_vec())).map_err(io)).collect()
+            })
         })
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
-        self.shared.counters.timed_read(|| {
-            self.shared.check_running()?;
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            let mut out = Vec::new();
-            for guard in self.shared.data.range(start..end).take(limit) {
-                let (k, v) = guard.into_inner().map_err(io)?;
-                out.push((k.to_vec(), v.to_vec()));
-            }
-            Ok(out)
+        self.counters.timed_read(|| {
+            self.with(|i| {
+                i.shared.check_running()?;
+                if start >= end {
+                    return Ok(Vec::new());
+                }
+                let mut out = Vec::new();
+                for guard in i.shared.data.range(start..end).take(limit) {
+                    let (k, v) = guard.into_inner().map_err(io)?;
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+                Ok(out)
+            })
         })
     }
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
-        self.shared.counters.timed_write(|| {
-            self.shared.check_running()?;
-            let batch = self.shared.expand_ranges(batch)?;
-            let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
-            let (reply, answer) = bounded(1);
-            queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
-            answer.recv().map_err(|_| KvError::Closed)?
+        let result = self.counters.timed_write(|| {
+            self.with(|i| {
+                i.shared.check_running()?;
+                // Batches that only delete pass: they are how an operator frees space.
+                if batch.ops.iter().any(|op| matches!(op, WriteOp::Put(..))) {
+                    self.disk.admit(batch.payload_bytes())?;
+                }
+                i.write(batch)
+            })
+        });
+        if let Err(e) = &result {
+            self.counters.count_write_error(e);
+        }
+        result
+    }
+
+    fn sync(&self) -> KvResult<()> {
+        self.with(|i| {
+            i.shared.check_running()?;
+            i.shared.db.persist(PersistMode::SyncAll).map_err(|e| i.shared.fail_stop("sync", e))
         })
+    }
+
+    fn health(&self) -> StoreHealth {
+        let failed = self.with(|i| i.shared.check_running());
+        if let Err(e) = failed {
+            return StoreHealth::Failed(match e {
+                KvError::Failed(why) => why,
+                other => other.to_string(),
+            });
+        }
+        if self.disk.is_full() {
+            let space = self.disk.space();
+            return StoreHealth::Full { free_bytes: space.free_bytes, reserve_bytes: space.reserve_bytes };
+        }
+        StoreHealth::Ok
+    }
+
+    /// Closes a stopped instance and opens the folder again (a restart in place).
+    fn reopen(&self) -> KvResult<bool> {
+        let mut instance = self.instance.write();
+        if instance.as_ref().is_some_and(|i| i.shared.failed.get().is_none()) {
+            return Ok(true);
+        }
+        // The old instance must be gone (its lock released) before the folder is opened again.
+        drop(instance.take());
+        *instance = Some(Instance::start(&self.config, self.counters.clone())?);
+        tracing::info!("store reopened: recovered what reached the disk");
+        Ok(true)
     }
 
     fn stats(&self) -> KvStats {
         let mut stats = KvStats {
-            cache_bytes: self.shared.db.cache_size(),
-            cache_bytes_max: self.shared.db.cache_capacity(),
-            write_buffer_bytes: self.shared.db.write_buffer_size(),
-            write_buffer_bytes_max: self.shared.write_buffer_bytes_max,
+            write_buffer_bytes_max: self.config.write_buffer_bytes_max.max(1 << 20),
+            disk: self.disk.space(),
             ..KvStats::default()
         };
-        self.shared.counters.fill(&mut stats);
+        let _ = self.with(|i| {
+            stats.cache_bytes = i.shared.db.cache_size();
+            stats.cache_bytes_max = i.shared.db.cache_capacity();
+            stats.write_buffer_bytes = i.shared.db.write_buffer_size();
+            stats.disk_bytes = i.shared.db.disk_space().unwrap_or(0);
+            Ok(())
+        });
+        self.counters.fill(&mut stats);
         stats
     }
 }

@@ -17,10 +17,12 @@
 //! Remote backends pay a round trip per call, so callers batch: `get_many` reads many keys in
 //! one call and a whole SQLite transaction is one `write`.
 
+mod disk;
 mod faulty;
 mod fjall;
 mod memory;
 
+pub use self::disk::{DiskSpace, DEFAULT_RESERVE_BYTES};
 pub use self::faulty::{FaultPlan, FaultyStore};
 pub use self::fjall::{FjallConfig, FjallStore};
 pub use self::memory::MemoryStore;
@@ -48,9 +50,46 @@ pub enum KvError {
     /// applied data): every later call fails until the process restarts and recovers from disk.
     #[error("store failed, restart to recover: {0}")]
     Failed(String),
+    /// The write was refused, changing nothing: the file system has less than the reserve
+    /// free. Writes succeed again once space is back.
+    #[error("storage full: {free_bytes} bytes free, the write would go below the reserve of {reserve_bytes} bytes")]
+    StorageFull { free_bytes: u64, reserve_bytes: u64 },
+    /// The data folder is locked by another process (at open).
+    #[error("the data folder is in use by another process")]
+    InUse,
+    /// The data folder cannot be read or written by this process (at open).
+    #[error("the data folder is not accessible: {0}")]
+    Inaccessible(String),
+    /// The data folder holds a store format this version cannot read (at open).
+    #[error("the data folder has a store format this version cannot read: {0}")]
+    UnknownFormat(String),
     /// A fault injected by [`FaultyStore`].
     #[error("injected fault on {0}")]
     Injected(&'static str),
+}
+
+/// Whether a store can take writes now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreHealth {
+    #[default]
+    Ok,
+    /// Writes are refused until space is back (see [`KvError::StorageFull`]).
+    Full { free_bytes: u64, reserve_bytes: u64 },
+    /// The store stopped (see [`KvError::Failed`]); only reopening it recovers.
+    Failed(String),
+}
+
+impl StoreHealth {
+    /// A sentence for operators (health answers, logs).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Self::Ok => None,
+            Self::Full { free_bytes, reserve_bytes } => Some(format!(
+                "storage full: {free_bytes} bytes free on the data folder's file system, at the reserve of {reserve_bytes} bytes; writes are refused until space is freed"
+            )),
+            Self::Failed(why) => Some(format!("store failed ({why}); it must be reopened")),
+        }
+    }
 }
 
 /// Result alias of the layer.
@@ -140,6 +179,38 @@ pub struct KvStats {
     /// bucket of [`LATENCY_BUCKETS_S`], and the sum in microseconds.
     pub read_latency: LatencyHistogram,
     pub write_latency: LatencyHistogram,
+    /// Bytes the store takes on disk (0 when it has no local files).
+    pub disk_bytes: u64,
+    /// The file system holding the store: free bytes, size and the write reserve (all 0 when
+    /// the store has no local files).
+    pub disk: DiskSpace,
+    /// Failed `write` calls by kind.
+    pub write_errors: WriteErrorCounts,
+}
+
+/// Failed writes by kind, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteErrorCounts {
+    /// Refused below the disk reserve ([`KvError::StorageFull`]).
+    pub storage_full: u64,
+    /// Refused by a stopped store ([`KvError::Failed`]).
+    pub failed: u64,
+    /// Fenced off by another owner.
+    pub fenced: u64,
+    /// Any other failure (I/O, closed, injected).
+    pub other: u64,
+}
+
+impl WriteErrorCounts {
+    /// `(kind, count)` pairs, for labelled metrics.
+    pub fn by_kind(&self) -> [(&'static str, u64); 4] {
+        [
+            ("storage_full", self.storage_full),
+            ("failed", self.failed),
+            ("fenced", self.fenced),
+            ("other", self.other),
+        ]
+    }
 }
 
 /// Upper bounds (seconds) of the store latency buckets.
@@ -166,6 +237,20 @@ pub trait KvStore: Send + Sync + 'static {
     fn write(&self, batch: WriteBatch) -> KvResult<()>;
     /// Counters and memory figures.
     fn stats(&self) -> KvStats;
+    /// Whether writes can succeed now. Backends without local state are always `Ok`.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
+    /// Makes everything written so far durable (for shutdown; a no-op where every write is).
+    fn sync(&self) -> KvResult<()> {
+        Ok(())
+    }
+    /// Revives a stopped store in place, as a restart would (recovering what reached the
+    /// disk). `Ok(false)`: this backend cannot; the process must restart. Callers put every
+    /// actor to sleep first: caches built on the stopped store may hold writes it lost.
+    fn reopen(&self) -> KvResult<bool> {
+        Ok(false)
+    }
 }
 
 /// Call counters shared by the backends.
@@ -177,6 +262,7 @@ pub(crate) struct CallCounters {
     pub syncs: AtomicU64,
     read_latency: LatencyCounters,
     write_latency: LatencyCounters,
+    write_errors: [AtomicU64; 4],
 }
 
 #[derive(Debug, Default)]
@@ -230,7 +316,25 @@ impl CallCounters {
         result
     }
 
+    /// Counts a failed write by kind (in the order of [`WriteErrorCounts::by_kind`]).
+    pub fn count_write_error(&self, error: &KvError) {
+        let kind = match error {
+            KvError::StorageFull { .. } => 0,
+            KvError::Failed(_) => 1,
+            KvError::Fenced => 2,
+            _ => 3,
+        };
+        Self::bump(&self.write_errors[kind]);
+    }
+
     pub fn fill(&self, stats: &mut KvStats) {
+        let errors = |i: usize| self.write_errors[i].load(Ordering::Relaxed);
+        stats.write_errors = WriteErrorCounts {
+            storage_full: errors(0),
+            failed: errors(1),
+            fenced: errors(2),
+            other: errors(3),
+        };
         stats.read_latency = self.read_latency.snapshot();
         stats.write_latency = self.write_latency.snapshot();
         stats.read_calls = self.read_calls.load(Ordering::Relaxed);
@@ -252,6 +356,15 @@ impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
     }
     fn stats(&self) -> KvStats {
         (**self).stats()
+    }
+    fn health(&self) -> StoreHealth {
+        (**self).health()
+    }
+    fn sync(&self) -> KvResult<()> {
+        (**self).sync()
+    }
+    fn reopen(&self) -> KvResult<bool> {
+        (**self).reopen()
     }
 }
 

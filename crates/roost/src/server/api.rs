@@ -149,10 +149,6 @@ pub async fn delete(
     Ok(Json(empty_object()))
 }
 
-pub async fn healthz() -> Json<JsonValue> {
-    Json(json!({"status": "ok"}))
-}
-
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }

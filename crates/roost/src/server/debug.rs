@@ -61,7 +61,10 @@ pub fn memory_json(state: &AppState) -> JsonValue {
         "sqlite": {"used_bytes": m.sqlite.used_bytes, "highwater_bytes": m.sqlite.highwater_bytes,
             "page_cache_bytes": m.sqlite.page_cache_bytes},
         "store": {"cache_bytes": m.store.cache_bytes, "cache_bytes_max": m.store.cache_bytes_max,
-            "write_buffer_bytes": m.store.write_buffer_bytes, "write_buffer_bytes_max": m.store.write_buffer_bytes_max},
+            "write_buffer_bytes": m.store.write_buffer_bytes, "write_buffer_bytes_max": m.store.write_buffer_bytes_max,
+            "disk_bytes": m.store.disk_bytes, "fs_free_bytes": m.store.disk.free_bytes,
+            "fs_size_bytes": m.store.disk.total_bytes, "disk_reserve_bytes": m.store.disk.reserve_bytes,
+            "write_errors": write_errors(&m.store), "health": state.host().storage().store().health().reason()},
         "actors": {"awake": stats.actors_awake, "waking": stats.actors_waking, "queued": stats.wakes_queued,
             "known": stats.actors_known, "awake_max": stats.awake_max},
         "budget": {"budget_bytes": m.budget_bytes, "pools": pools},
@@ -74,6 +77,11 @@ pub fn memory_json(state: &AppState) -> JsonValue {
     })
 }
 
+/// Failed store writes by kind.
+fn write_errors(store: &crate::kv::KvStats) -> JsonValue {
+    store.write_errors.by_kind().into_iter().map(|(kind, n)| (kind.to_string(), json!(n))).collect()
+}
+
 /// The request pool's use, its high-water mark, the per-answer limit and refusals.
 fn request_buffers(state: &AppState) -> JsonValue {
     let b = state.host().buffers().stats();
@@ -83,6 +91,11 @@ fn request_buffers(state: &AppState) -> JsonValue {
 
 fn mib(bytes: &JsonValue) -> String {
     bytes.as_u64().map_or_else(|| "-".to_string(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+}
+
+fn write_errors_text(errors: &JsonValue) -> String {
+    let kinds = errors.as_object().into_iter().flatten();
+    kinds.map(|(kind, n)| format!("{kind} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The breakdown as a table for a terminal.
@@ -97,6 +110,17 @@ pub fn memory_text(memory: &JsonValue) -> String {
         ("sqlite page cache".into(), mib(&memory["sqlite"]["page_cache_bytes"])),
         ("store block cache".into(), mib(&memory["store"]["cache_bytes"])),
         ("store write buffers".into(), mib(&memory["store"]["write_buffer_bytes"])),
+        ("store on disk".into(), mib(&memory["store"]["disk_bytes"])),
+        (
+            "store fs free".into(),
+            format!(
+                "{} of {} (reserve {})",
+                mib(&memory["store"]["fs_free_bytes"]),
+                mib(&memory["store"]["fs_size_bytes"]),
+                mib(&memory["store"]["disk_reserve_bytes"])
+            ),
+        ),
+        ("store write errors".into(), write_errors_text(&memory["store"]["write_errors"])),
     ];
     for pool in memory["budget"]["pools"].as_array().into_iter().flatten() {
         let name = format!("pool {}", pool["name"].as_str().unwrap_or("?"));

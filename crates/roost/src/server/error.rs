@@ -44,6 +44,27 @@ impl ApiError {
         }
     }
 
+    /// 503 `store_unavailable`: the store cannot write now; retry (the server reopens it).
+    pub fn store_unavailable() -> Self {
+        Self {
+            retry_after_ms: Some(5_000),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store cannot write right now; retry later",
+            )
+        }
+    }
+
+    /// 507 `storage_full`: the write was refused and changed nothing; reads still work.
+    pub fn storage_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            "the server is out of disk space; the write was not applied (reads still work)",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
@@ -89,15 +110,12 @@ impl From<vfs::Error> for ApiError {
                 Self { message: format!("statement {index}: {}", inner.message), ..inner }
             }
             E::Store(crate::kv::KvError::Failed(_)) => {
-                tracing::error!(error = %error, "the store has failed; restart the process to recover");
-                Self {
-                    retry_after_ms: Some(5_000),
-                    ..Self::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store_unavailable",
-                        "the store cannot write; the operator must restart the server",
-                    )
-                }
+                tracing::error!(error = %error, "the store has stopped; the server reopens it");
+                Self::store_unavailable()
+            }
+            E::Store(crate::kv::KvError::StorageFull { .. }) => {
+                tracing::warn!(error = %error, "write refused: storage full");
+                Self::storage_full()
             }
             E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
                 tracing::error!(error = %error, "storage failure");

@@ -152,6 +152,7 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
     counter(&mut out, "roost_store_group_commits_total", "Physical store commits.", m.store.group_commits);
     counter(&mut out, "roost_store_syncs_total", "Store fsyncs.", m.store.syncs);
     render_store_latency(&mut out, &m.store);
+    render_store_capacity(&mut out, &m.store);
     render_requests(&mut out, metrics);
     out
 }
@@ -165,6 +166,24 @@ pub fn render_files(out: &mut String, state: &AppState) {
     gauge(out, "roost_scratch_bytes_max", "Cap of roost_scratch_bytes.", storage.scratch_bytes_max());
     gauge(out, "roost_spool_bytes", "Bytes of import and export spools.", spool.bytes());
     gauge(out, "roost_spool_bytes_max", "Cap of roost_spool_bytes.", spool.bytes_max());
+}
+
+/// Disk use of the store, the free space left and failed writes by kind.
+fn render_store_capacity(out: &mut String, store: &crate::kv::KvStats) {
+    gauge(out, "roost_store_disk_bytes", "Bytes the store takes on disk.", store.disk_bytes);
+    gauge(out, "roost_store_fs_free_bytes", "Free bytes on the store's file system.", store.disk.free_bytes);
+    gauge(out, "roost_store_fs_size_bytes", "Size of the store's file system.", store.disk.total_bytes);
+    gauge(
+        out,
+        "roost_store_disk_reserve_bytes",
+        "Writes are refused (storage_full) while free bytes are below this.",
+        store.disk.reserve_bytes,
+    );
+    let name = "roost_store_write_errors_total";
+    let _ = writeln!(out, "# HELP {name} Failed store writes by kind.\n# TYPE {name} counter");
+    for (kind, n) in store.write_errors.by_kind() {
+        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
+    }
 }
 
 fn render_store_latency(out: &mut String, store: &crate::kv::KvStats) {

@@ -11,6 +11,7 @@ mod debug;
 mod error;
 mod hrana;
 mod json;
+mod lifecycle;
 mod metrics;
 mod spool;
 mod transfer;
@@ -18,6 +19,7 @@ mod transfer;
 pub use self::auth::{Auth, Token};
 pub use self::debug::{memory_json, memory_text, AllocatorStats};
 pub use self::error::ApiError;
+pub use self::lifecycle::{Phase, ServeExit};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +67,11 @@ pub struct ServerConfig {
     pub heap_profile: Option<HeapProfileFn>,
     /// Every this many seconds one structured log line with the memory figures; 0: off.
     pub memory_log_interval_s: u64,
+    /// After the shutdown signal, how long in-flight requests may take before their
+    /// connections are closed.
+    pub drain_timeout_ms: u64,
+    /// How often the store's health is checked (a stopped store ends `serve`).
+    pub store_check_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +91,8 @@ impl Default for ServerConfig {
             allocator_stats: None,
             heap_profile: None,
             memory_log_interval_s: 60,
+            drain_timeout_ms: 30_000,
+            store_check_interval_ms: 250,
         }
     }
 }
@@ -114,6 +123,7 @@ struct StateInner {
     in_flight: Semaphore,
     metrics: metrics::Metrics,
     spool: Arc<spool::SpoolBudget>,
+    lifecycle: lifecycle::Lifecycle,
 }
 
 /// Shared state of the handlers.
@@ -127,7 +137,8 @@ impl AppState {
         let in_flight = Semaphore::new(config.requests_in_flight_max);
         let spool = Arc::new(spool::SpoolBudget::new(config.spool_bytes_max));
         let metrics = metrics::Metrics::default();
-        Self { inner: Arc::new(StateInner { host, config, in_flight, metrics, spool }) }
+        let lifecycle = lifecycle::Lifecycle::default();
+        Self { inner: Arc::new(StateInner { host, config, in_flight, metrics, spool, lifecycle }) }
     }
 
     pub fn host(&self) -> &Host {
@@ -150,10 +161,27 @@ impl AppState {
     pub fn spool_budget(&self) -> &Arc<spool::SpoolBudget> {
         &self.inner.spool
     }
+
+    pub fn lifecycle(&self) -> &lifecycle::Lifecycle {
+        &self.inner.lifecycle
+    }
+}
+
+/// Paths that answer in every phase: health, readiness and metrics.
+fn always_served(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/debug/")
 }
 
 /// Sheds load beyond `requests_in_flight_max`.
 async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.lifecycle().refusing() && !always_served(request.uri().path()) {
+        let draining = state.lifecycle().phase() == Phase::Draining;
+        let refusal = match draining {
+            true => ApiError::overloaded("server is shutting down", state.config().retry_after_ms),
+            false => ApiError::store_unavailable(),
+        };
+        return body::closing(refusal.into_response_for(request.uri().path()));
+    }
     match state.inner.in_flight.try_acquire() {
         Ok(_permit) => next.run(request).await,
         Err(_) => {
@@ -167,7 +195,8 @@ async fn limit_in_flight(State(state): State<AppState>, request: Request, next: 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_bytes_max;
     Router::new()
-        .route("/healthz", get(api::healthz))
+        .route("/healthz", get(lifecycle::healthz))
+        .route("/readyz", get(lifecycle::readyz))
         .route("/metrics", get(debug::metrics))
         .route("/debug/memory", get(debug::memory))
         .route("/debug/pprof/heap", get(debug::heap_profile))
@@ -187,21 +216,92 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, lets in-flight requests finish, then puts every actor to
-/// sleep (connections closed, store flushed by its owner afterwards).
+/// Serves until `shutdown` resolves or the store stops for good (a stopped store is reopened in
+/// place first, see `lifecycle`), then drains: new requests are refused,
+/// in-flight ones may finish within `drain_timeout_ms`, every actor is put to sleep and the
+/// store is synced. Requests still running at the drain timeout are abandoned: the caller
+/// drops the runtime (closing their connections) without waiting for them, and their
+/// statements' unacknowledged transactions are rolled back by recovery at the next start.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<ServeExit> {
     let app = router(state.clone());
     let memory_log = spawn_memory_log(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let drain_started = Arc::new(tokio::sync::Notify::new());
+    let (failed_tx, mut failed_rx) = tokio::sync::watch::channel(None::<String>);
+    let stop = stop_signal(state.clone(), shutdown, drain_started.clone(), failed_tx);
+    state.lifecycle().advance(Phase::Ready);
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop);
+    let drain_timeout = std::time::Duration::from_millis(state.config().drain_timeout_ms);
+    let requests_cut = tokio::select! {
+        result = server => { result?; false }
+        _ = async { drain_started.notified().await; tokio::time::sleep(drain_timeout).await } => {
+            tracing::warn!(timeout_ms = drain_timeout.as_millis() as u64, "drain timeout: closing connections of unfinished requests");
+            true
+        }
+    };
     if let Some(task) = memory_log {
         task.abort();
     }
-    state.host().shutdown().await;
-    Ok(())
+    put_actors_to_sleep(&state, requests_cut).await;
+    let failed = failed_rx.borrow_and_update().clone();
+    match failed {
+        Some(why) => Ok(ServeExit::StoreFailed(why)),
+        None => {
+            sync_store(&state).await;
+            Ok(ServeExit::Shutdown { requests_cut })
+        }
+    }
+}
+
+/// After the drain timeout, how long actors still busy may take to go to sleep before the
+/// process moves on (their unfinished transactions are rolled back by recovery, as after a
+/// crash; nothing was acknowledged for them).
+const BUSY_ACTORS_WAIT_MS: u64 = 1_000;
+
+/// Puts every actor to sleep; once requests were cut, waits for busy ones only briefly.
+async fn put_actors_to_sleep(state: &AppState, requests_cut: bool) {
+    if !requests_cut {
+        return state.host().shutdown().await;
+    }
+    let wait = std::time::Duration::from_millis(BUSY_ACTORS_WAIT_MS);
+    if tokio::time::timeout(wait, state.host().shutdown()).await.is_err() {
+        tracing::warn!(
+            "actors still busy after the drain timeout are left running; the store is synced without them"
+        );
+    }
+}
+
+/// Resolves when serving must stop: the shutdown signal or a stopped store. Marks the phase
+/// and starts the drain clock.
+async fn stop_signal(
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain_started: Arc<tokio::sync::Notify>,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+) {
+    let interval = std::time::Duration::from_millis(state.config().store_check_interval_ms.max(1));
+    tokio::select! {
+        _ = shutdown => state.lifecycle().advance(Phase::Draining),
+        why = lifecycle::store_lost(state.clone(), interval) => {
+            tracing::error!(reason = %why, "the store stopped and cannot be reopened: refusing requests and exiting so that a supervisor restarts roost (a restart recovers every acknowledged write)");
+            state.lifecycle().advance(Phase::Failed);
+            let _ = failed.send(Some(why));
+        }
+    }
+    drain_started.notify_one();
+}
+
+/// Makes everything written durable before the process exits (relaxed durability included).
+async fn sync_store(state: &AppState) {
+    let store = state.host().storage().store().clone();
+    match tokio::task::spawn_blocking(move || store.sync()).await {
+        Ok(Ok(())) => tracing::info!("store synced"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final sync of the store failed"),
+        Err(e) => tracing::error!(error = %e, "final sync of the store panicked"),
+    }
 }
 
 /// Logs one line of memory figures every `memory_log_interval_s` seconds.
@@ -228,6 +328,12 @@ fn spawn_memory_log(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                 sqlite_page_cache_bytes = m.sqlite.page_cache_bytes,
                 store_cache_bytes = m.store.cache_bytes,
                 store_write_buffer_bytes = m.store.write_buffer_bytes,
+                store_disk_bytes = m.store.disk_bytes,
+                store_fs_free_bytes = m.store.disk.free_bytes,
+                store_disk_reserve_bytes = m.store.disk.reserve_bytes,
+                store_write_errors_storage_full = m.store.write_errors.storage_full,
+                store_write_errors_failed = m.store.write_errors.failed,
+                store_write_errors_other = m.store.write_errors.other,
                 actors_awake = stats.actors_awake,
                 actors_waking = stats.actors_waking,
                 wakes_queued = stats.wakes_queued,

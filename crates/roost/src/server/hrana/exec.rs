@@ -99,6 +99,11 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
             "statement ran longer than the time limit and was interrupted; its transaction was rolled back",
         ),
         E::InvalidActorId(_) => HError::new("SQLITE_MISUSE", error.to_string()),
+        // Clients know SQLITE_FULL: the statement was not applied and the stream goes on.
+        E::Store(crate::kv::KvError::StorageFull { .. }) => HError::new(
+            "SQLITE_FULL",
+            "the server is out of disk space; the statement was not applied (reads still work)",
+        ),
         E::InBatch { source, .. } => return statement_error(*source),
         // The answer pool is busy: the whole HTTP request fails with `overloaded` (retry).
         E::AnswerMemoryFull { .. }
