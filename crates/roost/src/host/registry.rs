@@ -718,15 +718,17 @@ impl Inner {
     async fn wake(self: &Arc<Self>, slot: &Arc<Slot>) -> Result<(), HostError> {
         let _permit = self.admit().await?;
         let reservation = self.reserve().await?;
-        let (storage, idle, slot) = (self.storage.clone(), self.idle.clone(), slot.clone());
+        let (inner, slot) = (self.clone(), slot.clone());
         let open = move || -> Result<(), vfs::Error> {
-            let db = storage.open(&slot.id)?;
+            let db = inner.storage.open(&slot.id)?;
             *slot.db.lock() = Some(Awake { db, _reservation: reservation });
-            idle.set_awake(&slot);
+            // Counted before anyone can see the actor awake, so that the counter never lags
+            // behind what callers observe.
+            inner.counters.wakes.fetch_add(1, Ordering::Relaxed);
+            inner.idle.set_awake(&slot);
             Ok(())
         };
         self.pool.run(open).await.map_err(|e| self.pool_error(e))??;
-        self.counters.wakes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
