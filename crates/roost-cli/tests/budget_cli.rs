@@ -3,28 +3,18 @@
 //! get clear errors (or complete answers) and the server's peak RSS stays within the budget
 //! plus 10%.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const ROOST: &str = env!("CARGO_BIN_EXE_roost");
+mod support;
+
+use support::free_port;
 const BUDGET_BYTES: u64 = 256 << 20;
 
 fn start(data: &std::path::Path, port: u16) -> Child {
-    let child = Command::new(ROOST)
-        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--memory-budget", "256MiB"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    support::serve(data, port, &["--memory-budget", "256MiB"], Stdio::null())
 }
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
@@ -50,7 +40,7 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 #[test]
 fn large_answers_stay_inside_the_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start(dir.path(), port);
     let query = format!("{base}/v1/actors/big/query");

@@ -10,26 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const ROOST: &str = env!("CARGO_BIN_EXE_roost");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use support::{free_port, ROOST};
 
 fn start(data: &Path, port: u16, extra: &[&str]) -> Child {
-    let child = Command::new(ROOST)
-        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    support::serve(data, port, extra, Stdio::inherit())
 }
 
 /// Sends SIGTERM and waits for the exit; returns the exit code and how long it took.

@@ -3,31 +3,16 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROOST: &str = env!("CARGO_BIN_EXE_roost");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use support::{free_port, ROOST};
 
 fn start(data: &std::path::Path, port: u16) -> Child {
     start_with(data, port, &[])
 }
 
 fn start_with(data: &std::path::Path, port: u16, extra: &[&str]) -> Child {
-    let child = Command::new(ROOST)
-        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env("ROOST_MEMORY_LOG_INTERVAL_S", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    support::serve(data, port, extra, Stdio::null())
 }
 
 fn stop(mut child: Child) {

@@ -3,6 +3,7 @@
 
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::GeneralPurpose;
 use base64::Engine;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -88,19 +89,20 @@ impl Serialize for ValueJson<'_> {
             Value::Text(s) => serializer.serialize_str(s),
             Value::Blob(b) => {
                 let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry("base64", &Base64Str(b))?;
+                map.serialize_entry("base64", &Base64Str(b, &BASE64))?;
                 map.end()
             }
         }
     }
 }
 
-/// Blob bytes as a base64 string, written straight into the output.
-struct Base64Str<'a>(&'a [u8]);
+/// Blob bytes as a base64 string in `engine`'s alphabet and padding, written straight into the
+/// output (no intermediate string).
+pub struct Base64Str<'a>(pub &'a [u8], pub &'a GeneralPurpose);
 
 impl Serialize for Base64Str<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&Base64Display::new(self.0, &BASE64))
+        serializer.collect_str(&Base64Display::new(self.0, self.1))
     }
 }
 

@@ -2,7 +2,6 @@
 //! Requests are parsed strictly enough that a malformed value fails the whole HTTP request
 //! before anything runs; unknown fields are ignored, as the spec asks.
 
-use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
 use base64::Engine;
 use serde::de::Error as _;
@@ -10,6 +9,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value as Json};
 
+use super::super::json::Base64Str;
 use crate::vfs::{QueryResult, Value};
 
 #[derive(Debug, Deserialize)]
@@ -212,19 +212,11 @@ impl Serialize for HValueJson<'_> {
             }
             Value::Blob(b) => {
                 map.serialize_entry("type", "blob")?;
-                map.serialize_entry("base64", &Base64Str(b))?;
+                // Hrana writes blobs as unpadded base64.
+                map.serialize_entry("base64", &Base64Str(b, &BASE64))?;
             }
         }
         map.end()
-    }
-}
-
-/// Blob bytes as unpadded base64, written straight into the output.
-struct Base64Str<'a>(&'a [u8]);
-
-impl Serialize for Base64Str<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&Base64Display::new(self.0, &BASE64))
     }
 }
 
