@@ -57,3 +57,28 @@ fn bench_storage_prints_a_table_and_writes_json() {
     let leftovers = std::fs::read_dir(dir.path().join("data")).unwrap().count();
     assert_eq!(leftovers, 0, "the scratch data was not removed");
 }
+
+#[test]
+fn bench_load_stays_in_budget_and_every_request_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let out = roost()
+        .args(["bench", "load", "--requests", "3000", "--actors", "3000", "--clients", "128"])
+        .args(["--memory-budget", "256MiB", "--json"])
+        .arg(&json)
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("server peak RSS MiB"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["completed"], 3000, "{report}");
+    assert_eq!(report["other_errors"], 0, "{report}");
+    assert_eq!(report["overloaded_without_retry_after"], 0, "{report}");
+    assert_eq!(report["gave_up"], 0, "{report}");
+    let peak = report["rss_peak_bytes"].as_u64().unwrap();
+    assert!(peak > 0, "the server's RSS was sampled: {report}");
+    assert!(peak <= (256u64 << 20) * 11 / 10, "peak RSS {peak} over the budget + 10%: {report}");
+}

@@ -2,6 +2,7 @@
 
 mod bench_actors;
 mod bench_http;
+mod bench_load;
 mod bench_storage;
 mod bytes;
 mod mem_monitor;
@@ -48,6 +49,10 @@ pub enum BenchCmd {
     /// Requests/s and latency of single-row reads and writes through the HTTP API, on one
     /// actor and on many, with a load generator on loopback.
     Http(bench_http::HttpArgs),
+    /// Many requests over many actors as fast as clients can send them, against `roost serve`
+    /// under a small budget: every request succeeds or is answered `overloaded` with
+    /// `Retry-After`, clients that honour it all finish, and the server's RSS stays in budget.
+    Load(bench_load::LoadArgs),
     /// The reference actor workload on many actors: memory, wake storms, soak, group commit.
     ///
     /// Every measurement point that needs clean memory figures runs in a fresh child process.
@@ -250,6 +255,7 @@ pub fn run() -> ExitCode {
         Command::MemMonitor(args) => mem_monitor::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Storage(args) } => bench_storage::run(args),
         Command::Bench { which: BenchCmd::Http(args) } => bench_http::run(args).map_err(Into::into),
+        Command::Bench { which: BenchCmd::Load(args) } => bench_load::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Actors { which } } => bench_actors::run(which),
     };
     match result {
