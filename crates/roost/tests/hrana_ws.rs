@@ -385,3 +385,19 @@ fn sqld_v1_execute_and_batch() {
     assert_eq!(count.body["result"]["rows"], json!([[int(1)]]));
     assert_eq!(support::get(&url("/db/v1-a/v1"), None).status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_closes_sockets_going_away() {
+    let server = TestServer::default_config();
+    let (mut ws, _) = connect(&server, "/db/ws-drain", "hrana3").await;
+    hello(&mut ws, None).await;
+    ok(&mut ws, 1, json!({"type": "open_stream", "stream_id": 1})).await;
+    ok(&mut ws, 2, execute(1, "BEGIN")).await;
+    // Shutting down (the drop waits for the server to finish) closes the socket with 1001,
+    // and the open transaction does not hold the drain.
+    let stopping = std::thread::spawn(move || drop(server));
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, CloseCode::Away);
+    assert!(reason.contains("shutting down"), "{reason}");
+    tokio::task::spawn_blocking(move || stopping.join().unwrap()).await.unwrap();
+}
