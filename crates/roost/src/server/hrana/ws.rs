@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::super::body::{buffer_error, parse_bytes_bound};
 use super::super::error::ApiError;
-use super::super::Phase;
+use super::super::{Phase, ServerConfig};
 use super::exec::{self, Ctx};
 use super::proto::{self, Batch, HError, Reply, Stmt, StreamRequest};
 use super::stream::{stored_sql_bytes, Stream};
@@ -148,6 +148,55 @@ impl Closing {
     }
 }
 
+impl Closing {
+    fn too_big(error: axum::Error) -> Self {
+        Self { code: CLOSE_TOO_BIG, reason: format!("cannot read a message: {error}") }
+    }
+}
+
+/// A socket's timers: when it was last heard from, when it last sent or was answered a request,
+/// and the ping it has not answered yet.
+struct Clock {
+    ping_every: Duration,
+    idle: Duration,
+    idle_in_transaction: Duration,
+    last_heard: Instant,
+    last_request: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl Clock {
+    fn new(config: &ServerConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            ping_every: Duration::from_millis(config.hrana_ws_ping_ms.max(1)),
+            idle: Duration::from_millis(config.hrana_ws_idle_ms),
+            idle_in_transaction: Duration::from_millis(config.hrana_stream_idle_ms),
+            last_heard: now,
+            last_request: now,
+            ping_sent: None,
+        }
+    }
+
+    /// Checks often enough for the shortest timer, at most every second.
+    fn tick_period(&self) -> Duration {
+        (self.ping_every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Any frame answers a ping; a data message is a request.
+    fn heard(&mut self, request: bool) {
+        self.last_heard = Instant::now();
+        self.ping_sent = None;
+        if request {
+            self.last_request = self.last_heard;
+        }
+    }
+
+    fn answered(&mut self) {
+        self.last_request = Instant::now();
+    }
+}
+
 /// A message for the socket task to write.
 struct Outgoing {
     text: Vec<u8>,
@@ -250,15 +299,9 @@ impl Session {
     }
 
     async fn run(mut self, mut socket: WebSocket) {
-        let config = self.hrana.app.config().clone();
-        let ping_every = Duration::from_millis(config.hrana_ws_ping_ms.max(1));
-        let idle = Duration::from_millis(config.hrana_ws_idle_ms);
-        let idle_in_transaction = Duration::from_millis(config.hrana_stream_idle_ms);
-        let mut tick =
-            tokio::time::interval((ping_every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let mut clock = Clock::new(self.hrana.app.config());
+        let mut tick = tokio::time::interval(clock.tick_period());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let started = Instant::now();
-        let (mut last_heard, mut last_request, mut ping_sent) = (started, started, None::<Instant>);
         let closing = loop {
             tokio::select! {
                 message = socket.recv() => {
@@ -267,13 +310,9 @@ impl Session {
                         Some(Ok(message)) => message,
                         // Mostly a message over the size limit; the reader may be past sending a
                         // close frame then, and the client sees the socket end.
-                        Some(Err(error)) => break Some(Closing { code: CLOSE_TOO_BIG, reason: format!("cannot read a message: {error}") }),
+                        Some(Err(error)) => break Some(Closing::too_big(error)),
                     };
-                    last_heard = Instant::now();
-                    ping_sent = None;
-                    if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                        last_request = last_heard;
-                    }
+                    clock.heard(matches!(message, Message::Text(_) | Message::Binary(_)));
                     match self.on_message(message) {
                         Ok(true) => {}
                         Ok(false) => break Some(Closing { code: CLOSE_NORMAL, reason: String::new() }),
@@ -283,7 +322,7 @@ impl Session {
                 Some(out) = self.replies_rx.recv() => {
                     if out.answers {
                         self.pending -= 1;
-                        last_request = Instant::now();
+                        clock.answered();
                     }
                     if !out.text.is_empty() && send_text(&mut socket, out.text).await.is_err() {
                         break None;
@@ -292,38 +331,49 @@ impl Session {
                         break Some(closing);
                     }
                 }
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    if matches!(self.hrana.app.lifecycle().phase(), Phase::Draining | Phase::Failed) {
-                        break Some(Closing { code: CLOSE_GOING_AWAY, reason: "the server is shutting down".into() });
-                    }
-                    let limit = if self.in_transaction() { idle_in_transaction } else { idle };
-                    if self.pending == 0 && now - last_request >= limit {
-                        break Some(Closing { code: CLOSE_NORMAL, reason: format!("idle for {} ms", limit.as_millis()) });
-                    }
-                    match ping_sent {
-                        Some(sent) if now - sent >= ping_every => {
-                            break Some(Closing { code: CLOSE_POLICY, reason: format!("ping unanswered for {} ms", ping_every.as_millis()) });
+                _ = tick.tick() => match self.on_tick(&mut clock) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            break None;
                         }
-                        None if now - last_heard >= ping_every => {
-                            if socket.send(Message::Ping(Default::default())).await.is_err() {
-                                break None;
-                            }
-                            ping_sent = Some(now);
-                        }
-                        _ => {}
                     }
+                    Err(closing) => break Some(closing),
                 }
             }
         };
         if let Some(closing) = closing {
             if closing.code != CLOSE_NORMAL {
-                tracing::debug!(actor = %self.actor, code = closing.code, reason = %closing.reason, "closing a Hrana socket");
+                let (code, reason) = (closing.code, &closing.reason);
+                tracing::debug!(actor = %self.actor, code, %reason, "closing a Hrana socket");
             }
             let frame = CloseFrame { code: closing.code, reason: Utf8Bytes::from(truncated(closing.reason)) };
             let _ = socket.send(Message::Close(Some(frame))).await;
         }
         // Dropping the handles ends the stream tasks, which roll back and release their actors.
+    }
+
+    /// The periodic checks: `Ok(true)` to send a ping, `Err` to close the socket.
+    fn on_tick(&self, clock: &mut Clock) -> Result<bool, Closing> {
+        if matches!(self.hrana.app.lifecycle().phase(), Phase::Draining | Phase::Failed) {
+            return Err(Closing { code: CLOSE_GOING_AWAY, reason: "the server is shutting down".into() });
+        }
+        let now = Instant::now();
+        let limit = if self.in_transaction() { clock.idle_in_transaction } else { clock.idle };
+        if self.pending == 0 && now - clock.last_request >= limit {
+            return Err(Closing { code: CLOSE_NORMAL, reason: format!("idle for {} ms", limit.as_millis()) });
+        }
+        match clock.ping_sent {
+            Some(sent) if now - sent >= clock.ping_every => {
+                let reason = format!("ping unanswered for {} ms", clock.ping_every.as_millis());
+                Err(Closing { code: CLOSE_POLICY, reason })
+            }
+            None if now - clock.last_heard >= clock.ping_every => {
+                clock.ping_sent = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn in_transaction(&self) -> bool {
