@@ -712,10 +712,10 @@ async fn libsql_rust_client() {
     assert_eq!(answer.body["rows"], json!([[5]]));
 }
 
-/// `@libsql/client` through Node (`tests/node`). Skipped with a warning when its packages are
-/// not installed, unless ROOST_REQUIRE_NODE=1.
-#[test]
-fn libsql_node_client() {
+/// Runs `tests/node/client.mjs` (`@libsql/client`) against `url` on actor `team-node...`; its
+/// summary, or `None` when Node or its packages are missing (a failure under
+/// ROOST_REQUIRE_NODE=1).
+fn run_node_client(url: &str) -> Option<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     let required = std::env::var("ROOST_REQUIRE_NODE").is_ok_and(|v| v == "1");
     if !dir.join("node_modules/@libsql/client").exists() {
@@ -725,13 +725,11 @@ fn libsql_node_client() {
             dir.display()
         );
         eprintln!("warning: skipping the @libsql/client test: run `npm ci` in {}", dir.display());
-        return;
+        return None;
     }
-    let server = TestServer::start(token_config(), HostConfig::default(), StorageConfig::default());
-    let url = format!("{}/db/team-node/", server.url);
     let output = match Command::new("node")
         .arg("client.mjs")
-        .arg(&url)
+        .arg(url)
         .env("ROOST_TOKEN", TOKEN)
         .current_dir(&dir)
         .output()
@@ -740,7 +738,7 @@ fn libsql_node_client() {
         Err(e) => {
             assert!(!required, "ROOST_REQUIRE_NODE=1 but node cannot run: {e}");
             eprintln!("warning: skipping the @libsql/client test: node cannot run: {e}");
-            return;
+            return None;
         }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -749,7 +747,12 @@ fn libsql_node_client() {
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
         panic!("no JSON summary ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}");
     });
-    eprintln!("@libsql/client summary: {summary}");
+    eprintln!("@libsql/client summary ({url}): {summary}");
+    Some(summary)
+}
+
+/// What the script sees on any transport.
+fn check_node_summary(server: &TestServer, actor: &str, summary: &Value) {
     assert_eq!(summary["insert"], json!({"rowsAffected": 1, "lastInsertRowid": "1"}), "{summary}");
     assert_eq!(summary["select"]["columns"], json!(["id", "name", "qty", "price", "data"]));
     assert_eq!(
@@ -762,12 +765,35 @@ fn libsql_node_client() {
     assert_eq!(summary["rollback"], json!({"countAfter": 4}));
     assert_eq!(summary["names"], json!(["apple", "pear", "plum", "kiwi"]));
     assert_eq!(summary["columnTypes"], json!(["INTEGER", "TEXT", "INTEGER", "REAL", "BLOB"]), "{summary}");
-    let message = summary["httpError"]["message"].as_str().unwrap_or("");
-    assert!(message.contains("larger than the limit"), "{summary}");
     let answer = post(
-        &format!("{}/v1/actors/team-node/query", server.url),
+        &format!("{}/v1/actors/{actor}/query", server.url),
         Some(TOKEN),
         &json!({"sql": "SELECT group_concat(name, ',') FROM items"}).to_string(),
     );
     assert_eq!(answer.body["rows"], json!([["apple,pear,plum,kiwi"]]));
+}
+
+/// `@libsql/client` through Node (`tests/node`) over Hrana over HTTP. Skipped with a warning
+/// when its packages are not installed, unless ROOST_REQUIRE_NODE=1.
+#[test]
+fn libsql_node_client() {
+    let server = TestServer::start(token_config(), HostConfig::default(), StorageConfig::default());
+    let Some(summary) = run_node_client(&format!("{}/db/team-node/", server.url)) else { return };
+    check_node_summary(&server, "team-node", &summary);
+    let message = summary["httpError"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("larger than the limit"), "{summary}");
+}
+
+/// `@libsql/client` over Hrana over WebSocket (`ws://`, it negotiates `hrana3`: batches run
+/// through cursors). A message over the body limit closes the socket; the client opens a new
+/// one for the next request.
+#[test]
+fn libsql_node_client_websocket() {
+    let server = TestServer::start(token_config(), HostConfig::default(), StorageConfig::default());
+    let url = format!("{}/db/team-node-ws", server.url.replacen("http://", "ws://", 1));
+    let Some(summary) = run_node_client(&url) else { return };
+    check_node_summary(&server, "team-node-ws", &summary);
+    // The socket reader refuses the frame before Roost sees it, so the client only sees the
+    // socket go away (code 1006).
+    assert_eq!(summary["httpError"]["code"], "HRANA_WEBSOCKET_ERROR", "{summary}");
 }

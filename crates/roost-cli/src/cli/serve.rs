@@ -118,6 +118,17 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take before they are cut.
     #[arg(long, env = "ROOST_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
+    /// Hrana WebSocket connections open at once; beyond it the upgrade answers `overloaded`.
+    #[arg(long, env = "ROOST_HRANA_WS_SOCKETS_MAX", default_value_t = 1_000)]
+    pub hrana_ws_sockets_max: usize,
+    /// A Hrana WebSocket with no request for this long is closed (10 s while it holds a
+    /// transaction, like an idle Hrana stream).
+    #[arg(long, env = "ROOST_HRANA_WS_IDLE_MS", default_value_t = 60_000)]
+    pub hrana_ws_idle_ms: u64,
+    /// A silent Hrana WebSocket is pinged after this long, and closed when the ping stays
+    /// unanswered as long again.
+    #[arg(long, env = "ROOST_HRANA_WS_PING_MS", default_value_t = 15_000)]
+    pub hrana_ws_ping_ms: u64,
 }
 
 /// Why `roost serve` stopped unsuccessfully, with its exit code.
@@ -205,6 +216,9 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
         spool_bytes_max: args.spool_bytes_max.unwrap_or(args.db_bytes_max.saturating_mul(2)),
         memory_log_interval_s: args.memory_log_interval_s,
         drain_timeout_ms: args.drain_timeout_ms,
+        hrana_ws_sockets_max: args.hrana_ws_sockets_max,
+        hrana_ws_idle_ms: args.hrana_ws_idle_ms,
+        hrana_ws_ping_ms: args.hrana_ws_ping_ms,
         allocator_stats: Some(crate::alloc::stats),
         heap_profile: Some(crate::alloc::heap_profile),
         auth: auth(args)?,

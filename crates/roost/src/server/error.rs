@@ -139,7 +139,11 @@ impl ApiError {
 
     /// The answer in the shape the endpoint at `path` speaks (Hrana or `/v1`).
     pub fn into_response_for(self, path: &str) -> Response {
-        if path.ends_with("/pipeline") || path.ends_with("/cursor") {
+        let v1 = |name: &str| {
+            path == format!("/v1/{name}")
+                || (path.starts_with("/db/") && path.ends_with(&format!("/v1/{name}")))
+        };
+        if path.ends_with("/pipeline") || path.ends_with("/cursor") || v1("execute") || v1("batch") {
             self.into_hrana_response()
         } else {
             self.into_response()

@@ -50,8 +50,17 @@ pub struct ServerConfig {
     pub hrana_stream_idle_ms: u64,
     /// Hrana streams open at once.
     pub hrana_streams_max: usize,
-    /// Stored SQL texts per Hrana stream.
+    /// Stored SQL texts per Hrana stream (per WebSocket session).
     pub hrana_sql_texts_max: usize,
+    /// Hrana WebSocket connections open at once; beyond it the upgrade is refused with
+    /// `overloaded`.
+    pub hrana_ws_sockets_max: usize,
+    /// A Hrana socket with no request for this long (and none pending) is closed; while one of
+    /// its streams holds a transaction, `hrana_stream_idle_ms` applies instead.
+    pub hrana_ws_idle_ms: u64,
+    /// A socket silent this long is pinged; one that leaves the ping unanswered as long again
+    /// is closed.
+    pub hrana_ws_ping_ms: u64,
     /// The retry-after hint of `overloaded` answers.
     pub retry_after_ms: u64,
     /// Largest import body (DESIGN.md: the per-actor database size limit); it is spooled to
@@ -84,6 +93,9 @@ impl Default for ServerConfig {
             hrana_stream_idle_ms: 10_000,
             hrana_streams_max: 10_000,
             hrana_sql_texts_max: 1_000,
+            hrana_ws_sockets_max: 1_000,
+            hrana_ws_idle_ms: 60_000,
+            hrana_ws_ping_ms: 15_000,
             retry_after_ms: 1000,
             import_bytes_max: 10 << 30,
             spool_bytes_max: 20 << 30,

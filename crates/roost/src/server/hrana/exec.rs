@@ -7,13 +7,15 @@
 //! host and storage failures fail the HTTP request with their own code. The last two end the
 //! stream.
 
+use std::collections::HashMap;
+
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value as Json};
 
 use super::super::body::{buffer_error, encode};
 use super::super::error::ApiError;
-use super::proto::{self, BatchCond, HError, OkJson, StmtResultJson, StreamRequest};
+use super::proto::{self, BatchCond, HError, Reply, ResponseJson, StmtResultJson, StreamRequest};
 use super::sql;
 use super::stream::Stream;
 use crate::host::RequestMemory;
@@ -121,11 +123,14 @@ fn no_statement() -> HError {
 }
 
 /// The SQL text of a request: `sql` or a stored `sql_id`, exactly one of them.
-fn resolve_sql(stream: &Stream, sql: Option<String>, sql_id: Option<i32>) -> Result<String, ApiError> {
+fn resolve_sql(
+    sqls: &HashMap<i32, String>,
+    sql: Option<String>,
+    sql_id: Option<i32>,
+) -> Result<String, ApiError> {
     match (sql, sql_id) {
         (Some(sql), None) => Ok(sql),
-        (None, Some(id)) => stream
-            .sqls
+        (None, Some(id)) => sqls
             .get(&id)
             .cloned()
             .ok_or_else(|| ApiError::bad_request(format!("SQL text {id} is not stored on this stream"))),
@@ -141,8 +146,12 @@ fn too_long(sql: &str, ctx: &Ctx) -> Option<HError> {
 }
 
 /// Resolves a `Stmt`: protocol errors fail the request (outer), statement errors are answers.
-fn prepare(stream: &Stream, stmt: proto::Stmt, ctx: &Ctx) -> Result<Result<Prepared, HError>, ApiError> {
-    let sql = resolve_sql(stream, stmt.sql, stmt.sql_id)?;
+pub fn prepare(
+    sqls: &HashMap<i32, String>,
+    stmt: proto::Stmt,
+    ctx: &Ctx,
+) -> Result<Result<Prepared, HError>, ApiError> {
+    let sql = resolve_sql(sqls, stmt.sql, stmt.sql_id)?;
     if let Some(error) = too_long(&sql, ctx) {
         return Ok(Err(error));
     }
@@ -229,7 +238,7 @@ fn check_condition(cond: &BatchCond, index: usize, ctx: &Ctx) -> Result<(), ApiE
 /// Resolves a batch: protocol errors fail the request; a step that cannot run (with its index)
 /// fails the whole batch request (as in sqld), before anything runs.
 pub fn prepare_batch(
-    stream: &Stream,
+    sqls: &HashMap<i32, String>,
     batch: proto::Batch,
     ctx: &Ctx,
 ) -> Result<Result<Vec<Step>, (usize, HError)>, ApiError> {
@@ -238,7 +247,7 @@ pub fn prepare_batch(
         if let Some(cond) = &step.condition {
             check_condition(cond, index, ctx)?;
         }
-        match prepare(stream, step.stmt, ctx)? {
+        match prepare(sqls, step.stmt, ctx)? {
             Ok(stmt) => steps.push(Step { condition: step.condition, stmt }),
             Err(error) => return Ok(Err((index, error))),
         }
@@ -356,61 +365,81 @@ pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vf
     })))
 }
 
-/// Serves one stream request. `Ok` holds the request's encoded result (ok or error); answers
-/// are charged to `memory` while their rows are collected, and encoded on the blocking thread.
+/// Runs a batch for a cursor: its newline-delimited entries (a step that cannot run ends the
+/// batch there, reported as that step's error).
+pub async fn cursor(
+    stream: &mut Stream,
+    batch: proto::Batch,
+    ctx: &Ctx,
+    memory: &RequestMemory,
+) -> Result<Vec<u8>, ApiError> {
+    match prepare_batch(&stream.sqls, batch, ctx)? {
+        Ok(steps) => {
+            let meter = memory.clone();
+            let entries = stream
+                .run(move |db| {
+                    let outcomes = run_batch(db, &steps, &meter)?;
+                    Ok(cursor_entries(&steps, &outcomes))
+                })
+                .await?;
+            Ok(entries)
+        }
+        Err((step, error)) => Ok(step_error_entry(step, &error)),
+    }
+}
+
+/// Serves one stream request: its encoded response or a statement's Hrana error. Answers are
+/// charged to `memory` while their rows are collected, and encoded on the blocking thread.
+/// `Err` is a protocol error (`bad_request`) or a host failure; both end the stream.
 pub async fn handle(
     stream: &mut Stream,
     request: StreamRequest,
     ctx: &Ctx,
     memory: &RequestMemory,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Reply, ApiError> {
     if stream.closed {
         return Err(ApiError::bad_request("the stream is closed"));
     }
     let kind = request.kind();
-    let answer = |fields: Json| encode(&proto::ok_result(kind, fields));
-    let failed = |error: HError| encode(&proto::error_result(&error));
-    Ok(match request {
+    let answer = |fields: Json| Ok(Ok(encode(&proto::response(kind, fields))));
+    match request {
         StreamRequest::Close {} => {
             stream.closed = true;
             answer(json!({}))
         }
         StreamRequest::Execute { stmt } => {
-            let stmt = match prepare(stream, stmt, ctx)? {
+            let stmt = match prepare(&stream.sqls, stmt, ctx)? {
                 Ok(stmt) => stmt,
-                Err(error) => return Ok(failed(error)),
+                Err(error) => return Ok(Err(error)),
             };
             let meter = memory.clone();
-            stream
+            Ok(stream
                 .run(move |db| {
-                    Ok(match run_statement(db, &stmt, &meter)? {
-                        Ok(result) => {
-                            let value = StmtResultJson { result: &result, want_rows: stmt.want_rows };
-                            encode(&OkJson { kind: "execute", field: "result", value })
-                        }
-                        Err(error) => encode(&proto::error_result(&error)),
-                    })
+                    Ok(run_statement(db, &stmt, &meter)?.map(|result| {
+                        let value = StmtResultJson { result: &result, want_rows: stmt.want_rows };
+                        encode(&ResponseJson { kind: "execute", field: "result", value })
+                    }))
                 })
-                .await?
+                .await?)
         }
         StreamRequest::Batch { batch } => {
-            let steps = match prepare_batch(stream, batch, ctx)? {
+            let steps = match prepare_batch(&stream.sqls, batch, ctx)? {
                 Ok(steps) => steps,
-                Err((_, error)) => return Ok(failed(error)),
+                Err((_, error)) => return Ok(Err(error)),
             };
             let meter = memory.clone();
-            stream
+            Ok(Ok(stream
                 .run(move |db| {
                     let outcomes = run_batch(db, &steps, &meter)?;
                     let value = BatchJson { steps: &steps, outcomes: &outcomes };
-                    Ok(encode(&OkJson { kind: "batch", field: "result", value }))
+                    Ok(encode(&ResponseJson { kind: "batch", field: "result", value }))
                 })
-                .await?
+                .await?))
         }
         StreamRequest::Sequence { sql, sql_id } => {
-            let sql = resolve_sql(stream, sql, sql_id)?;
+            let sql = resolve_sql(&stream.sqls, sql, sql_id)?;
             if let Some(error) = too_long(&sql, ctx) {
-                return Ok(failed(error));
+                return Ok(Err(error));
             }
             let done = stream
                 .run(move |db| match db.execute_script(&sql) {
@@ -418,42 +447,27 @@ pub async fn handle(
                     Err(error) => statement_error(error).map(Err),
                 })
                 .await?;
-            match done {
-                Ok(()) => answer(json!({})),
-                Err(error) => failed(error),
-            }
+            done.map_or_else(|error| Ok(Err(error)), |()| answer(json!({})))
         }
         StreamRequest::Describe { sql, sql_id } => {
-            let sql = resolve_sql(stream, sql, sql_id)?;
+            let sql = resolve_sql(&stream.sqls, sql, sql_id)?;
             if let Some(error) = too_long(&sql, ctx) {
-                return Ok(failed(error));
+                return Ok(Err(error));
             }
             match stream.run(move |db| describe(db, &sql)).await? {
                 Ok(result) => answer(json!({"result": result})),
-                Err(error) => failed(error),
+                Err(error) => Ok(Err(error)),
             }
         }
         StreamRequest::StoreSql { sql_id, sql } => {
             if stream.sqls.contains_key(&sql_id) {
                 return Err(ApiError::bad_request(format!("SQL text {sql_id} is already stored")));
             }
-            if stream.sqls.len() >= ctx.sql_texts_max {
-                failed(HError::new(
-                    "SQL_STORE_TOO_MANY",
-                    format!(
-                        "the stream already stores {} SQL texts, it cannot store more",
-                        stream.sqls.len()
-                    ),
-                ))
-            } else if sql.len() > ctx.statement_bytes_max {
-                failed(HError::new(
-                    "SQL_STORE_TOO_LARGE",
-                    format!("SQL text longer than {} bytes", ctx.statement_bytes_max),
-                ))
-            } else {
-                stream.store_sql(sql_id, sql).map_err(|e| buffer_error(e, "storing SQL on a stream"))?;
-                answer(json!({}))
+            if let Some(error) = store_refused(stream.sqls.len(), &sql, ctx) {
+                return Ok(Err(error));
             }
+            stream.store_sql(sql_id, sql).map_err(|e| buffer_error(e, "storing SQL on a stream"))?;
+            answer(json!({}))
         }
         StreamRequest::CloseSql { sql_id } => {
             stream.close_sql(sql_id);
@@ -465,5 +479,22 @@ pub async fn handle(
             }
             answer(json!({"is_autocommit": !stream.in_transaction()}))
         }
-    })
+    }
+}
+
+/// Why a SQL text cannot be stored next to `stored` others, if it cannot.
+pub fn store_refused(stored: usize, sql: &str, ctx: &Ctx) -> Option<HError> {
+    if stored >= ctx.sql_texts_max {
+        Some(HError::new(
+            "SQL_STORE_TOO_MANY",
+            format!("{stored} SQL texts are stored already, no more can be stored"),
+        ))
+    } else if sql.len() > ctx.statement_bytes_max {
+        Some(HError::new(
+            "SQL_STORE_TOO_LARGE",
+            format!("SQL text longer than {} bytes", ctx.statement_bytes_max),
+        ))
+    } else {
+        None
+    }
 }

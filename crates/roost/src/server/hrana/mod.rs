@@ -7,22 +7,33 @@
 //! - `POST /v2/pipeline`, `POST /v3/pipeline`, `POST /v3/cursor`: the same, with the actor
 //!   taken from the `x-namespace` header.
 //!
-//! Protobuf (`v3-protobuf`) is not served: clients that probe for it fall back to JSON.
-//! Streams and batons live in [`stream`]; requests are served by [`exec`].
+//! - `GET /db/{id}` (and `GET /` with `x-namespace`) upgraded to a WebSocket: Hrana over
+//!   WebSocket, subprotocols `hrana1`..`hrana3` ([`ws`]);
+//! - `POST /db/{id}/v1/execute`, `POST /db/{id}/v1/batch` (and `/v1/...` with `x-namespace`):
+//!   sqld's HTTP API v1 ([`v1`]).
+//!
+//! Protobuf (`v3-protobuf`, `hrana3-protobuf`) is not served: clients that probe for it fall
+//! back to JSON. Streams and batons live in [`stream`]; requests are served by [`exec`], the
+//! same for every transport.
 
 mod exec;
 mod proto;
 mod sql;
 mod stream;
+mod v1;
+mod ws;
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use self::exec::Ctx;
 use self::proto::{CursorReqBody, PipelineReqBody};
@@ -37,6 +48,8 @@ use crate::actor_id::ActorId;
 struct Hrana {
     app: AppState,
     streams: Arc<Streams>,
+    /// Permits of open WebSocket connections (`hrana_ws_sockets_max`).
+    sockets: Arc<Semaphore>,
 }
 
 /// The Hrana routes, with their own stream registry.
@@ -45,6 +58,7 @@ pub(super) fn router(state: &AppState) -> Router<AppState> {
     let hrana = Hrana {
         app: state.clone(),
         streams: Streams::new(config.hrana_stream_idle_ms, config.hrana_streams_max, config.retry_after_ms),
+        sockets: Arc::new(Semaphore::new(config.hrana_ws_sockets_max)),
     };
     Router::new()
         .route("/v2", get(version))
@@ -57,6 +71,15 @@ pub(super) fn router(state: &AppState) -> Router<AppState> {
         .route("/db/{id}/v2/pipeline", post(pipeline_v2_of))
         .route("/db/{id}/v3/pipeline", post(pipeline_v3_of))
         .route("/db/{id}/v3/cursor", post(cursor_v3_of))
+        .route("/", get(websocket))
+        .route("/db/{id}", get(websocket_of))
+        .route("/db/{id}/", get(websocket_of))
+        .route("/v1", get(version_v1))
+        .route("/db/{id}/v1", get(version_v1_of))
+        .route("/v1/execute", post(execute_v1))
+        .route("/v1/batch", post(batch_v1))
+        .route("/db/{id}/v1/execute", post(execute_v1_of))
+        .route("/db/{id}/v1/batch", post(batch_v1_of))
         .with_state(hrana)
 }
 
@@ -84,6 +107,67 @@ async fn cursor_v3_of(State(hrana): State<Hrana>, Path(id): Path<String>, reques
     cursor(hrana, Some(id), request).await
 }
 
+async fn execute_v1(State(hrana): State<Hrana>, request: Request) -> Response {
+    v1::execute(hrana, None, request).await
+}
+
+async fn batch_v1(State(hrana): State<Hrana>, request: Request) -> Response {
+    v1::batch(hrana, None, request).await
+}
+
+async fn execute_v1_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
+    v1::execute(hrana, Some(id), request).await
+}
+
+async fn batch_v1_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
+    v1::batch(hrana, Some(id), request).await
+}
+
+async fn websocket(
+    State(hrana): State<Hrana>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    websocket_to(hrana, None, headers, ws)
+}
+
+async fn websocket_of(
+    State(hrana): State<Hrana>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    websocket_to(hrana, Some(id), headers, ws)
+}
+
+/// The actor is checked before the upgrade; the token comes with `hello` (or, when `hello`
+/// has none, from the upgrade request's `Authorization` header).
+fn websocket_to(
+    hrana: Hrana,
+    path: Option<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::not_found("expected a WebSocket upgrade (Hrana over WebSocket)").into_response();
+    };
+    match actor_of(path, &headers) {
+        Ok(id) => ws::upgrade(hrana, id, &headers, ws),
+        Err(error) => error.into_response(),
+    }
+}
+
+const VERSION_V1_TEXT: &str = "This is sqld HTTP API v1";
+
+async fn version_v1() -> &'static str {
+    VERSION_V1_TEXT
+}
+
+async fn version_v1_of(Path(id): Path<String>) -> Result<&'static str, ApiError> {
+    actor_id(&id)?;
+    Ok(VERSION_V1_TEXT)
+}
+
 const VERSION_TEXT: &str = "Hello, this is HTTP API v2 (Hrana over HTTP)";
 
 async fn version() -> &'static str {
@@ -98,7 +182,14 @@ async fn version_of(Path(id): Path<String>) -> Result<&'static str, ApiError> {
 /// The actor of a request: from the path, or else from the `x-namespace` header; then the
 /// token is checked against it.
 fn authorized_actor(hrana: &Hrana, path: Option<String>, headers: &HeaderMap) -> Result<ActorId, ApiError> {
-    let id = match path {
+    let id = actor_of(path, headers)?;
+    hrana.app.auth().check_actor(headers, &id)?;
+    Ok(id)
+}
+
+/// The actor of a request: from the path, or else from the `x-namespace` header.
+fn actor_of(path: Option<String>, headers: &HeaderMap) -> Result<ActorId, ApiError> {
+    Ok(match path {
         Some(id) => actor_id(&id)?,
         None => {
             let namespace = headers
@@ -110,9 +201,7 @@ fn authorized_actor(hrana: &Hrana, path: Option<String>, headers: &HeaderMap) ->
                     .map_err(|_| ApiError::bad_request("x-namespace is not a valid actor id"))?,
             )?
         }
-    };
-    hrana.app.auth().check_actor(headers, &id)?;
-    Ok(id)
+    })
 }
 
 impl Hrana {
@@ -154,7 +243,7 @@ async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Requ
         let mut results = Vec::with_capacity(body.requests.len());
         for request in body.requests {
             match exec::handle(&mut stream, request, &ctx, &memory).await {
-                Ok(result) => results.push(result),
+                Ok(reply) => results.push(proto::wrap_ok(&reply)),
                 Err(error) => {
                     stream.close().await;
                     return Err(error);
@@ -191,22 +280,7 @@ async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Respons
             JsonBody::<CursorReqBody>::from_request(request, &hrana.app).await?;
         let mut stream = hrana.stream(body.baton.as_deref(), id)?;
         let ctx = hrana.ctx(3);
-        let ran = match exec::prepare_batch(&stream, body.batch, &ctx) {
-            Ok(Ok(steps)) => {
-                let meter = memory.clone();
-                stream
-                    .run(move |db| {
-                        let outcomes = exec::run_batch(db, &steps, &meter)?;
-                        Ok(exec::cursor_entries(&steps, &outcomes))
-                    })
-                    .await
-                    .map_err(ApiError::from)
-            }
-            // A step that cannot run ends the batch there: the cursor reports it as that
-            // step's error.
-            Ok(Err((step, error))) => Ok(exec::step_error_entry(step, &error)),
-            Err(error) => Err(error),
-        };
+        let ran = exec::cursor(&mut stream, body.batch, &ctx, &memory).await;
         let entries = match ran {
             Ok(entries) => entries,
             Err(error) => {

@@ -255,39 +255,58 @@ impl Serialize for RowsJson<'_> {
     }
 }
 
-/// `{"type": "ok", "response": {"type": kind, field: value}}` for a response with one field.
-pub struct OkJson<'a, T> {
+/// A response with one field, `{"type": kind, field: value}`, serialized without an
+/// intermediate JSON tree (the transports wrap it: [`wrap_ok`] for HTTP pipelines, `response_ok`
+/// messages over WebSocket).
+pub struct ResponseJson<'a, T> {
     pub kind: &'a str,
     pub field: &'a str,
     pub value: T,
 }
 
-impl<T: Serialize> Serialize for OkJson<'_, T> {
+impl<T: Serialize> Serialize for ResponseJson<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("type", "ok")?;
-        map.serialize_entry("response", &ResponseJson(self))?;
+        map.serialize_entry("type", self.kind)?;
+        map.serialize_entry(self.field, &self.value)?;
         map.end()
     }
 }
 
-struct ResponseJson<'a, 'b, T>(&'a OkJson<'b, T>);
-
-impl<T: Serialize> Serialize for ResponseJson<'_, '_, T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("type", self.0.kind)?;
-        map.serialize_entry(self.0.field, &self.0.value)?;
-        map.end()
-    }
-}
-
-pub fn ok_result(kind: &str, fields: Json) -> Json {
+/// A response `{"type": kind, ...fields}`.
+pub fn response(kind: &str, fields: Json) -> Json {
     let mut response = json!({"type": kind});
     if let (Json::Object(target), Json::Object(extra)) = (&mut response, fields) {
         target.extend(extra);
     }
-    json!({"type": "ok", "response": response})
+    response
+}
+
+/// What a stream request gave: its encoded response, or the Hrana error of a statement.
+pub type Reply = Result<Vec<u8>, HError>;
+
+/// `bytes` (an encoded JSON value) inside `{head, field: bytes}`; `head` is an encoded JSON
+/// object.
+pub fn wrap(head: &Json, field: &str, bytes: &[u8]) -> Vec<u8> {
+    let head = serde_json::to_vec(head).expect("JSON values serialize");
+    let mut out = Vec::with_capacity(head.len() + field.len() + bytes.len() + 4);
+    out.extend_from_slice(&head[..head.len() - 1]);
+    if head.len() > 2 {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut out, field).expect("strings serialize");
+    out.push(b':');
+    out.extend_from_slice(bytes);
+    out.push(b'}');
+    out
+}
+
+/// A pipeline's `StreamResult`: `{"type": "ok", "response": ...}` or `{"type": "error", ...}`.
+pub fn wrap_ok(reply: &Reply) -> Vec<u8> {
+    match reply {
+        Ok(bytes) => wrap(&json!({"type": "ok"}), "response", bytes),
+        Err(error) => serde_json::to_vec(&error_result(error)).expect("JSON values serialize"),
+    }
 }
 
 pub fn error_result(error: &HError) -> Json {
@@ -300,6 +319,19 @@ mod tests {
 
     fn value_json(value: &Value) -> Json {
         serde_json::to_value(HValueJson(value)).unwrap()
+    }
+
+    #[test]
+    fn wraps_encoded_values() {
+        let inner = br#"{"type":"close"}"#;
+        let wrapped = wrap_ok(&Ok(inner.to_vec()));
+        assert_eq!(
+            serde_json::from_slice::<Json>(&wrapped).unwrap(),
+            json!({"type": "ok", "response": {"type": "close"}})
+        );
+        assert_eq!(wrap(&json!({}), "a", b"1"), br#"{"a":1}"#.to_vec());
+        let error = wrap_ok(&Err(HError::new("X", "y")));
+        assert_eq!(serde_json::from_slice::<Json>(&error).unwrap()["error"]["code"], "X");
     }
 
     #[test]

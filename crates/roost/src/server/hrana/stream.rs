@@ -78,7 +78,7 @@ impl Drop for Ticket {
 const STREAM_BYTES: u64 = 512;
 
 /// A stored SQL text's cost: the text and its map entry.
-fn stored_sql_bytes(sql: &str) -> u64 {
+pub(super) fn stored_sql_bytes(sql: &str) -> u64 {
     sql.len() as u64 + 64
 }
 
@@ -155,9 +155,7 @@ impl Streams {
     /// Parks `stream` until its next request and returns its new baton. A stream outside a
     /// transaction releases its actor.
     pub fn park(&self, mut stream: Stream) -> String {
-        if !stream.in_transaction {
-            stream.pinned = None;
-        }
+        stream.release_outside_transaction();
         let expires = Instant::now() + self.idle;
         let mut inner = self.inner.lock();
         let baton = loop {
@@ -206,6 +204,13 @@ impl Streams {
 impl Stream {
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    /// Between requests: a stream outside a transaction lets others use its actor.
+    pub fn release_outside_transaction(&mut self) {
+        if !self.in_transaction {
+            self.pinned = None;
+        }
     }
 
     /// Stores a SQL text, charged to the stream's memory until it is closed.
