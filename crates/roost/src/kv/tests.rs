@@ -197,3 +197,282 @@ fn faulty_store_models_a_sync_failure_after_apply() {
     store.set_plan(FaultPlan::default());
     assert_eq!(store.get_many(&[b"k".to_vec(), b"j".to_vec()]).unwrap(), vec![Some(b"1".to_vec()), None]);
 }
+
+/// A PostgreSQL store in a fresh database, or `None` when no server is reachable.
+fn postgres(tag: &str) -> Option<(testing::TestDatabase, PostgresConfig)> {
+    let db = testing::TestDatabase::create(tag)?;
+    let config = PostgresConfig::new(db.url.clone());
+    Some((db, config))
+}
+
+#[test]
+fn postgres_store_meets_contract_and_survives_reopen() {
+    let Some((_db, config)) = postgres("contract") else { return };
+    {
+        let store = PostgresStore::open(config.clone()).unwrap();
+        contract(&store);
+        let stats = store.stats();
+        assert_eq!(stats.write_calls, 5, "{stats:?}");
+    }
+    let store = PostgresStore::open(config).unwrap();
+    assert_eq!(store.get_many(&[b"c".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    // Ops in order, across statement chunks: later puts and deletes win over earlier ones.
+    let ops = vec![put(b"x1", b"a"), WriteOp::Delete(b"x1".to_vec()), put(b"x2", b"a"), put(b"x2", b"b")];
+    store.write(batch(ops)).unwrap();
+    assert_eq!(
+        store.get_many(&[b"x1".to_vec(), b"x2".to_vec(), b"x2".to_vec()]).unwrap(),
+        vec![None, Some(b"b".to_vec()), Some(b"b".to_vec())]
+    );
+}
+
+#[test]
+fn postgres_splits_big_batches_into_statements_of_one_transaction() {
+    let Some((_db, mut config)) = postgres("chunks") else { return };
+    config.statement_bytes_max = 10_000;
+    let store = PostgresStore::open(config).unwrap();
+    let ops = (0..100u32).map(|i| WriteOp::Put(i.to_be_bytes().to_vec(), vec![7; 4096])).collect();
+    store.write(batch(ops)).unwrap();
+    assert_eq!(store.scan(b"", b"\xff", 1000).unwrap().len(), 100);
+    // A fenced big batch that fails changes nothing, whatever statement it got to.
+    let mut doomed =
+        batch((0..100u32).map(|i| WriteOp::Put(i.to_be_bytes().to_vec(), vec![9; 4096])).collect());
+    doomed.fence = Some(Fence { key: b"gen".to_vec(), expected: Some(b"1".to_vec()) });
+    assert_eq!(store.write(doomed), Err(KvError::Fenced));
+    assert!(store.scan(b"", b"\xff", 1000).unwrap().iter().all(|(_, v)| v[0] == 7));
+    let stats = store.stats();
+    assert_eq!((stats.read_calls, stats.write_calls), (2, 2), "{stats:?}");
+}
+
+#[test]
+fn postgres_fences_serialize_concurrent_writers() {
+    let Some((_db, config)) = postgres("fences") else { return };
+    let store = Arc::new(PostgresStore::open(config).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let gen_key = format!("gen{}", t % 2).into_bytes();
+                let mut won = 0;
+                for _ in 0..30 {
+                    let current = store.get_many(std::slice::from_ref(&gen_key)).unwrap().pop().flatten();
+                    let next =
+                        current.as_ref().map_or(0, |v| u32::from_be_bytes(v[..4].try_into().unwrap()) + 1);
+                    let b = WriteBatch {
+                        fence: Some(Fence { key: gen_key.clone(), expected: current }),
+                        ops: vec![WriteOp::Put(gen_key.clone(), next.to_be_bytes().to_vec())],
+                        durable: true,
+                    };
+                    match store.write(b) {
+                        Ok(()) => won += 1,
+                        Err(KvError::Fenced) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let won: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    // Every successful bump moved a generation by exactly one: no two writers passed the same
+    // fence (absent or present).
+    let gens = store.get_many(&[b"gen0".to_vec(), b"gen1".to_vec()]).unwrap();
+    let total: u32 =
+        gens.iter().map(|v| u32::from_be_bytes(v.as_ref().unwrap()[..4].try_into().unwrap()) + 1).sum();
+    assert_eq!(total, won);
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut, to play an outage or a lost answer.
+mod proxy {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[derive(Default)]
+    struct State {
+        down: AtomicBool,
+        /// The next answer the server sends is swallowed, then its connection is cut.
+        swallow_next_answer: AtomicBool,
+        stop: AtomicBool,
+        streams: parking_lot::Mutex<Vec<TcpStream>>,
+    }
+
+    pub struct Proxy {
+        pub port: u16,
+        state: Arc<State>,
+    }
+
+    impl Proxy {
+        pub fn start(upstream: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let state = Arc::new(State::default());
+            let shared = state.clone();
+            std::thread::spawn(move || {
+                while !shared.stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) if !shared.down.load(Ordering::SeqCst) => {
+                            client.set_nonblocking(false).unwrap();
+                            connect(client, &upstream, &shared);
+                        }
+                        Ok(_) => {} // down: the connection is dropped at once
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            Self { port, state }
+        }
+
+        /// Cuts every connection and refuses new ones.
+        pub fn down(&self) {
+            self.state.down.store(true, Ordering::SeqCst);
+            for stream in self.state.streams.lock().drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+
+        pub fn up(&self) {
+            self.state.down.store(false, Ordering::SeqCst);
+        }
+
+        pub fn swallow_next_answer(&self) {
+            self.state.swallow_next_answer.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            self.down();
+            self.state.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn connect(client: TcpStream, upstream: &str, state: &Arc<State>) {
+        let Ok(server) = TcpStream::connect(upstream) else { return };
+        let mut streams = state.streams.lock();
+        streams.push(client.try_clone().unwrap());
+        streams.push(server.try_clone().unwrap());
+        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || pump(client, server, None));
+        let state = state.clone();
+        std::thread::spawn(move || pump(s2, c2, Some(state)));
+    }
+
+    /// Copies `from` to `to`; on the server's side, swallows an answer when asked.
+    fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<Arc<State>>) {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if state.as_ref().is_some_and(|s| s.swallow_next_answer.swap(false, Ordering::SeqCst)) {
+                // Let the server finish the whole pipeline (its COMMIT included), then cut.
+                from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let until = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < until {
+                    let _ = from.read(&mut buf);
+                }
+                break;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    }
+}
+
+/// The proxied URL of a test database (the test server must be given as a `postgres://` URL
+/// with a host and port).
+fn through(proxy: &proxy::Proxy, url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let at = rest.find('@').map_or(0, |i| i + 1);
+    let host_end = rest[at..].find('/').map_or(rest.len(), |i| at + i);
+    format!("{scheme}://{}127.0.0.1:{}{}", &rest[..at], proxy.port, &rest[host_end..])
+}
+
+fn upstream(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let at = rest.find('@').map_or(0, |i| i + 1);
+    let host_end = rest[at..].find('/').map_or(rest.len(), |i| at + i);
+    rest[at..host_end].to_string()
+}
+
+#[test]
+fn postgres_outage_answers_unavailable_in_bounded_time_and_recovers() {
+    let Some((db, mut config)) = postgres("outage") else { return };
+    let proxy = proxy::Proxy::start(upstream(&db.url));
+    config.url = through(&proxy, &db.url);
+    config.call_timeout_ms = 1_500;
+    config.connect_timeout_ms = 500;
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"before")])).unwrap();
+
+    proxy.down();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let read = store.get_many(&[b"k".to_vec()]);
+        assert!(matches!(read, Err(KvError::Unavailable(_))), "{read:?}");
+        let written = store.write(batch(vec![put(b"k", b"during")]));
+        assert!(matches!(written, Err(KvError::Unavailable(_))), "{written:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
+    }
+
+    proxy.up();
+    // The outage's writes never reached the server: the old value stays, and writing works.
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"before".to_vec())]);
+    store.write(batch(vec![put(b"k", b"after")])).unwrap();
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"after".to_vec())]);
+}
+
+#[test]
+fn postgres_resolves_a_lost_commit_answer_by_its_commit_id() {
+    let Some((db, mut config)) = postgres("lost") else { return };
+    let proxy = proxy::Proxy::start(upstream(&db.url));
+    config.url = through(&proxy, &db.url);
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"1")])).unwrap();
+
+    // The server commits, its answer is lost with the connection: the store must find out
+    // that the batch committed (not retry it, not report a failure).
+    proxy.swallow_next_answer();
+    store.write(batch(vec![put(b"k", b"2"), put(b"j", b"2")])).unwrap();
+    assert_eq!(
+        store.get_many(&[b"k".to_vec(), b"j".to_vec()]).unwrap(),
+        vec![Some(b"2".to_vec()), Some(b"2".to_vec())]
+    );
+
+    // A fenced batch whose answer is lost: it rolled back, and the store says so.
+    proxy.swallow_next_answer();
+    let mut stale = batch(vec![put(b"k", b"stale")]);
+    stale.fence = Some(Fence { key: b"gen".to_vec(), expected: Some(b"9".to_vec()) });
+    let result = store.write(stale);
+    assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    assert_eq!(store.stats().lost_answers, 2);
+}
+
+#[test]
+fn postgres_refuses_a_newer_schema_version() {
+    let Some((_db, config)) = postgres("schema") else { return };
+    drop(PostgresStore::open(config.clone()).unwrap());
+    // Opening again keeps the schema (and its data) as it is.
+    let store = PostgresStore::open(config.clone()).unwrap();
+    store.write(batch(vec![put(b"k", b"v")])).unwrap();
+    drop(store);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .execute("UPDATE roost_meta SET value = value + 1 WHERE name = 'schema_version'", &[])
+            .await
+            .unwrap();
+    });
+    let refused = PostgresStore::open(config).unwrap_err();
+    assert!(refused.to_string().contains("schema version 2"), "{refused}");
+}

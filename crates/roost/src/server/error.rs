@@ -98,6 +98,17 @@ impl From<vfs::Error> for ApiError {
                     )
                 }
             }
+            E::Store(crate::kv::KvError::Unavailable(_)) => {
+                tracing::warn!(error = %error, "the store is unavailable");
+                Self {
+                    retry_after_ms: Some(1_000),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the store cannot be reached; retry later",
+                    )
+                }
+            }
             E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()
