@@ -592,7 +592,8 @@ fn build_pool(config: &PostgresConfig) -> KvResult<Pool> {
     let call_ms = config.call_timeout_ms.max(1);
     // Server-side bounds, so a transaction whose client vanished ends by itself.
     let options = format!(
-        "{} -c statement_timeout={call_ms} -c idle_in_transaction_session_timeout={call_ms}",
+        "{} -c statement_timeout={call_ms} -c idle_in_transaction_session_timeout={call_ms} \
+         -c client_min_messages=warning",
         pg.get_options().unwrap_or_default()
     );
     pg.options(options.trim())

@@ -61,6 +61,16 @@ impl TestDatabase {
             }
         }
     }
+
+    /// Runs `sql` on the server's administrative database (to play outages on this one).
+    pub fn admin(&self, sql: &str) -> Result<(), String> {
+        admin(&self.admin_url, sql)
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for TestDatabase {
