@@ -295,6 +295,8 @@ mod proxy {
         /// The next answer the server sends is swallowed, then its connection is cut.
         swallow_next_answer: AtomicBool,
         stop: AtomicBool,
+        /// Every answer reaches the client this much later: a network's latency.
+        answer_delay_ms: std::sync::atomic::AtomicU64,
         streams: parking_lot::Mutex<Vec<TcpStream>>,
     }
 
@@ -337,6 +339,10 @@ mod proxy {
             self.state.down.store(false, Ordering::SeqCst);
         }
 
+        pub fn delay_answers(&self, delay: Duration) {
+            self.state.answer_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        }
+
         pub fn swallow_next_answer(&self) {
             self.state.swallow_next_answer.store(true, Ordering::SeqCst);
         }
@@ -360,8 +366,20 @@ mod proxy {
         std::thread::spawn(move || pump(s2, c2, Some(state)));
     }
 
-    /// Copies `from` to `to`; on the server's side, swallows an answer when asked.
-    fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<Arc<State>>) {
+    /// Copies `from` to `to`. On the server's side (`state` given) answers are delayed as
+    /// asked (by a writer thread, so that bytes keep their order and their timing) or
+    /// swallowed once.
+    fn pump(mut from: TcpStream, to: TcpStream, state: Option<Arc<State>>) {
+        let (send, due) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        let mut writer = to.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for (at, bytes) in due {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                if writer.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+        });
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match from.read(&mut buf) {
@@ -377,10 +395,12 @@ mod proxy {
                 }
                 break;
             }
-            if to.write_all(&buf[..n]).is_err() {
+            let delay = state.as_ref().map_or(0, |s| s.answer_delay_ms.load(Ordering::SeqCst));
+            if send.send((Instant::now() + Duration::from_millis(delay), buf[..n].to_vec())).is_err() {
                 break;
             }
         }
+        drop(send);
         let _ = from.shutdown(Shutdown::Both);
         let _ = to.shutdown(Shutdown::Both);
     }
@@ -475,4 +495,49 @@ fn postgres_refuses_a_newer_schema_version() {
     });
     let refused = PostgresStore::open(config).unwrap_err();
     assert!(refused.to_string().contains("schema version 2"), "{refused}");
+}
+
+#[test]
+fn postgres_calls_take_one_network_round_trip_each() {
+    let Some((db, mut config)) = postgres("round_trips") else { return };
+    let proxy = proxy::Proxy::start(upstream(&db.url));
+    config.url = through(&proxy, &db.url);
+    config.connections_max = 1;
+    let store = PostgresStore::open(config).unwrap();
+    // Warm the one connection: its statements are prepared on first use (one round trip).
+    store.write(batch(vec![put(b"a0", b"x")])).unwrap();
+    store.get_many(&[b"a0".to_vec()]).unwrap();
+    // Round trips per call = (time with a 50 ms answer delay - time without) / 50 ms.
+    let rtt = std::time::Duration::from_millis(50);
+    let (writes_fast, reads_fast) = timed_calls(&store);
+    proxy.delay_answers(rtt);
+    let (writes_slow, reads_slow) = timed_calls(&store);
+    let writes = (writes_slow - writes_fast) / rtt.as_secs_f64();
+    let reads = (reads_slow - reads_fast) / rtt.as_secs_f64();
+    eprintln!("round trips: {writes:.2} per 50-page commit, {reads:.2} per read");
+    assert!(writes < 1.8 && reads < 1.8, "{writes:.2} per commit, {reads:.2} per read");
+}
+
+/// Average seconds of 10 fenced 50-page commits and of 20 reads (half `get_many`, half `scan`).
+fn timed_calls(store: &PostgresStore) -> (f64, f64) {
+    let first = store.get_many(&[b"gen".to_vec()]).unwrap().pop().flatten().map_or(0, |v| v[0]);
+    let started = std::time::Instant::now();
+    for generation in first..first + 10 {
+        // A fenced commit of 50 pages with a range delete and a delete: one pipeline.
+        let mut ops = vec![WriteOp::DeleteRange { start: b"b".to_vec(), end: b"c".to_vec() }];
+        ops.extend((0..50u8).map(|p| WriteOp::Put(vec![b'b', p], vec![generation; 4096])));
+        ops.push(WriteOp::Delete(b"a0".to_vec()));
+        ops.push(put(b"gen", &[generation + 1]));
+        let mut b = batch(ops);
+        b.fence = Some(Fence { key: b"gen".to_vec(), expected: (generation > 0).then(|| vec![generation]) });
+        store.write(b).unwrap();
+    }
+    let writes = started.elapsed().as_secs_f64() / 10.0;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let keys: Vec<Key> = (0..50u8).map(|p| vec![b'b', p]).collect();
+        assert_eq!(store.get_many(&keys).unwrap().len(), 50);
+        assert_eq!(store.scan(b"b", b"c", 100).unwrap().len(), 50);
+    }
+    (writes, started.elapsed().as_secs_f64() / 20.0)
 }
