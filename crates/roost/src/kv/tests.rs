@@ -281,152 +281,11 @@ fn postgres_fences_serialize_concurrent_writers() {
     assert_eq!(total, won);
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can cut, to play an outage or a lost answer.
-mod proxy {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    #[derive(Default)]
-    struct State {
-        down: AtomicBool,
-        /// The next answer the server sends is swallowed, then its connection is cut.
-        swallow_next_answer: AtomicBool,
-        stop: AtomicBool,
-        /// Every answer reaches the client this much later: a network's latency.
-        answer_delay_ms: std::sync::atomic::AtomicU64,
-        streams: parking_lot::Mutex<Vec<TcpStream>>,
-    }
-
-    pub struct Proxy {
-        pub port: u16,
-        state: Arc<State>,
-    }
-
-    impl Proxy {
-        pub fn start(upstream: String) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.set_nonblocking(true).unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let state = Arc::new(State::default());
-            let shared = state.clone();
-            std::thread::spawn(move || {
-                while !shared.stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((client, _)) if !shared.down.load(Ordering::SeqCst) => {
-                            client.set_nonblocking(false).unwrap();
-                            connect(client, &upstream, &shared);
-                        }
-                        Ok(_) => {} // down: the connection is dropped at once
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            });
-            Self { port, state }
-        }
-
-        /// Cuts every connection and refuses new ones.
-        pub fn down(&self) {
-            self.state.down.store(true, Ordering::SeqCst);
-            for stream in self.state.streams.lock().drain(..) {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        }
-
-        pub fn up(&self) {
-            self.state.down.store(false, Ordering::SeqCst);
-        }
-
-        pub fn delay_answers(&self, delay: Duration) {
-            self.state.answer_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
-        }
-
-        pub fn swallow_next_answer(&self) {
-            self.state.swallow_next_answer.store(true, Ordering::SeqCst);
-        }
-    }
-
-    impl Drop for Proxy {
-        fn drop(&mut self) {
-            self.down();
-            self.state.stop.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn connect(client: TcpStream, upstream: &str, state: &Arc<State>) {
-        let Ok(server) = TcpStream::connect(upstream) else { return };
-        let mut streams = state.streams.lock();
-        streams.push(client.try_clone().unwrap());
-        streams.push(server.try_clone().unwrap());
-        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        std::thread::spawn(move || pump(client, server, None));
-        let state = state.clone();
-        std::thread::spawn(move || pump(s2, c2, Some(state)));
-    }
-
-    /// Copies `from` to `to`. On the server's side (`state` given) answers are delayed as
-    /// asked (by a writer thread, so that bytes keep their order and their timing) or
-    /// swallowed once.
-    fn pump(mut from: TcpStream, to: TcpStream, state: Option<Arc<State>>) {
-        let (send, due) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
-        let mut writer = to.try_clone().unwrap();
-        std::thread::spawn(move || {
-            for (at, bytes) in due {
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                if writer.write_all(&bytes).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if state.as_ref().is_some_and(|s| s.swallow_next_answer.swap(false, Ordering::SeqCst)) {
-                // Let the server finish the whole pipeline (its COMMIT included), then cut.
-                from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                let until = Instant::now() + Duration::from_millis(300);
-                while Instant::now() < until {
-                    let _ = from.read(&mut buf);
-                }
-                break;
-            }
-            let delay = state.as_ref().map_or(0, |s| s.answer_delay_ms.load(Ordering::SeqCst));
-            if send.send((Instant::now() + Duration::from_millis(delay), buf[..n].to_vec())).is_err() {
-                break;
-            }
-        }
-        drop(send);
-        let _ = from.shutdown(Shutdown::Both);
-        let _ = to.shutdown(Shutdown::Both);
-    }
-}
-
-/// The proxied URL of a test database (the test server must be given as a `postgres://` URL
-/// with a host and port).
-fn through(proxy: &proxy::Proxy, url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let at = rest.find('@').map_or(0, |i| i + 1);
-    let host_end = rest[at..].find('/').map_or(rest.len(), |i| at + i);
-    format!("{scheme}://{}127.0.0.1:{}{}", &rest[..at], proxy.port, &rest[host_end..])
-}
-
-fn upstream(url: &str) -> String {
-    let rest = url.split_once("://").unwrap().1;
-    let at = rest.find('@').map_or(0, |i| i + 1);
-    let host_end = rest[at..].find('/').map_or(rest.len(), |i| at + i);
-    rest[at..host_end].to_string()
-}
-
 #[test]
 fn postgres_outage_answers_unavailable_in_bounded_time_and_recovers() {
     let Some((db, mut config)) = postgres("outage") else { return };
-    let proxy = proxy::Proxy::start(upstream(&db.url));
-    config.url = through(&proxy, &db.url);
+    let proxy = testing::Proxy::start(&db.url);
+    config.url = proxy.url(&db.url);
     config.call_timeout_ms = 1_500;
     config.connect_timeout_ms = 500;
     let store = PostgresStore::open(config).unwrap();
@@ -452,8 +311,8 @@ fn postgres_outage_answers_unavailable_in_bounded_time_and_recovers() {
 #[test]
 fn postgres_resolves_a_lost_commit_answer_by_its_commit_id() {
     let Some((db, mut config)) = postgres("lost") else { return };
-    let proxy = proxy::Proxy::start(upstream(&db.url));
-    config.url = through(&proxy, &db.url);
+    let proxy = testing::Proxy::start(&db.url);
+    config.url = proxy.url(&db.url);
     let store = PostgresStore::open(config).unwrap();
     store.write(batch(vec![put(b"k", b"1")])).unwrap();
 
@@ -500,8 +359,8 @@ fn postgres_refuses_a_newer_schema_version() {
 #[test]
 fn postgres_calls_take_one_network_round_trip_each() {
     let Some((db, mut config)) = postgres("round_trips") else { return };
-    let proxy = proxy::Proxy::start(upstream(&db.url));
-    config.url = through(&proxy, &db.url);
+    let proxy = testing::Proxy::start(&db.url);
+    config.url = proxy.url(&db.url);
     config.connections_max = 1;
     let store = PostgresStore::open(config).unwrap();
     // Warm the one connection: its statements are prepared on first use (one round trip).

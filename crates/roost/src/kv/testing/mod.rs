@@ -4,9 +4,13 @@
 //! server). Without a reachable server [`TestDatabase::create`] prints why and returns `None`,
 //! so a test can return early; with `ROOST_REQUIRE_POSTGRES=1` it panics instead (CI).
 
+mod proxy;
+
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
+
+pub use self::proxy::Proxy;
 
 /// The default test server.
 pub const DEFAULT_TEST_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
