@@ -480,7 +480,14 @@ impl PostgresStore {
 
     /// Resolves lost commits first; until they are, every call is refused (see module docs).
     fn settle(&self) -> KvResult<()> {
-        let mut lost = self.lost.lock();
+        if self.lost.lock().is_empty() {
+            return Ok(());
+        }
+        // One thread resolves at a time; the others answer at once instead of queueing behind
+        // it for a call timeout each.
+        let Some(mut lost) = self.lost.try_lock() else {
+            return Err(unavailable("an earlier commit's outcome is being resolved"));
+        };
         while let Some(commit) = lost.last().copied() {
             if commit.since.elapsed() > Duration::from_secs(self.config.commit_retention_s / 2) {
                 // Its id may be pruned soon: it could never be decided. Stop (fail-stop).

@@ -400,3 +400,35 @@ fn timed_calls(store: &PostgresStore) -> (f64, f64) {
     }
     (writes, started.elapsed().as_secs_f64() / 20.0)
 }
+
+#[test]
+fn postgres_blocks_every_call_until_a_lost_commit_is_resolved() {
+    let Some((db, mut config)) = postgres("unresolved") else { return };
+    let proxy = Arc::new(testing::Proxy::start(&db.url));
+    config.url = proxy.url(&db.url);
+    config.call_timeout_ms = 1_000;
+    config.connect_timeout_ms = 300;
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"1")])).unwrap();
+
+    // The answer is lost (the proxy cuts the connection 300 ms after the server answered) and
+    // by then PostgreSQL is unreachable: the outcome cannot be read back yet.
+    proxy.swallow_next_answer();
+    let outage = {
+        let proxy = proxy.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            proxy.down();
+        })
+    };
+    let result = store.write(batch(vec![put(b"k", b"2")]));
+    outage.join().unwrap();
+    assert!(matches!(&result, Err(KvError::Unavailable(m)) if m.contains("not known")), "{result:?}");
+    // Nothing is read or written while a lost commit might still change what a read shows.
+    assert!(matches!(store.get_many(&[b"k".to_vec()]), Err(KvError::Unavailable(_))));
+    proxy.up();
+    // Back: the commit is resolved first (it had committed), then calls go through.
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    store.write(batch(vec![put(b"k", b"3")])).unwrap();
+    assert_eq!(store.stats().lost_answers, 1);
+}
