@@ -1,12 +1,16 @@
 //! Differential property test: random schemas and statements run on Roost (memory store) and
 //! on SQLite over a plain temporary file must give the same answers and the same final
 //! contents. A tiny page cache on the Roost side forces some transactions through the
-//! journal path; `Reopen` checks that what was committed is what comes back.
+//! journal path; `Reopen` checks that what was committed is what comes back. The same cases
+//! run on the PostgreSQL store too.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use roost::kv::MemoryStore;
+use proptest::test_runner::TestRunner;
+use roost::kv::testing::TestDatabase;
+use roost::kv::{KvStore, MemoryStore, PostgresConfig, PostgresStore};
 use roost::{ActorId, Params, Storage, StorageConfig, Value};
 
 #[derive(Debug, Clone)]
@@ -190,13 +194,18 @@ fn contents(tables: usize, mut query: impl FnMut(&str) -> Answer) -> Vec<Answer>
     (0..tables).map(|t| query(&format!("SELECT * FROM t{t} ORDER BY id"))).collect()
 }
 
-fn check(tables: Vec<Table>, ops: Vec<Op>, cache_bytes: u64) -> Result<(), TestCaseError> {
+fn check(
+    store: Arc<dyn KvStore>,
+    actor: &str,
+    tables: Vec<Table>,
+    ops: Vec<Op>,
+    cache_bytes: u64,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let plain = rusqlite::Connection::open(dir.path().join("plain.db")).unwrap();
-    let store = Arc::new(MemoryStore::new());
     let config = StorageConfig { page_cache_bytes_max: cache_bytes, ..StorageConfig::default() };
     let storage = Storage::new(store, config).unwrap();
-    let id = ActorId::new("diff").unwrap();
+    let id = ActorId::new(actor).unwrap();
     let mut db = storage.open(&id).unwrap();
     let roost_run = |db: &mut roost::Database, sql: &str, params: &[Value]| -> Answer {
         db.execute(sql, &Params::Positional(params.to_vec())).map(|r| r.rows).map_err(|_| ())
@@ -252,6 +261,23 @@ proptest! {
 
     #[test]
     fn roost_matches_sqlite_on_a_plain_file((tables, ops, cache) in case()) {
-        check(tables, ops, cache)?;
+        check(Arc::new(MemoryStore::new()), "diff", tables, ops, cache)?;
     }
+}
+
+/// The same comparison on the PostgreSQL store: one fresh database for the run, one actor per
+/// case (skipped without a reachable server, see `roost::kv::testing`).
+#[test]
+fn roost_on_postgres_matches_sqlite_on_a_plain_file() {
+    let Some(db) = TestDatabase::create("differential") else { return };
+    let store: Arc<dyn KvStore> = Arc::new(PostgresStore::open(PostgresConfig::new(db.url.clone())).unwrap());
+    let cases = AtomicU32::new(0);
+    let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..ProptestConfig::default() });
+    let result = runner.run(&case(), |(tables, ops, cache)| {
+        let actor = format!("diff-{}", cases.fetch_add(1, Ordering::SeqCst));
+        check(store.clone(), &actor, tables, ops, cache)
+    });
+    let stats = store.stats();
+    eprintln!("postgres differential: {stats:?}");
+    result.unwrap();
 }

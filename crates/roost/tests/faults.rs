@@ -1,10 +1,14 @@
 //! Fault injection: the store fails the Nth read, write or commit. After each failure the
 //! database (reconnected) must equal the last acknowledged state, and `integrity_check` is ok.
-//! A reference SQLite database receives exactly the transactions Roost acknowledged.
+//! A reference SQLite database receives exactly the transactions Roost acknowledged. The same
+//! sweeps run on PostgreSQL, plus real connection cuts at every moment of the workload.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use roost::kv::{FaultPlan, FaultyStore, KvStore, MemoryStore};
+use roost::kv::testing::{Proxy, TestDatabase};
+use roost::kv::{FaultPlan, FaultyStore, KvStore, MemoryStore, PostgresConfig, PostgresStore};
 use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
 
 /// The workload: each entry is one transaction (a script run in BEGIN/COMMIT). It mixes
@@ -65,15 +69,10 @@ fn assert_same(db: &mut Database, reference: &rusqlite::Connection, context: &st
 /// Runs the workload with `plan` installed (it fails one call). After the fault the same
 /// handle goes on (it reconnects) and every later transaction must succeed. Returns whether a
 /// fault was injected.
-fn run_with_fault(plan: FaultPlan) -> bool {
-    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
-    // Small buffers so that larger transactions spill through the journal and flushes
-    // (non-durable writes) happen inside transactions too.
-    let mut config = StorageConfig { page_cache_bytes_max: 128 << 10, ..StorageConfig::default() };
-    config.limits.write_buffer_bytes_max = 32 << 10;
-    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, config).unwrap();
+fn run_with_fault<S: KvStore>(store: Arc<FaultyStore<S>>, actor: &str, plan: FaultPlan) -> bool {
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, small_buffers()).unwrap();
     let reference = rusqlite::Connection::open_in_memory().unwrap();
-    let id = ActorId::new("faulty").unwrap();
+    let id = ActorId::new(actor).unwrap();
     store.set_plan(plan);
     let mut db = storage.open(&id).or_else(|_| storage.open(&id)).expect("open");
     let mut checked = false;
@@ -99,11 +98,19 @@ fn run_with_fault(plan: FaultPlan) -> bool {
     store.injected() > 0
 }
 
+/// Small buffers so that larger transactions spill through the journal and flushes
+/// (non-durable writes) happen inside transactions too.
+fn small_buffers() -> StorageConfig {
+    let mut config = StorageConfig { page_cache_bytes_max: 128 << 10, ..StorageConfig::default() };
+    config.limits.write_buffer_bytes_max = 32 << 10;
+    config
+}
+
 /// Fails call n = 1, 1+stride, ... until a run finishes without reaching the Nth call.
 fn sweep(kind: &str, make: impl Fn(u64) -> FaultPlan, stride: u64) -> u64 {
     let mut injected = 0;
     let mut n = 1;
-    while run_with_fault(make(n)) {
+    while run_with_fault(Arc::new(FaultyStore::new(MemoryStore::new())), "faulty", make(n)) {
         injected += 1;
         n += stride;
         assert!(n < 100_000, "{kind}: the workload never completes");
@@ -126,4 +133,77 @@ fn every_write_failure_loses_nothing_acknowledged() {
 #[test]
 fn read_failures_lose_nothing_acknowledged() {
     sweep("read", |n| FaultPlan { fail_read: n, ..FaultPlan::default() }, 37);
+}
+
+/// The fault sweeps on PostgreSQL: one database, a fresh actor per run.
+#[test]
+fn fault_sweeps_on_postgres_lose_nothing_acknowledged() {
+    let Some(db) = TestDatabase::create("faults") else { return };
+    let store = Arc::new(FaultyStore::new(PostgresStore::open(PostgresConfig::new(db.url.clone())).unwrap()));
+    let runs = AtomicU32::new(0);
+    let run = |plan| {
+        run_with_fault(store.clone(), &format!("faulty-{}", runs.fetch_add(1, Ordering::SeqCst)), plan)
+    };
+    // A few positions through every phase of the workload (a run takes seconds on PostgreSQL;
+    // the memory sweeps above try every position).
+    let commits = [1, 2, 5, 20, 60, 100].map(|n| run(FaultPlan { fail_commit: n, ..FaultPlan::default() }));
+    let writes = [1, 3, 30, 100, 200].map(|n| run(FaultPlan { fail_write: n, ..FaultPlan::default() }));
+    let reads = [1, 50, 500, 2000].map(|n| run(FaultPlan { fail_read: n, ..FaultPlan::default() }));
+    for (kind, injected) in [("commit", &commits[..]), ("write", &writes[..]), ("read", &reads[..])] {
+        assert!(
+            injected.iter().filter(|i| **i).count() >= 3,
+            "{kind}: too few faults injected: {injected:?}"
+        );
+    }
+}
+
+/// Runs the workload while every PostgreSQL connection is cut once, `cut_after` from the
+/// start; a failed transaction is retried. Answers how long the workload took.
+fn run_with_cut(storage: &Storage, proxy: &Proxy, actor: &str, cut_after: Option<Duration>) -> Duration {
+    let reference = rusqlite::Connection::open_in_memory().unwrap();
+    let id = ActorId::new(actor).unwrap();
+    let started = Instant::now();
+    let cutter = cut_after.map(|after| {
+        let cut = proxy.cutter();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            cut();
+        })
+    });
+    let mut db = storage.open(&id).or_else(|_| storage.open(&id)).expect("open");
+    let mut failures = 0;
+    for (step, sql) in workload().iter().enumerate() {
+        while let Err(e) = run_txn(&mut db, sql) {
+            // A cut fails the calls in flight; the reconnected handle must then go through.
+            failures += 1;
+            assert!(failures <= 3, "{actor}: step {step} keeps failing: {e}");
+        }
+        reference.execute_batch(sql).unwrap();
+    }
+    let elapsed = started.elapsed();
+    if let Some(cutter) = cutter {
+        cutter.join().unwrap();
+    }
+    assert_same(&mut db, &reference, &format!("{actor} (cut after {cut_after:?}, {failures} failures)"));
+    drop(db);
+    let mut db = storage.open(&id).expect("reopen");
+    assert_same(&mut db, &reference, &format!("{actor} reopened"));
+    elapsed
+}
+
+/// Real connection losses at every moment of the workload, lost commit answers included: what
+/// was acknowledged is there, what failed is not.
+#[test]
+fn connection_cuts_on_postgres_lose_nothing_acknowledged() {
+    let Some(db) = TestDatabase::create("cuts") else { return };
+    let proxy = Proxy::start(&db.url);
+    let store = Arc::new(PostgresStore::open(PostgresConfig::new(proxy.url(&db.url))).unwrap());
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, small_buffers()).unwrap();
+    let total = run_with_cut(&storage, &proxy, "cut-none", None);
+    let points = 10;
+    for i in 0..points {
+        let after = total * i / points;
+        run_with_cut(&storage, &proxy, &format!("cut-{i}"), Some(after));
+    }
+    eprintln!("workload {total:?}; store {:?}", store.stats());
 }

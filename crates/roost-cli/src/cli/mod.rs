@@ -25,8 +25,8 @@ pub struct Cli {
 /// Top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API (JSON and Hrana) on the embedded store.
-    Serve(serve::ServeArgs),
+    /// Serve the HTTP API (JSON and Hrana) on the embedded store or PostgreSQL.
+    Serve(Box<serve::ServeArgs>),
     /// Run one SQL statement on an actor of a running server and print the rows.
     Sql(sql::SqlArgs),
     /// Sample a server's memory, capture heap profiles on spikes and chart RSS over time.

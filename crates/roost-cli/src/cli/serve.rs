@@ -1,4 +1,4 @@
-//! `roost serve`: the HTTP server on the embedded store, with graceful shutdown.
+//! `roost serve`: the HTTP server on the embedded store or PostgreSQL, with graceful shutdown.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT: drained, actors asleep, store synced);
 //! 1 for a bad configuration or another failure; 2 when the data folder cannot be used (in use
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use roost::kv::{Durability, FjallConfig, FjallStore, KvError};
+use roost::kv::{Durability, FjallConfig, FjallStore, KvError, KvStore, PostgresConfig, PostgresStore};
 use roost::server::{serve, AppState, Auth, ServeExit, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 
@@ -22,7 +22,7 @@ use super::bytes::parse_bytes;
 pub enum StoreKind {
     /// fjall in the data folder.
     Embedded,
-    /// PostgreSQL, for several nodes (not available yet).
+    /// PostgreSQL at `--postgres-url` (one node for now).
     Postgres,
 }
 
@@ -46,6 +46,17 @@ pub struct ServeArgs {
     pub memory_budget: u64,
     #[arg(long, env = "ROOST_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
+    /// PostgreSQL to store actors in with `--store postgres`, e.g.
+    /// `postgres://user:password@host:5432/database`; its tables are created on first start.
+    #[arg(long, env = "ROOST_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Most connections to PostgreSQL.
+    #[arg(long, env = "ROOST_POSTGRES_CONNECTIONS_MAX", default_value_t = 16)]
+    pub postgres_connections_max: usize,
+    /// Longest PostgreSQL call (waiting for a connection included); beyond it requests answer
+    /// 503 `store_unavailable`.
+    #[arg(long, env = "ROOST_POSTGRES_TIMEOUT_MS", default_value_t = 10_000)]
+    pub postgres_timeout_ms: u64,
     /// `sync`: a commit is acknowledged once durable; `relaxed`: synced periodically.
     #[arg(long, env = "ROOST_DURABILITY", default_value = "sync")]
     pub durability: Durability,
@@ -274,25 +285,44 @@ fn restart_with_profiling() -> Result<(), String> {
     Err(format!("cannot restart with heap profiling: {error}"))
 }
 
+/// Opens the store `--store` names, outside the server's runtime: store calls block.
+fn open_store(args: &ServeArgs) -> Result<Arc<dyn KvStore>, Failure> {
+    match args.store {
+        StoreKind::Embedded => {
+            let mut store = FjallConfig::new(&args.data);
+            store.durability = args.durability;
+            store.cache_bytes_max = args.store_cache_bytes;
+            store.disk_reserve_bytes = args.disk_reserve;
+            let store = FjallStore::open(store).map_err(|e| open_failure(&args.data, e))?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres => {
+            let url = args.postgres_url.clone().ok_or_else(|| {
+                String::from("--store postgres needs --postgres-url (or ROOST_POSTGRES_URL)")
+            })?;
+            let mut config = PostgresConfig::new(url);
+            config.durability = args.durability;
+            config.connections_max = args.postgres_connections_max;
+            config.call_timeout_ms = args.postgres_timeout_ms;
+            let store =
+                PostgresStore::open(config).map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 fn run(args: &ServeArgs) -> Result<(), Failure> {
     if args.heap_profile {
         restart_with_profiling()?;
     }
     init_logs(args.log_format);
-    if args.store == StoreKind::Postgres {
-        return Err(String::from("--store postgres is not available yet; use the embedded store").into());
-    }
     let (server, host_config, storage_config) = configs(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let store = open_store(args)?;
     let result = runtime.block_on(async {
-        let mut store = FjallConfig::new(&args.data);
-        store.durability = args.durability;
-        store.cache_bytes_max = args.store_cache_bytes;
-        store.disk_reserve_bytes = args.disk_reserve;
-        let store = Arc::new(FjallStore::open(store).map_err(|e| open_failure(&args.data, e))?);
         let storage = Storage::new(store, storage_config).map_err(|e| e.to_string())?;
         let host = Host::new(storage, host_config).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(server.listen)
@@ -303,7 +333,7 @@ fn run(args: &ServeArgs) -> Result<(), Failure> {
         }
         let plan = *host.plan();
         tracing::info!(
-            listen = %server.listen, data = %args.data.display(), memory_budget = plan.budget_bytes,
+            listen = %server.listen, store = ?args.store, data = %args.data.display(), memory_budget = plan.budget_bytes,
             awake_max = plan.awake_max, "roost is serving"
         );
         let exit =

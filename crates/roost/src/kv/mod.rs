@@ -21,11 +21,15 @@ mod disk;
 mod faulty;
 mod fjall;
 mod memory;
+mod postgres;
+#[doc(hidden)]
+pub mod testing;
 
 pub use self::disk::{DiskSpace, DEFAULT_RESERVE_BYTES};
 pub use self::faulty::{FaultPlan, FaultyStore};
 pub use self::fjall::{FjallConfig, FjallStore};
 pub use self::memory::MemoryStore;
+pub use self::postgres::{PostgresConfig, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,6 +47,11 @@ pub enum KvError {
     /// The backend failed (disk, network, corruption). The message is for logs, not clients.
     #[error("store I/O error: {0}")]
     Io(String),
+    /// The store cannot be reached now (a remote store's server or network is down, or did
+    /// not answer in time). The call changed nothing, or the batch's outcome will be resolved
+    /// before any later call succeeds. Retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The store is shutting down or was closed.
     #[error("store is closed")]
     Closed,
@@ -167,8 +176,11 @@ pub struct KvStats {
     pub write_calls: u64,
     /// Physical commits: with group commit, several `write` calls share one.
     pub group_commits: u64,
-    /// fsyncs issued.
+    /// fsyncs issued (PostgreSQL: commits made with `synchronous_commit` on).
     pub syncs: u64,
+    /// Commits whose answer was lost (connection gone at COMMIT) and whose outcome was then
+    /// read back by commit id (remote backends only).
+    pub lost_answers: u64,
     /// Block cache bytes in use, and its cap.
     pub cache_bytes: u64,
     pub cache_bytes_max: u64,
@@ -260,6 +272,7 @@ pub(crate) struct CallCounters {
     pub write_calls: AtomicU64,
     pub group_commits: AtomicU64,
     pub syncs: AtomicU64,
+    pub lost_answers: AtomicU64,
     read_latency: LatencyCounters,
     write_latency: LatencyCounters,
     write_errors: [AtomicU64; 4],
@@ -341,6 +354,7 @@ impl CallCounters {
         stats.write_calls = self.write_calls.load(Ordering::Relaxed);
         stats.group_commits = self.group_commits.load(Ordering::Relaxed);
         stats.syncs = self.syncs.load(Ordering::Relaxed);
+        stats.lost_answers = self.lost_answers.load(Ordering::Relaxed);
     }
 }
 

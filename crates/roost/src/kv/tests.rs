@@ -219,3 +219,238 @@ fn faulty_store_models_a_sync_failure_after_apply() {
     store.set_plan(FaultPlan::default());
     assert_eq!(store.get_many(&[b"k".to_vec(), b"j".to_vec()]).unwrap(), vec![Some(b"1".to_vec()), None]);
 }
+
+/// A PostgreSQL store in a fresh database, or `None` when no server is reachable.
+fn postgres(tag: &str) -> Option<(testing::TestDatabase, PostgresConfig)> {
+    let db = testing::TestDatabase::create(tag)?;
+    let config = PostgresConfig::new(db.url.clone());
+    Some((db, config))
+}
+
+#[test]
+fn postgres_store_meets_contract_and_survives_reopen() {
+    let Some((_db, config)) = postgres("contract") else { return };
+    {
+        let store = PostgresStore::open(config.clone()).unwrap();
+        contract(&store);
+        let stats = store.stats();
+        assert_eq!(stats.write_calls, 5, "{stats:?}");
+    }
+    let store = PostgresStore::open(config).unwrap();
+    assert_eq!(store.get_many(&[b"c".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    // Ops in order, across statement chunks: later puts and deletes win over earlier ones.
+    let ops = vec![put(b"x1", b"a"), WriteOp::Delete(b"x1".to_vec()), put(b"x2", b"a"), put(b"x2", b"b")];
+    store.write(batch(ops)).unwrap();
+    assert_eq!(
+        store.get_many(&[b"x1".to_vec(), b"x2".to_vec(), b"x2".to_vec()]).unwrap(),
+        vec![None, Some(b"b".to_vec()), Some(b"b".to_vec())]
+    );
+}
+
+#[test]
+fn postgres_splits_big_batches_into_statements_of_one_transaction() {
+    let Some((_db, mut config)) = postgres("chunks") else { return };
+    config.statement_bytes_max = 10_000;
+    let store = PostgresStore::open(config).unwrap();
+    let ops = (0..100u32).map(|i| WriteOp::Put(i.to_be_bytes().to_vec(), vec![7; 4096])).collect();
+    store.write(batch(ops)).unwrap();
+    assert_eq!(store.scan(b"", b"\xff", 1000).unwrap().len(), 100);
+    // A fenced big batch that fails changes nothing, whatever statement it got to.
+    let mut doomed =
+        batch((0..100u32).map(|i| WriteOp::Put(i.to_be_bytes().to_vec(), vec![9; 4096])).collect());
+    doomed.fence = Some(Fence { key: b"gen".to_vec(), expected: Some(b"1".to_vec()) });
+    assert_eq!(store.write(doomed), Err(KvError::Fenced));
+    assert!(store.scan(b"", b"\xff", 1000).unwrap().iter().all(|(_, v)| v[0] == 7));
+    let stats = store.stats();
+    assert_eq!((stats.read_calls, stats.write_calls), (2, 2), "{stats:?}");
+}
+
+#[test]
+fn postgres_fences_serialize_concurrent_writers() {
+    let Some((_db, config)) = postgres("fences") else { return };
+    let store = Arc::new(PostgresStore::open(config).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let gen_key = format!("gen{}", t % 2).into_bytes();
+                let mut won = 0;
+                for _ in 0..30 {
+                    let current = store.get_many(std::slice::from_ref(&gen_key)).unwrap().pop().flatten();
+                    let next =
+                        current.as_ref().map_or(0, |v| u32::from_be_bytes(v[..4].try_into().unwrap()) + 1);
+                    let b = WriteBatch {
+                        fence: Some(Fence { key: gen_key.clone(), expected: current }),
+                        ops: vec![WriteOp::Put(gen_key.clone(), next.to_be_bytes().to_vec())],
+                        durable: true,
+                    };
+                    match store.write(b) {
+                        Ok(()) => won += 1,
+                        Err(KvError::Fenced) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let won: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    // Every successful bump moved a generation by exactly one: no two writers passed the same
+    // fence (absent or present).
+    let gens = store.get_many(&[b"gen0".to_vec(), b"gen1".to_vec()]).unwrap();
+    let total: u32 =
+        gens.iter().map(|v| u32::from_be_bytes(v.as_ref().unwrap()[..4].try_into().unwrap()) + 1).sum();
+    assert_eq!(total, won);
+}
+
+#[test]
+fn postgres_outage_answers_unavailable_in_bounded_time_and_recovers() {
+    let Some((db, mut config)) = postgres("outage") else { return };
+    let proxy = testing::Proxy::start(&db.url);
+    config.url = proxy.url(&db.url);
+    config.call_timeout_ms = 1_500;
+    config.connect_timeout_ms = 500;
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"before")])).unwrap();
+
+    proxy.down();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let read = store.get_many(&[b"k".to_vec()]);
+        assert!(matches!(read, Err(KvError::Unavailable(_))), "{read:?}");
+        let written = store.write(batch(vec![put(b"k", b"during")]));
+        assert!(matches!(written, Err(KvError::Unavailable(_))), "{written:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
+    }
+
+    proxy.up();
+    // The outage's writes never reached the server: the old value stays, and writing works.
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"before".to_vec())]);
+    store.write(batch(vec![put(b"k", b"after")])).unwrap();
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"after".to_vec())]);
+}
+
+#[test]
+fn postgres_resolves_a_lost_commit_answer_by_its_commit_id() {
+    let Some((db, mut config)) = postgres("lost") else { return };
+    let proxy = testing::Proxy::start(&db.url);
+    config.url = proxy.url(&db.url);
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"1")])).unwrap();
+
+    // The server commits, its answer is lost with the connection: the store must find out
+    // that the batch committed (not retry it, not report a failure).
+    proxy.swallow_next_answer();
+    store.write(batch(vec![put(b"k", b"2"), put(b"j", b"2")])).unwrap();
+    assert_eq!(
+        store.get_many(&[b"k".to_vec(), b"j".to_vec()]).unwrap(),
+        vec![Some(b"2".to_vec()), Some(b"2".to_vec())]
+    );
+
+    // A fenced batch whose answer is lost: it rolled back, and the store says so.
+    proxy.swallow_next_answer();
+    let mut stale = batch(vec![put(b"k", b"stale")]);
+    stale.fence = Some(Fence { key: b"gen".to_vec(), expected: Some(b"9".to_vec()) });
+    let result = store.write(stale);
+    assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    assert_eq!(store.stats().lost_answers, 2);
+}
+
+#[test]
+fn postgres_refuses_a_newer_schema_version() {
+    let Some((_db, config)) = postgres("schema") else { return };
+    drop(PostgresStore::open(config.clone()).unwrap());
+    // Opening again keeps the schema (and its data) as it is.
+    let store = PostgresStore::open(config.clone()).unwrap();
+    store.write(batch(vec![put(b"k", b"v")])).unwrap();
+    drop(store);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .execute("UPDATE roost_meta SET value = value + 1 WHERE name = 'schema_version'", &[])
+            .await
+            .unwrap();
+    });
+    let refused = PostgresStore::open(config).unwrap_err();
+    assert!(refused.to_string().contains("schema version 2"), "{refused}");
+}
+
+#[test]
+fn postgres_calls_take_one_network_round_trip_each() {
+    let Some((db, mut config)) = postgres("round_trips") else { return };
+    let proxy = testing::Proxy::start(&db.url);
+    config.url = proxy.url(&db.url);
+    config.connections_max = 1;
+    let store = PostgresStore::open(config).unwrap();
+    // Warm the one connection: its statements are prepared on first use (one round trip).
+    store.write(batch(vec![put(b"a0", b"x")])).unwrap();
+    store.get_many(&[b"a0".to_vec()]).unwrap();
+    // Round trips per call = (time with a 50 ms answer delay - time without) / 50 ms.
+    let rtt = std::time::Duration::from_millis(50);
+    let (writes_fast, reads_fast) = timed_calls(&store);
+    proxy.delay_answers(rtt);
+    let (writes_slow, reads_slow) = timed_calls(&store);
+    let writes = (writes_slow - writes_fast) / rtt.as_secs_f64();
+    let reads = (reads_slow - reads_fast) / rtt.as_secs_f64();
+    eprintln!("round trips: {writes:.2} per 50-page commit, {reads:.2} per read");
+    assert!(writes < 1.8 && reads < 1.8, "{writes:.2} per commit, {reads:.2} per read");
+}
+
+/// Average seconds of 10 fenced 50-page commits and of 20 reads (half `get_many`, half `scan`).
+fn timed_calls(store: &PostgresStore) -> (f64, f64) {
+    let first = store.get_many(&[b"gen".to_vec()]).unwrap().pop().flatten().map_or(0, |v| v[0]);
+    let started = std::time::Instant::now();
+    for generation in first..first + 10 {
+        // A fenced commit of 50 pages with a range delete and a delete: one pipeline.
+        let mut ops = vec![WriteOp::DeleteRange { start: b"b".to_vec(), end: b"c".to_vec() }];
+        ops.extend((0..50u8).map(|p| WriteOp::Put(vec![b'b', p], vec![generation; 4096])));
+        ops.push(WriteOp::Delete(b"a0".to_vec()));
+        ops.push(put(b"gen", &[generation + 1]));
+        let mut b = batch(ops);
+        b.fence = Some(Fence { key: b"gen".to_vec(), expected: (generation > 0).then(|| vec![generation]) });
+        store.write(b).unwrap();
+    }
+    let writes = started.elapsed().as_secs_f64() / 10.0;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let keys: Vec<Key> = (0..50u8).map(|p| vec![b'b', p]).collect();
+        assert_eq!(store.get_many(&keys).unwrap().len(), 50);
+        assert_eq!(store.scan(b"b", b"c", 100).unwrap().len(), 50);
+    }
+    (writes, started.elapsed().as_secs_f64() / 20.0)
+}
+
+#[test]
+fn postgres_blocks_every_call_until_a_lost_commit_is_resolved() {
+    let Some((db, mut config)) = postgres("unresolved") else { return };
+    let proxy = Arc::new(testing::Proxy::start(&db.url));
+    config.url = proxy.url(&db.url);
+    config.call_timeout_ms = 1_000;
+    config.connect_timeout_ms = 300;
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"1")])).unwrap();
+
+    // The answer is lost (the proxy cuts the connection 300 ms after the server answered) and
+    // by then PostgreSQL is unreachable: the outcome cannot be read back yet.
+    proxy.swallow_next_answer();
+    let outage = {
+        let proxy = proxy.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            proxy.down();
+        })
+    };
+    let result = store.write(batch(vec![put(b"k", b"2")]));
+    outage.join().unwrap();
+    assert!(matches!(&result, Err(KvError::Unavailable(m)) if m.contains("not known")), "{result:?}");
+    // Nothing is read or written while a lost commit might still change what a read shows.
+    assert!(matches!(store.get_many(&[b"k".to_vec()]), Err(KvError::Unavailable(_))));
+    proxy.up();
+    // Back: the commit is resolved first (it had committed), then calls go through.
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
+    store.write(batch(vec![put(b"k", b"3")])).unwrap();
+    assert_eq!(store.stats().lost_answers, 1);
+}

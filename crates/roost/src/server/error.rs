@@ -117,6 +117,17 @@ impl From<vfs::Error> for ApiError {
                 tracing::warn!(error = %error, "write refused: storage full");
                 Self::storage_full()
             }
+            E::Store(crate::kv::KvError::Unavailable(_)) => {
+                tracing::warn!(error = %error, "the store is unavailable");
+                Self {
+                    retry_after_ms: Some(1_000),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the store cannot be reached; retry later",
+                    )
+                }
+            }
             E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()

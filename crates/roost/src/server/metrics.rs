@@ -151,6 +151,12 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
     counter(&mut out, "roost_store_write_calls_total", "Store write round trips.", m.store.write_calls);
     counter(&mut out, "roost_store_group_commits_total", "Physical store commits.", m.store.group_commits);
     counter(&mut out, "roost_store_syncs_total", "Store fsyncs.", m.store.syncs);
+    counter(
+        &mut out,
+        "roost_store_lost_answers_total",
+        "Commits whose answer was lost and whose outcome was read back by commit id.",
+        m.store.lost_answers,
+    );
     render_store_latency(&mut out, &m.store);
     render_store_capacity(&mut out, &m.store);
     render_requests(&mut out, metrics);
