@@ -219,3 +219,63 @@ fn faulty_store_models_a_sync_failure_after_apply() {
     store.set_plan(FaultPlan::default());
     assert_eq!(store.get_many(&[b"k".to_vec(), b"j".to_vec()]).unwrap(), vec![Some(b"1".to_vec()), None]);
 }
+
+#[test]
+fn crash_store_meets_contract() {
+    contract(&CrashStore::new());
+    contract(&CrashStore::with_durability(Durability::Relaxed, 3));
+}
+
+fn journal(ops: Vec<WriteOp>) -> WriteBatch {
+    WriteBatch { fence: None, ops, durable: false }
+}
+
+fn keys_of(store: &dyn KvStore) -> Vec<Vec<u8>> {
+    store.scan(b"", b"\xff", 100).unwrap().into_iter().map(|(k, _)| k).collect()
+}
+
+#[test]
+fn crash_store_loses_exactly_the_unsynced_batches() {
+    let store = CrashStore::new();
+    store.write(journal(vec![put(b"j1", b"x")])).unwrap();
+    store.write(batch(vec![put(b"c1", b"x")])).unwrap();
+    store.write(journal(vec![put(b"j2", b"x")])).unwrap();
+    assert_eq!(keys_of(&store), [b"c1".to_vec(), b"j1".to_vec(), b"j2".to_vec()]);
+    store.crash();
+    // The commit's sync covered the journal batch before it, not the one after.
+    assert_eq!(keys_of(&store), [b"c1".to_vec(), b"j1".to_vec()]);
+    assert_eq!(store.syncs(), 1);
+
+    let relaxed = CrashStore::with_durability(Durability::Relaxed, 2);
+    for k in [b"a", b"b", b"c"] {
+        relaxed.write(batch(vec![put(k, b"x")])).unwrap();
+    }
+    relaxed.crash();
+    assert_eq!(keys_of(&relaxed), [b"a".to_vec(), b"b".to_vec()], "the window is one batch");
+}
+
+#[test]
+fn crash_store_faults_stop_the_store_until_reopened() {
+    let store = CrashStore::new();
+    store.write(batch(vec![put(b"k0", b"x")])).unwrap();
+    store.set_plan(CrashPlan { fail_before_sync: 1, ..CrashPlan::default() });
+    assert!(matches!(store.write(batch(vec![put(b"k1", b"x")])), Err(KvError::Failed(_))));
+    assert!(matches!(store.get_many(&[b"k1".to_vec()]), Err(KvError::Failed(_))));
+    assert!(matches!(store.health(), StoreHealth::Failed(_)));
+    assert_eq!(store.reopen(), Ok(true));
+    assert_eq!(keys_of(&store), [b"k0".to_vec()]);
+
+    store.set_plan(CrashPlan { fail_after_sync: 1, ..CrashPlan::default() });
+    assert!(matches!(store.write(batch(vec![put(b"k2", b"x")])), Err(KvError::Failed(_))));
+    assert!(matches!(store.scan(b"", b"\xff", 10), Err(KvError::Failed(_))));
+    store.reopen().unwrap();
+    assert_eq!(keys_of(&store), [b"k0".to_vec(), b"k2".to_vec()]);
+
+    store.write(journal(vec![put(b"j", b"x")])).unwrap();
+    store.set_plan(CrashPlan { crash_at_write: 2, ..CrashPlan::default() });
+    store.write(journal(vec![put(b"j2", b"x")])).unwrap();
+    assert!(matches!(store.write(batch(vec![put(b"k3", b"x")])), Err(KvError::Failed(_))));
+    store.reopen().unwrap();
+    assert_eq!(keys_of(&store), [b"k0".to_vec(), b"k2".to_vec()]);
+    assert_eq!(store.injected(), 3);
+}
