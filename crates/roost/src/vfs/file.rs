@@ -140,10 +140,19 @@ impl KvFile {
         !self.dirty.is_empty() || self.stale_from.is_some() || self.size != self.persisted_size
     }
 
-    /// Sends the buffer (and the size) as one batch.
+    /// Sends the buffer (non-durably), as [`ActorFiles::flush_journal`] needs.
+    pub fn flush_buffer(&mut self) -> Result<(), Failure> {
+        self.flush(false)
+    }
+
+    /// Sends the buffer (and the size) as one batch; a main-file batch goes after the
+    /// journal's buffered writes (see [`ActorFiles::flush_journal`]).
     fn flush(&mut self, durable: bool) -> Result<(), Failure> {
         if !(self.pending() || durable && self.unsynced) {
             return Ok(());
+        }
+        if self.tag == FileTag::Main {
+            self.actor.flush_journal()?;
         }
         let id = &self.actor.id;
         let mut ops = Vec::with_capacity(self.dirty.len() + 2);
@@ -320,5 +329,44 @@ impl FileBackend for KvFile {
 
     fn poison(&mut self) {
         self.actor.fail(Failure::Poisoned);
+    }
+}
+
+/// A journal [`KvFile`] that its actor can also reach (to flush it ahead of main-file writes).
+pub(crate) struct SharedKvFile(pub Arc<parking_lot::Mutex<KvFile>>);
+
+impl FileBackend for SharedKvFile {
+    fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, IoError> {
+        self.0.lock().read(buf, offset)
+    }
+    fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), IoError> {
+        self.0.lock().write(buf, offset)
+    }
+    fn truncate(&mut self, size: u64) -> Result<(), IoError> {
+        self.0.lock().truncate(size)
+    }
+    fn sync(&mut self) -> Result<(), IoError> {
+        self.0.lock().sync()
+    }
+    fn size(&mut self) -> Result<u64, IoError> {
+        self.0.lock().size()
+    }
+    fn batch_atomic(&self) -> bool {
+        self.0.lock().batch_atomic()
+    }
+    fn begin_atomic(&mut self) -> Result<(), IoError> {
+        self.0.lock().begin_atomic()
+    }
+    fn commit_atomic(&mut self) -> Result<(), IoError> {
+        self.0.lock().commit_atomic()
+    }
+    fn rollback_atomic(&mut self) {
+        self.0.lock().rollback_atomic()
+    }
+    fn close(&mut self) -> Result<(), IoError> {
+        self.0.lock().close()
+    }
+    fn poison(&mut self) {
+        self.0.lock().poison()
     }
 }
