@@ -1,10 +1,11 @@
 //! Fault injection: the store fails the Nth read, write or commit. After each failure the
 //! database (reconnected) must equal the last acknowledged state, and `integrity_check` is ok.
-//! A reference SQLite database receives exactly the transactions Roost acknowledged.
+//! A reference SQLite database receives exactly the transactions Roost acknowledged. The store
+//! is a `CrashStore`, crashed (unsynced batches dropped) before the final reopen.
 
 use std::sync::Arc;
 
-use roost::kv::{FaultPlan, FaultyStore, KvStore, MemoryStore};
+use roost::kv::{CrashStore, FaultPlan, FaultyStore, KvStore};
 use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
 
 /// The workload: each entry is one transaction (a script run in BEGIN/COMMIT). It mixes
@@ -66,12 +67,12 @@ fn assert_same(db: &mut Database, reference: &rusqlite::Connection, context: &st
 /// handle goes on (it reconnects) and every later transaction must succeed. Returns whether a
 /// fault was injected.
 fn run_with_fault(plan: FaultPlan) -> bool {
-    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let store = Arc::new(FaultyStore::new(CrashStore::new()));
     // Small buffers so that larger transactions spill through the journal and flushes
     // (non-durable writes) happen inside transactions too.
     let mut config = StorageConfig { page_cache_bytes_max: 128 << 10, ..StorageConfig::default() };
     config.limits.write_buffer_bytes_max = 32 << 10;
-    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, config).unwrap();
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, config.clone()).unwrap();
     let reference = rusqlite::Connection::open_in_memory().unwrap();
     let id = ActorId::new("faulty").unwrap();
     store.set_plan(plan);
@@ -94,8 +95,12 @@ fn run_with_fault(plan: FaultPlan) -> bool {
     }
     assert_same(&mut db, &reference, &format!("{plan:?} at the end"));
     drop(db);
+    // A crash loses every unsynced batch: what was acknowledged must all have been synced.
+    drop(storage);
+    store.inner().crash();
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, config).unwrap();
     let mut db = storage.open(&id).expect("reopen");
-    assert_same(&mut db, &reference, &format!("{plan:?} after reopening"));
+    assert_same(&mut db, &reference, &format!("{plan:?} after a crash and reopening"));
     store.injected() > 0
 }
 
