@@ -91,9 +91,34 @@ fn fjall_group_commit_shares_syncs_and_keeps_fences_per_batch() {
     for t in threads {
         t.join().unwrap();
     }
+    // Every batch is durable and none is fenced off: each group is one apply and one sync.
     let stats = store.stats();
     assert_eq!(stats.write_calls, 800);
-    assert!(stats.syncs <= 800, "{stats:?}");
+    assert_eq!(stats.syncs, stats.group_commits, "{stats:?}");
+    assert!(stats.group_commits <= 800, "{stats:?}");
+
+    // Deterministic grouping: batches queued while the committer is held share one sync.
+    let before = store.stats();
+    let writers = store.with_committer_paused(|| {
+        let writers: Vec<_> = (0..16u8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || store.write(batch(vec![put(&[b'q', t], b"v")])))
+            })
+            .collect();
+        // The committer holds the first batch; the other 15 wait in the queue.
+        while store.queued() < 15 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        writers
+    });
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    let after = store.stats();
+    assert_eq!(after.write_calls - before.write_calls, 16);
+    assert_eq!(after.syncs - before.syncs, 1, "16 queued batches, one group, one sync: {after:?}");
+    assert_eq!(after.group_commits - before.group_commits, 1, "{after:?}");
     // Two batches fenced on the same expected value in one group: only the first applies.
     let mk = |v: &[u8]| WriteBatch {
         fence: Some(Fence { key: b"g".to_vec(), expected: None }),
