@@ -77,6 +77,9 @@ pub(crate) struct KvFile {
     unsynced: bool,
     atomic: Option<Option<[u8; HEADER_BYTES]>>,
     header: Option<[u8; HEADER_BYTES]>,
+    /// SQLite's lock level on this file (`SQLITE_LOCK_*`), kept to check that the main file
+    /// changes only under an EXCLUSIVE lock.
+    lock: std::ffi::c_int,
 }
 
 impl KvFile {
@@ -93,7 +96,23 @@ impl KvFile {
             unsynced: false,
             atomic: None,
             header: None,
+            lock: LOCK_NONE,
         }
+    }
+
+    /// The file's invariants (module docs), checked in debug builds after each change.
+    fn debug_check(&self) {
+        debug_assert!(
+            self.dirty.keys().all(|i| i.start_offset() < self.size),
+            "{:?}: a dirty chunk lies beyond the size {}",
+            self.tag,
+            self.size
+        );
+        debug_assert!(
+            self.tag == FileTag::Journal || self.lock >= LOCK_EXCLUSIVE,
+            "the main file changed without an EXCLUSIVE lock (level {})",
+            self.lock
+        );
     }
 
     fn io(&self, failure: Failure, error: IoError) -> IoError {
@@ -169,9 +188,11 @@ impl KvFile {
                 FileMeta { size_bytes: self.size }.encode(),
             ));
         }
+        debug_assert!(self.atomic.is_none(), "nothing is sent inside a batch-atomic write");
         self.actor.write(ops, durable)?;
         self.persisted_size = self.size;
         self.unsynced = !durable;
+        debug_assert!(!self.pending(), "a flush leaves nothing buffered");
         Ok(())
     }
 
@@ -247,6 +268,7 @@ impl FileBackend for KvFile {
             let chunk = self.dirty[&ChunkIndex(0)].clone();
             self.remember_header(ChunkIndex(0), &chunk);
         }
+        self.debug_check();
         if self.atomic.is_some() {
             if self.dirty_bytes() > self.limits.batch_bytes_max {
                 // SQLite answers an I/O error here by retrying the commit through the journal.
@@ -280,6 +302,7 @@ impl FileBackend for KvFile {
         if size < HEADER_BYTES as u64 {
             self.header = None;
         }
+        self.debug_check();
         // SQLite shrinks the database after a commit and does not sync again: send the cut now
         // so stored chunks and the reported size follow (durability comes with the next sync).
         if self.atomic.is_none() {
@@ -330,7 +353,21 @@ impl FileBackend for KvFile {
     fn poison(&mut self) {
         self.actor.fail(Failure::Poisoned);
     }
+
+    fn lock(&mut self, level: std::ffi::c_int) {
+        self.lock = self.lock.max(level);
+    }
+
+    fn unlock(&mut self, level: std::ffi::c_int) {
+        debug_assert!(level <= LOCK_SHARED, "SQLite unlocks to SHARED or NONE, not {level}");
+        debug_assert!(self.atomic.is_none(), "no lock is dropped inside a batch-atomic write");
+        self.lock = self.lock.min(level);
+    }
 }
+
+const LOCK_NONE: std::ffi::c_int = rusqlite::ffi::SQLITE_LOCK_NONE;
+const LOCK_SHARED: std::ffi::c_int = rusqlite::ffi::SQLITE_LOCK_SHARED;
+const LOCK_EXCLUSIVE: std::ffi::c_int = rusqlite::ffi::SQLITE_LOCK_EXCLUSIVE;
 
 /// A journal [`KvFile`] that its actor can also reach (to flush it ahead of main-file writes).
 pub(crate) struct SharedKvFile(pub Arc<parking_lot::Mutex<KvFile>>);
@@ -368,5 +405,11 @@ impl FileBackend for SharedKvFile {
     }
     fn poison(&mut self) {
         self.0.lock().poison()
+    }
+    fn lock(&mut self, level: std::ffi::c_int) {
+        self.0.lock().lock(level)
+    }
+    fn unlock(&mut self, level: std::ffi::c_int) {
+        self.0.lock().unlock(level)
     }
 }
