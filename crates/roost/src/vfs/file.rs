@@ -10,7 +10,12 @@
 //!   (the whole SQLite transaction), a rollback drops the buffer;
 //! - outside atomic mode the buffer is flushed when it exceeds `write_buffer_bytes_max` and on
 //!   `sync`, which is durable. SQLite orders journal and database syncs, so crash safety of
-//!   large transactions comes from SQLite's own rollback journal, stored like any file.
+//!   large transactions comes from SQLite's own rollback journal, stored like any file;
+//! - a main-file batch is sent only after the open journal's buffered writes (SQLite's
+//!   batch-atomic fallback writes pages without syncing the journal first), so any durable
+//!   state holding new pages also holds the journal records that undo them;
+//! - the main file changes only while SQLite holds an EXCLUSIVE lock on it (checked in debug
+//!   builds; the lock level is tracked, nothing is locked).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
