@@ -1,8 +1,9 @@
 //! Differential property test: random schemas and statements run on Roost (memory store) and
 //! on SQLite over a plain temporary file must give the same answers and the same final
 //! contents. A tiny page cache on the Roost side forces some transactions through the
-//! journal path; `Reopen` checks that what was committed is what comes back. The same cases
-//! run on the PostgreSQL store too.
+//! journal path; `Reopen` crashes the store where it can lose what it did not sync (a
+//! `CrashStore` drops unsynced batches) and checks that what was committed is what comes back.
+//! The same cases run on the PostgreSQL store too.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use roost::kv::testing::TestDatabase;
-use roost::kv::{KvStore, MemoryStore, PostgresConfig, PostgresStore};
+use roost::kv::{CrashStore, KvStore, PostgresConfig, PostgresStore};
 use roost::{ActorId, Params, Storage, StorageConfig, Value};
 
 #[derive(Debug, Clone)]
@@ -194,8 +195,11 @@ fn contents(tables: usize, mut query: impl FnMut(&str) -> Answer) -> Vec<Answer>
     (0..tables).map(|t| query(&format!("SELECT * FROM t{t} ORDER BY id"))).collect()
 }
 
+/// Runs one case on `store`; `crash` runs wherever the store may lose what it did not sync
+/// (a `CrashStore` drops it; PostgreSQL syncs every commit, so nothing to do there).
 fn check(
     store: Arc<dyn KvStore>,
+    crash: &dyn Fn(),
     actor: &str,
     tables: Vec<Table>,
     ops: Vec<Op>,
@@ -204,7 +208,8 @@ fn check(
     let dir = tempfile::tempdir().unwrap();
     let plain = rusqlite::Connection::open(dir.path().join("plain.db")).unwrap();
     let config = StorageConfig { page_cache_bytes_max: cache_bytes, ..StorageConfig::default() };
-    let storage = Storage::new(store, config).unwrap();
+    let new_storage = || Storage::new(store.clone(), config.clone()).unwrap();
+    let mut storage = new_storage();
     let id = ActorId::new(actor).unwrap();
     let mut db = storage.open(&id).unwrap();
     let roost_run = |db: &mut roost::Database, sql: &str, params: &[Value]| -> Answer {
@@ -216,11 +221,14 @@ fn check(
     }
     for (step, op) in ops.iter().enumerate() {
         let Some((sql, params)) = op_sql(&tables, op) else {
-            // Reopen: an open transaction is lost on both sides, like a closed connection.
+            // Reopen after a crash: an open transaction is lost on both sides, every commit
+            // stays (the store drops what was not synced).
             if !plain.is_autocommit() {
                 plain.execute_batch("ROLLBACK").unwrap();
             }
             drop(db);
+            crash();
+            storage = new_storage();
             db = storage.open(&id).unwrap();
             continue;
         };
@@ -236,6 +244,8 @@ fn check(
     let got = contents(tables.len(), |sql| roost_run(&mut db, sql, &[]));
     prop_assert_eq!(got, want);
     drop(db);
+    crash();
+    let storage = new_storage();
     let mut db = storage.open(&id).unwrap();
     let check = roost_run(&mut db, "PRAGMA integrity_check", &[]);
     prop_assert_eq!(check, Ok(vec![vec![Value::Text("ok".into())]]));
@@ -261,7 +271,8 @@ proptest! {
 
     #[test]
     fn roost_matches_sqlite_on_a_plain_file((tables, ops, cache) in case()) {
-        check(Arc::new(MemoryStore::new()), "diff", tables, ops, cache)?;
+        let store = Arc::new(CrashStore::new());
+        check(store.clone(), &|| store.crash(), "diff", tables, ops, cache)?;
     }
 }
 
@@ -275,7 +286,7 @@ fn roost_on_postgres_matches_sqlite_on_a_plain_file() {
     let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..ProptestConfig::default() });
     let result = runner.run(&case(), |(tables, ops, cache)| {
         let actor = format!("diff-{}", cases.fetch_add(1, Ordering::SeqCst));
-        check(store.clone(), &actor, tables, ops, cache)
+        check(store.clone(), &|| {}, &actor, tables, ops, cache)
     });
     let stats = store.stats();
     eprintln!("postgres differential: {stats:?}");

@@ -1,14 +1,16 @@
 //! Fault injection: the store fails the Nth read, write or commit. After each failure the
 //! database (reconnected) must equal the last acknowledged state, and `integrity_check` is ok.
 //! A reference SQLite database receives exactly the transactions Roost acknowledged. The same
-//! sweeps run on PostgreSQL, plus real connection cuts at every moment of the workload.
+//! sweeps run on PostgreSQL, plus real connection cuts at every moment of the workload. In
+//! memory the store is a `CrashStore`, crashed (unsynced batches dropped) before the final
+//! reopen, so every acknowledged transaction must have been synced.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roost::kv::testing::{Proxy, TestDatabase};
-use roost::kv::{FaultPlan, FaultyStore, KvStore, MemoryStore, PostgresConfig, PostgresStore};
+use roost::kv::{CrashStore, FaultPlan, FaultyStore, KvStore, PostgresConfig, PostgresStore};
 use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
 
 /// The workload: each entry is one transaction (a script run in BEGIN/COMMIT). It mixes
@@ -69,7 +71,23 @@ fn assert_same(db: &mut Database, reference: &rusqlite::Connection, context: &st
 /// Runs the workload with `plan` installed (it fails one call). After the fault the same
 /// handle goes on (it reconnects) and every later transaction must succeed. Returns whether a
 /// fault was injected.
-fn run_with_fault<S: KvStore>(store: Arc<FaultyStore<S>>, actor: &str, plan: FaultPlan) -> bool {
+/// What a crash does to a store: a `CrashStore` drops its unsynced batches; PostgreSQL syncs
+/// every commit, so it loses nothing.
+trait Crash {
+    fn crash_now(&self);
+}
+
+impl Crash for CrashStore {
+    fn crash_now(&self) {
+        self.crash();
+    }
+}
+
+impl Crash for PostgresStore {
+    fn crash_now(&self) {}
+}
+
+fn run_with_fault<S: KvStore + Crash>(store: Arc<FaultyStore<S>>, actor: &str, plan: FaultPlan) -> bool {
     let storage = Storage::new(store.clone() as Arc<dyn KvStore>, small_buffers()).unwrap();
     let reference = rusqlite::Connection::open_in_memory().unwrap();
     let id = ActorId::new(actor).unwrap();
@@ -93,8 +111,14 @@ fn run_with_fault<S: KvStore>(store: Arc<FaultyStore<S>>, actor: &str, plan: Fau
     }
     assert_same(&mut db, &reference, &format!("{plan:?} at the end"));
     drop(db);
+    // A crash loses every unsynced batch: what was acknowledged must all have been synced.
+    // The fault under test belongs to the workload, not to this restart: clear the plan.
+    drop(storage);
+    store.set_plan(FaultPlan::default());
+    store.inner().crash_now();
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, small_buffers()).unwrap();
     let mut db = storage.open(&id).expect("reopen");
-    assert_same(&mut db, &reference, &format!("{plan:?} after reopening"));
+    assert_same(&mut db, &reference, &format!("{plan:?} after a crash and reopening"));
     store.injected() > 0
 }
 
@@ -110,7 +134,7 @@ fn small_buffers() -> StorageConfig {
 fn sweep(kind: &str, make: impl Fn(u64) -> FaultPlan, stride: u64) -> u64 {
     let mut injected = 0;
     let mut n = 1;
-    while run_with_fault(Arc::new(FaultyStore::new(MemoryStore::new())), "faulty", make(n)) {
+    while run_with_fault(Arc::new(FaultyStore::new(CrashStore::new())), "faulty", make(n)) {
         injected += 1;
         n += stride;
         assert!(n < 100_000, "{kind}: the workload never completes");

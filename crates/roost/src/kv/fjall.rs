@@ -93,6 +93,10 @@ struct Shared {
     /// Test hook: the next sync fails as if the disk had refused it.
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
+    /// Test hook: while a test holds it, the committer waits after taking a group's first
+    /// batch, so the batches queued meanwhile deterministically join that group.
+    #[cfg(test)]
+    pause: parking_lot::Mutex<()>,
 }
 
 impl Shared {
@@ -200,6 +204,21 @@ impl FjallStore {
         });
     }
 
+    /// Test hook: runs `body` while the committer is held before it gathers its next group
+    /// (see `Shared::pause`).
+    #[cfg(test)]
+    pub(crate) fn with_committer_paused<T>(&self, body: impl FnOnce() -> T) -> T {
+        let shared = self.with(|i| Ok(i.shared.clone())).expect("store is open");
+        let _paused = shared.pause.lock();
+        body()
+    }
+
+    /// Test hook: batches waiting in the commit queue.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.with(|i| Ok(i.queue.as_ref().map_or(0, Sender::len))).unwrap_or(0)
+    }
+
     /// Runs `call` on the open instance.
     fn with<T>(&self, call: impl FnOnce(&Instance) -> KvResult<T>) -> KvResult<T> {
         match self.instance.read().as_ref() {
@@ -232,6 +251,8 @@ impl Instance {
             failed: OnceLock::new(),
             #[cfg(test)]
             fail_next_sync: Default::default(),
+            #[cfg(test)]
+            pause: Default::default(),
         });
         let (tx, rx) = bounded(config.commit_queue_max);
         let committer = Committer { shared: shared.clone(), config: config.clone() };
@@ -439,6 +460,8 @@ impl Committer {
                 },
             };
             if let Some(first) = first {
+                #[cfg(test)]
+                drop(self.shared.pause.lock());
                 let mut group = vec![first];
                 while group.len() < self.config.group_batches_max {
                     match queue.try_recv() {

@@ -39,14 +39,7 @@ impl KvStore for MemoryStore {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> KvResult<Vec<(Key, Value)>> {
-        self.counters.timed_read(|| {
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            let map = self.map.read();
-            let range = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
-            Ok(range.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
-        })
+        self.counters.timed_read(|| Ok(scan_map(&self.map.read(), start, end, limit)))
     }
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
@@ -64,29 +57,52 @@ impl MemoryStore {
     /// Applies a batch under the write lock: fence check, then the ops in order.
     fn apply(&self, batch: WriteBatch) -> KvResult<()> {
         let mut map = self.map.write();
-        if let Some(fence) = &batch.fence {
-            if map.get(&fence.key) != fence.expected.as_ref() {
-                return Err(KvError::Fenced);
-            }
-        }
-        for op in batch.ops {
-            match op {
-                WriteOp::Put(k, v) => {
-                    map.insert(k, v);
-                }
-                WriteOp::Delete(k) => {
-                    map.remove(&k);
-                }
-                WriteOp::DeleteRange { start, end } => {
-                    if start < end {
-                        let mut tail = map.split_off(&start);
-                        let mut keep = tail.split_off(&end);
-                        map.append(&mut keep);
-                    }
-                }
-            }
-        }
+        check_fence(&map, &batch)?;
+        apply_ops(&mut map, batch.ops);
         CallCounters::bump(&self.counters.group_commits);
         Ok(())
     }
+}
+
+/// `Err(Fenced)` unless the batch's fence key holds its expected value in `map`.
+pub(crate) fn check_fence(map: &BTreeMap<Key, Value>, batch: &WriteBatch) -> KvResult<()> {
+    match &batch.fence {
+        Some(fence) if map.get(&fence.key) != fence.expected.as_ref() => Err(KvError::Fenced),
+        _ => Ok(()),
+    }
+}
+
+/// Applies `ops` to `map` in order (a put after a range delete survives it).
+pub(crate) fn apply_ops(map: &mut BTreeMap<Key, Value>, ops: impl IntoIterator<Item = WriteOp>) {
+    for op in ops {
+        match op {
+            WriteOp::Put(k, v) => {
+                map.insert(k, v);
+            }
+            WriteOp::Delete(k) => {
+                map.remove(&k);
+            }
+            WriteOp::DeleteRange { start, end } => {
+                if start < end {
+                    let mut tail = map.split_off(&start);
+                    let mut keep = tail.split_off(&end);
+                    map.append(&mut keep);
+                }
+            }
+        }
+    }
+}
+
+/// Up to `limit` pairs of `map` with `start <= key < end`, in key order.
+pub(crate) fn scan_map(
+    map: &BTreeMap<Key, Value>,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Vec<(Key, Value)> {
+    if start >= end {
+        return Vec::new();
+    }
+    let range = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
+    range.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()
 }

@@ -17,6 +17,7 @@
 //! Remote backends pay a round trip per call, so callers batch: `get_many` reads many keys in
 //! one call and a whole SQLite transaction is one `write`.
 
+mod crash;
 mod disk;
 mod faulty;
 mod fjall;
@@ -25,6 +26,7 @@ mod postgres;
 #[doc(hidden)]
 pub mod testing;
 
+pub use self::crash::{CrashPlan, CrashStore};
 pub use self::disk::{DiskSpace, DEFAULT_RESERVE_BYTES};
 pub use self::faulty::{FaultPlan, FaultyStore};
 pub use self::fjall::{FjallConfig, FjallStore};

@@ -91,9 +91,34 @@ fn fjall_group_commit_shares_syncs_and_keeps_fences_per_batch() {
     for t in threads {
         t.join().unwrap();
     }
+    // Every batch is durable and none is fenced off: each group is one apply and one sync.
     let stats = store.stats();
     assert_eq!(stats.write_calls, 800);
-    assert!(stats.syncs <= 800, "{stats:?}");
+    assert_eq!(stats.syncs, stats.group_commits, "{stats:?}");
+    assert!(stats.group_commits <= 800, "{stats:?}");
+
+    // Deterministic grouping: batches queued while the committer is held share one sync.
+    let before = store.stats();
+    let writers = store.with_committer_paused(|| {
+        let writers: Vec<_> = (0..16u8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || store.write(batch(vec![put(&[b'q', t], b"v")])))
+            })
+            .collect();
+        // The committer holds the first batch; the other 15 wait in the queue.
+        while store.queued() < 15 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        writers
+    });
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    let after = store.stats();
+    assert_eq!(after.write_calls - before.write_calls, 16);
+    assert_eq!(after.syncs - before.syncs, 1, "16 queued batches, one group, one sync: {after:?}");
+    assert_eq!(after.group_commits - before.group_commits, 1, "{after:?}");
     // Two batches fenced on the same expected value in one group: only the first applies.
     let mk = |v: &[u8]| WriteBatch {
         fence: Some(Fence { key: b"g".to_vec(), expected: None }),
@@ -453,4 +478,64 @@ fn postgres_blocks_every_call_until_a_lost_commit_is_resolved() {
     assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"2".to_vec())]);
     store.write(batch(vec![put(b"k", b"3")])).unwrap();
     assert_eq!(store.stats().lost_answers, 1);
+}
+
+#[test]
+fn crash_store_meets_contract() {
+    contract(&CrashStore::new());
+    contract(&CrashStore::with_durability(Durability::Relaxed, 3));
+}
+
+fn journal(ops: Vec<WriteOp>) -> WriteBatch {
+    WriteBatch { fence: None, ops, durable: false }
+}
+
+fn keys_of(store: &dyn KvStore) -> Vec<Vec<u8>> {
+    store.scan(b"", b"\xff", 100).unwrap().into_iter().map(|(k, _)| k).collect()
+}
+
+#[test]
+fn crash_store_loses_exactly_the_unsynced_batches() {
+    let store = CrashStore::new();
+    store.write(journal(vec![put(b"j1", b"x")])).unwrap();
+    store.write(batch(vec![put(b"c1", b"x")])).unwrap();
+    store.write(journal(vec![put(b"j2", b"x")])).unwrap();
+    assert_eq!(keys_of(&store), [b"c1".to_vec(), b"j1".to_vec(), b"j2".to_vec()]);
+    store.crash();
+    // The commit's sync covered the journal batch before it, not the one after.
+    assert_eq!(keys_of(&store), [b"c1".to_vec(), b"j1".to_vec()]);
+    assert_eq!(store.syncs(), 1);
+
+    let relaxed = CrashStore::with_durability(Durability::Relaxed, 2);
+    for k in [b"a", b"b", b"c"] {
+        relaxed.write(batch(vec![put(k, b"x")])).unwrap();
+    }
+    relaxed.crash();
+    assert_eq!(keys_of(&relaxed), [b"a".to_vec(), b"b".to_vec()], "the window is one batch");
+}
+
+#[test]
+fn crash_store_faults_stop_the_store_until_reopened() {
+    let store = CrashStore::new();
+    store.write(batch(vec![put(b"k0", b"x")])).unwrap();
+    store.set_plan(CrashPlan { fail_before_sync: 1, ..CrashPlan::default() });
+    assert!(matches!(store.write(batch(vec![put(b"k1", b"x")])), Err(KvError::Failed(_))));
+    assert!(matches!(store.get_many(&[b"k1".to_vec()]), Err(KvError::Failed(_))));
+    assert!(matches!(store.health(), StoreHealth::Failed(_)));
+    assert_eq!(store.reopen(), Ok(true));
+    assert_eq!(keys_of(&store), [b"k0".to_vec()]);
+
+    store.set_plan(CrashPlan { fail_after_sync: 1, ..CrashPlan::default() });
+    assert!(matches!(store.write(batch(vec![put(b"k2", b"x")])), Err(KvError::Failed(_))));
+    assert!(matches!(store.scan(b"", b"\xff", 10), Err(KvError::Failed(_))));
+    store.reopen().unwrap();
+    assert_eq!(keys_of(&store), [b"k0".to_vec(), b"k2".to_vec()]);
+
+    store.write(journal(vec![put(b"j", b"x")])).unwrap();
+    store.set_plan(CrashPlan { crash_at_write: 2, ..CrashPlan::default() });
+    store.write(journal(vec![put(b"j2", b"x")])).unwrap();
+    assert!(matches!(store.write(batch(vec![put(b"k3", b"x")])), Err(KvError::Failed(_))));
+    store.reopen().unwrap();
+    assert_eq!(keys_of(&store), [b"k0".to_vec(), b"k2".to_vec()]);
+    assert_eq!(store.injected(), 3);
 }

@@ -9,6 +9,8 @@ mod auth;
 mod body;
 mod debug;
 mod error;
+#[cfg(test)]
+mod fuzz_json;
 mod hrana;
 mod json;
 mod lifecycle;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::file::KvFile;
 use super::layout::{self, ChunkIndex, FileMeta, FileTag, FormatError, Generation};
 use crate::actor_id::ActorId;
 use crate::kv::{Fence, KvError, KvStore, WriteBatch, WriteOp};
@@ -50,6 +51,9 @@ pub(crate) struct ActorFiles {
     /// Main database metadata read when the actor was attached.
     pub main_meta: Option<FileMeta>,
     journal_exists: AtomicBool,
+    /// The open rollback journal, whose buffered writes must reach the store before any write
+    /// of the main file (see [`ActorFiles::flush_journal`]).
+    open_journal: Mutex<std::sync::Weak<Mutex<KvFile>>>,
     /// A generation but no file metadata: an interrupted delete may have left chunks.
     may_hold_leftovers: bool,
     failure: Mutex<Option<Failure>>,
@@ -94,6 +98,7 @@ impl ActorFiles {
             ownership: Mutex::new(Ownership { stored, claimed: false, cleanup }),
             main_meta,
             journal_exists: AtomicBool::new(journal_meta.is_some() && journal_hot),
+            open_journal: Mutex::new(std::sync::Weak::new()),
             may_hold_leftovers,
             failure: Mutex::new(None),
             broken: AtomicBool::new(false),
@@ -197,6 +202,28 @@ impl ActorFiles {
 
     pub fn journal_exists(&self) -> bool {
         self.journal_exists.load(Ordering::SeqCst)
+    }
+
+    /// Remembers the journal file just opened (see [`ActorFiles::flush_journal`]).
+    pub fn set_open_journal(&self, journal: &Arc<Mutex<KvFile>>) {
+        *self.open_journal.lock() = Arc::downgrade(journal);
+    }
+
+    /// Sends the open journal's buffered writes to the store, ahead of a main-file write.
+    ///
+    /// Why: when a batch-atomic commit falls back to the journal (the transaction outgrew
+    /// `batch_bytes_max`), SQLite copies its in-memory journal to the journal file and then
+    /// writes the database pages without syncing the journal first. A store applies batches
+    /// in order and a sync covers every earlier batch, so putting the journal's bytes in the
+    /// store before the main file's makes any durable point that holds new pages hold the
+    /// journal that can undo them too. Left in the journal's buffer, they could be missing
+    /// after a crash that kept the pages: a torn database.
+    pub fn flush_journal(&self) -> Result<(), Failure> {
+        let journal = self.open_journal.lock().upgrade();
+        match journal {
+            Some(journal) => journal.lock().flush_buffer(),
+            None => Ok(()),
+        }
     }
 
     pub fn set_journal_exists(&self, exists: bool) {

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::actor::{ActorFiles, Failure};
 use super::ffi::{FileBackend, FileKind, IoError, VfsBackend};
-use super::file::{KvFile, VfsLimits};
+use super::file::{KvFile, SharedKvFile, VfsLimits};
 use super::layout::{self, FileMeta, FileTag};
 use super::scratch::ScratchSpace;
 use crate::actor_id::ActorId;
@@ -141,15 +141,16 @@ impl KvVfs {
             return Err(IoError::CantOpen);
         }
         let actor = self.lookup(token).ok_or(IoError::CantOpen)?;
-        let meta = match tag {
-            FileTag::Main => actor.main_meta,
+        match tag {
+            FileTag::Main => Ok(Box::new(KvFile::new(actor.clone(), tag, actor.main_meta, self.limits))),
             FileTag::Journal => {
                 let meta = if actor.journal_exists() { read_meta(&actor, tag)? } else { None };
                 actor.set_journal_exists(true);
-                meta
+                let journal = Arc::new(Mutex::new(KvFile::new(actor.clone(), tag, meta, self.limits)));
+                actor.set_open_journal(&journal);
+                Ok(Box::new(SharedKvFile(journal)))
             }
-        };
-        Ok(Box::new(KvFile::new(actor, tag, meta, self.limits)))
+        }
     }
 }
 

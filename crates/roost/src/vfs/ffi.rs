@@ -100,6 +100,11 @@ pub(crate) trait FileBackend: Send {
     fn close(&mut self) -> Result<(), IoError>;
     /// A callback panicked: fail every later call on this file (and its actor).
     fn poison(&mut self);
+    /// SQLite raised its lock on the file to `level` (`SQLITE_LOCK_*`). Nothing is locked (one
+    /// process owns each actor); files that check invariants against the level record it.
+    fn lock(&mut self, _level: c_int) {}
+    /// SQLite lowered its lock on the file to `level` (`SQLITE_LOCK_SHARED` or `_NONE`).
+    fn unlock(&mut self, _level: c_int) {}
 }
 
 /// The largest pathname SQLite may hand us (actor ids are at most 128 bytes).
@@ -349,7 +354,7 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xSync: Some(x_sync),
     xFileSize: Some(x_file_size),
     xLock: Some(x_lock),
-    xUnlock: Some(x_lock),
+    xUnlock: Some(x_unlock),
     xCheckReservedLock: Some(x_check_reserved_lock),
     xFileControl: Some(x_file_control),
     xSectorSize: Some(x_sector_size),
@@ -446,9 +451,26 @@ unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, out: *mut i64) ->
     rc
 }
 
-/// One process owns each actor (fenced in the store), so SQLite's file locks are not needed.
-unsafe extern "C" fn x_lock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
-    ffi::SQLITE_OK
+/// One process owns each actor (fenced in the store), so SQLite's file locks are not needed;
+/// the level is still handed to the file, which keeps it as state to check its invariants.
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: `file` is open.
+    unsafe {
+        with_backend(file, ffi::SQLITE_IOERR_LOCK, |b| {
+            b.lock(level);
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: `file` is open.
+    unsafe {
+        with_backend(file, ffi::SQLITE_IOERR_UNLOCK, |b| {
+            b.unlock(level);
+            Ok(())
+        })
+    }
 }
 
 unsafe extern "C" fn x_check_reserved_lock(_file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {

@@ -10,7 +10,12 @@
 //!   (the whole SQLite transaction), a rollback drops the buffer;
 //! - outside atomic mode the buffer is flushed when it exceeds `write_buffer_bytes_max` and on
 //!   `sync`, which is durable. SQLite orders journal and database syncs, so crash safety of
-//!   large transactions comes from SQLite's own rollback journal, stored like any file.
+//!   large transactions comes from SQLite's own rollback journal, stored like any file;
+//! - a main-file batch is sent only after the open journal's buffered writes (SQLite's
+//!   batch-atomic fallback writes pages without syncing the journal first), so any durable
+//!   state holding new pages also holds the journal records that undo them;
+//! - the main file changes only while SQLite holds an EXCLUSIVE lock on it (checked in debug
+//!   builds; the lock level is tracked, nothing is locked).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +82,9 @@ pub(crate) struct KvFile {
     unsynced: bool,
     atomic: Option<Option<[u8; HEADER_BYTES]>>,
     header: Option<[u8; HEADER_BYTES]>,
+    /// SQLite's lock level on this file (`SQLITE_LOCK_*`), kept to check that the main file
+    /// changes only under an EXCLUSIVE lock.
+    lock: std::ffi::c_int,
 }
 
 impl KvFile {
@@ -93,7 +101,23 @@ impl KvFile {
             unsynced: false,
             atomic: None,
             header: None,
+            lock: LOCK_NONE,
         }
+    }
+
+    /// The file's invariants (module docs), checked in debug builds after each change.
+    fn debug_check(&self) {
+        debug_assert!(
+            self.dirty.keys().all(|i| i.start_offset() < self.size),
+            "{:?}: a dirty chunk lies beyond the size {}",
+            self.tag,
+            self.size
+        );
+        debug_assert!(
+            self.tag == FileTag::Journal || self.lock >= LOCK_EXCLUSIVE,
+            "the main file changed without an EXCLUSIVE lock (level {})",
+            self.lock
+        );
     }
 
     fn io(&self, failure: Failure, error: IoError) -> IoError {
@@ -140,10 +164,19 @@ impl KvFile {
         !self.dirty.is_empty() || self.stale_from.is_some() || self.size != self.persisted_size
     }
 
-    /// Sends the buffer (and the size) as one batch.
+    /// Sends the buffer (non-durably), as [`ActorFiles::flush_journal`] needs.
+    pub fn flush_buffer(&mut self) -> Result<(), Failure> {
+        self.flush(false)
+    }
+
+    /// Sends the buffer (and the size) as one batch; a main-file batch goes after the
+    /// journal's buffered writes (see [`ActorFiles::flush_journal`]).
     fn flush(&mut self, durable: bool) -> Result<(), Failure> {
         if !(self.pending() || durable && self.unsynced) {
             return Ok(());
+        }
+        if self.tag == FileTag::Main {
+            self.actor.flush_journal()?;
         }
         let id = &self.actor.id;
         let mut ops = Vec::with_capacity(self.dirty.len() + 2);
@@ -160,9 +193,11 @@ impl KvFile {
                 FileMeta { size_bytes: self.size }.encode(),
             ));
         }
+        debug_assert!(self.atomic.is_none(), "nothing is sent inside a batch-atomic write");
         self.actor.write(ops, durable)?;
         self.persisted_size = self.size;
         self.unsynced = !durable;
+        debug_assert!(!self.pending(), "a flush leaves nothing buffered");
         Ok(())
     }
 
@@ -238,6 +273,7 @@ impl FileBackend for KvFile {
             let chunk = self.dirty[&ChunkIndex(0)].clone();
             self.remember_header(ChunkIndex(0), &chunk);
         }
+        self.debug_check();
         if self.atomic.is_some() {
             if self.dirty_bytes() > self.limits.batch_bytes_max {
                 // SQLite answers an I/O error here by retrying the commit through the journal.
@@ -271,6 +307,7 @@ impl FileBackend for KvFile {
         if size < HEADER_BYTES as u64 {
             self.header = None;
         }
+        self.debug_check();
         // SQLite shrinks the database after a commit and does not sync again: send the cut now
         // so stored chunks and the reported size follow (durability comes with the next sync).
         if self.atomic.is_none() {
@@ -320,5 +357,64 @@ impl FileBackend for KvFile {
 
     fn poison(&mut self) {
         self.actor.fail(Failure::Poisoned);
+    }
+
+    fn lock(&mut self, level: std::ffi::c_int) {
+        self.lock = self.lock.max(level);
+    }
+
+    fn unlock(&mut self, level: std::ffi::c_int) {
+        debug_assert!(level <= LOCK_SHARED, "SQLite unlocks to SHARED or NONE, not {level}");
+        debug_assert!(self.atomic.is_none(), "no lock is dropped inside a batch-atomic write");
+        self.lock = self.lock.min(level);
+    }
+}
+
+const LOCK_NONE: std::ffi::c_int = rusqlite::ffi::SQLITE_LOCK_NONE;
+const LOCK_SHARED: std::ffi::c_int = rusqlite::ffi::SQLITE_LOCK_SHARED;
+const LOCK_EXCLUSIVE: std::ffi::c_int = rusqlite::ffi::SQLITE_LOCK_EXCLUSIVE;
+
+/// A journal [`KvFile`] that its actor can also reach (to flush it ahead of main-file writes).
+pub(crate) struct SharedKvFile(pub Arc<parking_lot::Mutex<KvFile>>);
+
+impl FileBackend for SharedKvFile {
+    fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, IoError> {
+        self.0.lock().read(buf, offset)
+    }
+    fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), IoError> {
+        self.0.lock().write(buf, offset)
+    }
+    fn truncate(&mut self, size: u64) -> Result<(), IoError> {
+        self.0.lock().truncate(size)
+    }
+    fn sync(&mut self) -> Result<(), IoError> {
+        self.0.lock().sync()
+    }
+    fn size(&mut self) -> Result<u64, IoError> {
+        self.0.lock().size()
+    }
+    fn batch_atomic(&self) -> bool {
+        self.0.lock().batch_atomic()
+    }
+    fn begin_atomic(&mut self) -> Result<(), IoError> {
+        self.0.lock().begin_atomic()
+    }
+    fn commit_atomic(&mut self) -> Result<(), IoError> {
+        self.0.lock().commit_atomic()
+    }
+    fn rollback_atomic(&mut self) {
+        self.0.lock().rollback_atomic()
+    }
+    fn close(&mut self) -> Result<(), IoError> {
+        self.0.lock().close()
+    }
+    fn poison(&mut self) {
+        self.0.lock().poison()
+    }
+    fn lock(&mut self, level: std::ffi::c_int) {
+        self.0.lock().lock(level)
+    }
+    fn unlock(&mut self, level: std::ffi::c_int) {
+        self.0.lock().unlock(level)
     }
 }

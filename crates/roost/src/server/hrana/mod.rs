@@ -53,6 +53,25 @@ struct Hrana {
 }
 
 /// The Hrana routes, with their own stream registry.
+/// Decodes `bytes` as each Hrana request body and scans the SQL of decoded statements: the
+/// property tests in `server::fuzz_json` require that this never panics.
+#[cfg(test)]
+pub(super) fn decode_for_fuzzing(bytes: &[u8]) {
+    let scan = |stmt: &proto::Stmt| stmt.sql.as_deref().map(sql::scan);
+    if let Ok(body) = serde_json::from_slice::<PipelineReqBody>(bytes) {
+        for request in &body.requests {
+            match request {
+                proto::StreamRequest::Execute { stmt } => drop(scan(stmt)),
+                proto::StreamRequest::Batch { batch } => batch.steps.iter().for_each(|s| drop(scan(&s.stmt))),
+                _ => {}
+            }
+        }
+    }
+    if let Ok(body) = serde_json::from_slice::<CursorReqBody>(bytes) {
+        body.batch.steps.iter().for_each(|s| drop(scan(&s.stmt)));
+    }
+}
+
 pub(super) fn router(state: &AppState) -> Router<AppState> {
     let config = state.config();
     let hrana = Hrana {

@@ -1,0 +1,99 @@
+//! Fuzz-style property tests of the request decoders (stable Rust; see `tests/fuzz_props.rs`
+//! for the storage and authorizer ones): arbitrary bytes and arbitrary JSON trees, bare or
+//! wrapped in the shape of a real request, fed to the `/v1` bodies and the Hrana requests.
+//! Decoding answers a value or an error, never a panic; decoded bodies convert to statements
+//! (or a `bad_request`) without panicking either.
+
+use proptest::prelude::*;
+use serde_json::{json, Value as Json};
+
+use super::hrana::decode_for_fuzzing;
+use super::json::{params_from_json, BatchBody, QueryBody};
+
+/// Arbitrary JSON, biased toward the strings and keys the decoders look for.
+fn json_tree() -> impl Strategy<Value = Json> {
+    let key = prop_oneof![
+        Just("sql".to_string()),
+        Just("params".to_string()),
+        Just("base64".to_string()),
+        Just("type".to_string()),
+        Just("value".to_string()),
+        Just("stmt".to_string()),
+        Just("args".to_string()),
+        Just("named_args".to_string()),
+        Just("steps".to_string()),
+        Just("condition".to_string()),
+        Just("cond".to_string()),
+        Just("conds".to_string()),
+        Just("step".to_string()),
+        "[a-z_]{0,8}",
+    ];
+    let text = prop_oneof![
+        Just("integer".to_string()),
+        Just("float".to_string()),
+        Just("blob".to_string()),
+        Just("text".to_string()),
+        Just("null".to_string()),
+        Just("execute".to_string()),
+        Just("batch".to_string()),
+        Just("not".to_string()),
+        Just("and".to_string()),
+        Just("9223372036854775808".to_string()),
+        Just("SELECT ?1, :a, @b, $c".to_string()),
+        any::<String>(),
+    ];
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        any::<i64>().prop_map(Json::from),
+        any::<u64>().prop_map(Json::from),
+        any::<f64>().prop_map(Json::from),
+        text.prop_map(Json::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+            proptest::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| Json::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Feeds one JSON document to every decoder.
+fn decode_all(bytes: &[u8]) {
+    if let Ok(body) = serde_json::from_slice::<QueryBody>(bytes) {
+        let _ = body.into_statement(1 << 20);
+    }
+    if let Ok(body) = serde_json::from_slice::<BatchBody>(bytes) {
+        for statement in body.statements {
+            let _ = statement.into_statement(1 << 20);
+        }
+    }
+    decode_for_fuzzing(bytes);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_decode_or_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        decode_all(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_json_in_request_shapes_decodes_or_errors(value in json_tree(), sql in any::<String>()) {
+        let shapes = [
+            value.clone(),
+            json!({"sql": sql, "params": value}),
+            json!({"statements": [{"sql": sql, "params": value}], "transaction": true}),
+            json!({"requests": [{"type": "execute", "stmt": {"sql": sql, "args": [value]}}]}),
+            json!({"requests": [{"type": "execute", "stmt": {"sql": sql, "named_args": [{"name": ":a", "value": value}]}}]}),
+            json!({"requests": [{"type": "batch", "batch": {"steps": [{"stmt": {"sql": sql}, "condition": value}]}}]}),
+            json!({"baton": null, "batch": {"steps": [{"stmt": value}]}}),
+        ];
+        for shape in shapes {
+            decode_all(&serde_json::to_vec(&shape).unwrap());
+            let _ = params_from_json(Some(&shape));
+        }
+    }
+}
