@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 use roost::kv::testing::TestDatabase;
 use serde_json::{json, Value};
 
-const ROOST: &str = env!("CARGO_BIN_EXE_roost");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use support::{free_port, ROOST};
 
 /// A `roost serve --store postgres` process, stopped with SIGTERM when dropped.
 struct Server {
@@ -34,28 +32,13 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::wait_listening(port);
         Self { child: Some(child), url: format!("http://127.0.0.1:{port}") }
     }
 
     /// Stops with SIGTERM and checks a clean exit.
     fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::stop(self.child.take().unwrap());
     }
 
     /// Runs one statement; answers the HTTP status and body.

@@ -15,18 +15,8 @@ fn start_with(data: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     support::serve(data, port, extra, Stdio::null())
 }
 
-fn stop(mut child: Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "serve exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn stop(child: Child) {
+    support::stop(child);
 }
 
 fn sql(url: &str, args: &[&str]) -> (bool, String, String) {

@@ -21,10 +21,30 @@ pub fn serve(data: &Path, port: u16, extra: &[&str], stderr: Stdio) -> Child {
         .stderr(stderr)
         .spawn()
         .unwrap();
+    wait_listening(port);
+    child
+}
+
+/// Waits (at most 20 s) until something listens on `port`.
+pub fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
+}
+
+/// Stops a server with SIGTERM and checks that it exits 0 within 20 s.
+pub fn stop(mut child: Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "serve exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
