@@ -145,6 +145,11 @@ fn execute_values_errors_and_close() {
     );
     assert_eq!(a.body["results"][0]["error"]["code"], "SQLITE_CONSTRAINT");
     assert_eq!(rows(&a, 1), json!([[int(1)]]));
+    // As libSQL's server: a statement that changed no rows has no last_insert_rowid, rather
+    // than the connection's earlier insert.
+    assert_eq!(ok(&a, 1)["result"]["last_insert_rowid"], Value::Null);
+    let a = pipeline(&server, path, None, json!([execute("INSERT INTO t(id) VALUES (7)", json!([]))]));
+    assert_eq!(ok(&a, 0)["result"]["last_insert_rowid"], "7");
     // Requests after `close` break the protocol.
     let a = pipeline(&server, path, None, json!([{"type": "close"}, execute("SELECT 1", json!([]))]));
     assert_eq!((a.status, a.code()), (400, "bad_request"));

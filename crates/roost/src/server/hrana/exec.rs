@@ -329,7 +329,7 @@ pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
                 let end = json!({
                     "type": "step_end",
                     "affected_row_count": result.rows_affected,
-                    "last_insert_rowid": result.last_insert_rowid.to_string(),
+                    "last_insert_rowid": proto::last_insert_rowid(result),
                 });
                 push_line(&mut out, &end);
             }

@@ -229,6 +229,12 @@ impl Serialize for RowJson<'_> {
     }
 }
 
+/// The `last_insert_rowid` of a `StmtResult`: as libSQL's server, only for a statement that
+/// changed rows (a `SELECT` answers none, not the connection's previous insert).
+pub fn last_insert_rowid(result: &QueryResult) -> Option<String> {
+    (result.rows_affected > 0).then(|| result.last_insert_rowid.to_string())
+}
+
 /// A `StmtResult`; rows only when the client wants them.
 pub struct StmtResultJson<'a> {
     pub result: &'a QueryResult,
@@ -242,7 +248,7 @@ impl Serialize for StmtResultJson<'_> {
         map.serialize_entry("cols", &cols_json(self.result))?;
         map.serialize_entry("rows", &RowsJson(rows))?;
         map.serialize_entry("affected_row_count", &self.result.rows_affected)?;
-        map.serialize_entry("last_insert_rowid", &self.result.last_insert_rowid.to_string())?;
+        map.serialize_entry("last_insert_rowid", &last_insert_rowid(self.result))?;
         map.end()
     }
 }
