@@ -10,6 +10,7 @@ pub mod server;
 pub mod vfs;
 
 mod actor_id;
+mod sql;
 
 pub use actor_id::{ActorId, InvalidActorId, ACTOR_ID_BYTES_MAX};
 pub use host::{ActorState, Host, HostConfig, HostError};

@@ -508,22 +508,6 @@ fn authorize(ctx: AuthContext<'_>, vacuum: &AtomicBool) -> Authorization {
     }
 }
 
-/// The first keyword of a statement, after whitespace and comments, upper-cased.
-fn first_keyword(sql: &str) -> String {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(comment) = rest.strip_prefix("--") {
-            rest = comment.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(comment) = rest.strip_prefix("/*") {
-            rest = comment.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            break;
-        }
-    }
-    rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase()
-}
-
 /// Sets the connection's `vacuum` flag for the duration of one call.
 struct VacuumScope<'a>(&'a AtomicBool);
 
@@ -925,7 +909,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn statement(&self, sql: &str, params: &Params) -> Result<QueryResult, Error> {
         let (conn, files) = (self.conn, self.files);
-        let _scope = VacuumScope::enter(self.vacuum, first_keyword(sql) == "VACUUM");
+        let _scope = VacuumScope::enter(self.vacuum, crate::sql::scan(sql).is_vacuum());
         let mut stmt = conn.prepare_cached(sql).map_err(|e| translate(e, files))?;
         bind(&mut stmt, params)?;
         let (columns, decltypes): (Vec<String>, Vec<Option<String>>) =

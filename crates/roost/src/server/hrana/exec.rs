@@ -16,7 +16,6 @@ use serde_json::{json, Value as Json};
 use super::super::body::{buffer_error, encode};
 use super::super::error::ApiError;
 use super::proto::{self, BatchCond, HError, Reply, ResponseJson, StmtResultJson, StreamRequest};
-use super::sql;
 use super::stream::Stream;
 use crate::host::RequestMemory;
 use crate::vfs::{self, AnswerMeter, Database, Params, QueryResult, Value};
@@ -180,7 +179,7 @@ pub fn run_statement(
     match db.execute_metered(&stmt.sql, &stmt.params, meter) {
         Ok(result) => Ok(Ok(result)),
         // SQLite refuses a text without statements; say so plainly.
-        Err(vfs::Error::Sql { .. }) if sql::scan(&stmt.sql).is_ok_and(|s| s.empty) => Ok(Err(no_statement())),
+        Err(vfs::Error::Sql { .. }) if crate::sql::scan(&stmt.sql).empty => Ok(Err(no_statement())),
         Err(error) => statement_error(error).map(Err),
     }
 }
@@ -344,7 +343,7 @@ pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
 /// Describes a statement from SQLite's prepared statement (parameters, columns with their
 /// declared types, `is_explain`, `is_readonly`), without running it.
 pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vfs::Error> {
-    if sql::scan(sql).is_ok_and(|s| s.empty) {
+    if crate::sql::scan(sql).empty {
         return Ok(Err(no_statement()));
     }
     let description = match db.describe(sql) {

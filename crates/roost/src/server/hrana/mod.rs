@@ -18,7 +18,6 @@
 
 mod exec;
 mod proto;
-mod sql;
 mod stream;
 mod v1;
 mod ws;
@@ -52,12 +51,11 @@ struct Hrana {
     sockets: Arc<Semaphore>,
 }
 
-/// The Hrana routes, with their own stream registry.
 /// Decodes `bytes` as each Hrana request body and scans the SQL of decoded statements: the
 /// property tests in `server::fuzz_json` require that this never panics.
 #[cfg(test)]
 pub(super) fn decode_for_fuzzing(bytes: &[u8]) {
-    let scan = |stmt: &proto::Stmt| stmt.sql.as_deref().map(sql::scan);
+    let scan = |stmt: &proto::Stmt| stmt.sql.as_deref().map(crate::sql::scan);
     if let Ok(body) = serde_json::from_slice::<PipelineReqBody>(bytes) {
         for request in &body.requests {
             match request {
@@ -72,6 +70,7 @@ pub(super) fn decode_for_fuzzing(bytes: &[u8]) {
     }
 }
 
+/// The Hrana routes, with their own stream registry.
 pub(super) fn router(state: &AppState) -> Router<AppState> {
     let config = state.config();
     let hrana = Hrana {
