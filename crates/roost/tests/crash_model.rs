@@ -22,6 +22,8 @@
 //! database and journal under the temporary folder and lets plain SQLite recover them, which
 //! tells a torn durable state (SQLite fails too) from a VFS recovery bug.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roost::kv::{CrashPlan, CrashStore, Durability, KvStore};
 use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
+use support::run_txn;
 
 const ACTORS: usize = 4;
 const TXNS_PER_SEED: usize = 120;
@@ -89,17 +92,6 @@ fn txn_sql(rng: &mut StdRng, stamp: u64, created: bool) -> String {
         84..98 => format!("DELETE FROM t WHERE id % {} = {}", rng.random_range(3..7), rng.random_range(0..3)),
         _ => "VACUUM".into(),
     }
-}
-
-fn run_txn(db: &mut Database, sql: &str) -> Result<(), roost::Error> {
-    if sql == "VACUUM" {
-        return db.execute_script(sql);
-    }
-    db.execute_script(&format!("BEGIN; {sql}; COMMIT;")).inspect_err(|_| {
-        if db.in_transaction() {
-            let _ = db.execute_script("ROLLBACK");
-        }
-    })
 }
 
 fn roost_state(db: &mut Database) -> Option<Vec<Vec<Value>>> {

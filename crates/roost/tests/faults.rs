@@ -5,6 +5,8 @@
 //! memory the store is a `CrashStore`, crashed (unsynced batches dropped) before the final
 //! reopen, so every acknowledged transaction must have been synced.
 
+mod support;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use roost::kv::testing::{Proxy, TestDatabase};
 use roost::kv::{CrashStore, FaultPlan, FaultyStore, KvStore, PostgresConfig, PostgresStore};
 use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
+use support::run_txn;
 
 /// The workload: each entry is one transaction (a script run in BEGIN/COMMIT). It mixes
 /// batch-atomic commits, spilled (journaled) inserts, rewrites of existing pages, deletes and
@@ -32,17 +35,6 @@ fn workload() -> Vec<String> {
         });
     }
     txns
-}
-
-fn run_txn(db: &mut Database, sql: &str) -> Result<(), roost::Error> {
-    if sql == "VACUUM" {
-        return db.execute_script(sql);
-    }
-    db.execute_script(&format!("BEGIN; {sql}; COMMIT;")).inspect_err(|_| {
-        if db.in_transaction() {
-            let _ = db.execute_script("ROLLBACK");
-        }
-    })
 }
 
 fn roost_rows(db: &mut Database) -> Vec<Vec<Value>> {

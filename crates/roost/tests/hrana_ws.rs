@@ -261,11 +261,7 @@ async fn protocol_errors_close_the_socket() {
 async fn hello_checks_the_token_and_namespace_routes() {
     let auth =
         Auth { tokens: vec![Token { secret: TOKEN.into(), prefix: Some("team-".into()) }], admin: None };
-    let server = TestServer::start(
-        ServerConfig { auth, ..ServerConfig::default() },
-        HostConfig::default(),
-        StorageConfig::default(),
-    );
+    let server = TestServer::with_auth(auth);
     let (mut ws, _) = connect(&server, "/db/team-a", "hrana3").await;
     let refused = hello(&mut ws, Some("wrong-token-wrong-token")).await;
     assert_eq!(refused["type"], "hello_error", "{refused}");

@@ -103,11 +103,7 @@ fn debug_endpoints_need_the_admin_token() {
         tokens: Auth::parse_tokens("useruseruseruser").unwrap(),
         admin: Some("adminadminadminadmin".into()),
     };
-    let server = TestServer::start(
-        ServerConfig { auth, ..ServerConfig::default() },
-        HostConfig::default(),
-        StorageConfig::default(),
-    );
+    let server = TestServer::with_auth(auth);
     for path in ["/debug/memory", "/metrics"] {
         assert_eq!(get(&format!("{}{path}", server.url), None).code(), "unauthorized");
         assert_eq!(get(&format!("{}{path}", server.url), Some("useruseruseruser")).code(), "unauthorized");

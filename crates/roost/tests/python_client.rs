@@ -9,8 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use roost::server::{Auth, ServerConfig, Token};
-use roost::{HostConfig, StorageConfig};
+use roost::server::{Auth, Token};
 use serde_json::{json, Value};
 use support::{post, TestServer};
 
@@ -80,11 +79,7 @@ fn python_libsql_client() {
     };
     let auth =
         Auth { tokens: vec![Token { secret: TOKEN.into(), prefix: Some("team-".into()) }], admin: None };
-    let server = TestServer::start(
-        ServerConfig { auth, ..ServerConfig::default() },
-        HostConfig::default(),
-        StorageConfig::default(),
-    );
+    let server = TestServer::with_auth(auth);
 
     let http = run_client(&python, &format!("{}/db/team-py/", server.url));
     check_common(&http);

@@ -124,11 +124,7 @@ fn actor_endpoints() {
 fn tokens_guard_actors_and_admin() {
     let tokens = Auth::parse_tokens("scopedscopedscoped:team-1-\nglobalglobalglobal").unwrap();
     let auth = Auth { tokens, admin: Some("adminadminadminadmin".into()) };
-    let server = TestServer::start(
-        ServerConfig { auth, ..ServerConfig::default() },
-        HostConfig::default(),
-        StorageConfig::default(),
-    );
+    let server = TestServer::with_auth(auth);
     let url = |id: &str| format!("{}/v1/actors/{id}/query", server.url);
     let body = json!({"sql": "SELECT 1"}).to_string();
     assert_eq!(post(&url("team-1-a"), None, &body).code(), "unauthorized");

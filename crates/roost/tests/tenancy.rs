@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 
 use roost::kv::MemoryStore;
-use roost::server::{Auth, ServerConfig, Token};
-use roost::{ActorId, Database, Error, HostConfig, Params, Storage, StorageConfig, Value};
+use roost::server::{Auth, Token};
+use roost::{ActorId, Database, Error, Params, Storage, StorageConfig, Value};
 use serde_json::json;
 use support::{post, TestServer};
 
@@ -176,11 +176,7 @@ fn scoped_tokens_cannot_reach_other_tenants() {
         tokens: vec![token("tenant-one-secret-aaaa", "team-1"), token("tenant-two-secret-bbbb", "team-2")],
         admin: None,
     };
-    let server = TestServer::start(
-        ServerConfig { auth, ..ServerConfig::default() },
-        HostConfig::default(),
-        StorageConfig::default(),
-    );
+    let server = TestServer::with_auth(auth);
     let q = |id: &str, token: &str, body: serde_json::Value| {
         post(&format!("{}/v1/actors/{id}/query", server.url), Some(token), &body.to_string())
     };

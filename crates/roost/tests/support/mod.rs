@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use roost::kv::MemoryStore;
-use roost::server::{serve, AppState, ServerConfig};
+use roost::server::{serve, AppState, Auth, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 use serde_json::Value;
 
@@ -40,6 +40,15 @@ impl TestServer {
 
     pub fn default_config() -> Self {
         Self::start(ServerConfig::default(), HostConfig::default(), StorageConfig::default())
+    }
+
+    /// A server with default limits and these tokens.
+    pub fn with_auth(auth: Auth) -> Self {
+        Self::start(
+            ServerConfig { auth, ..ServerConfig::default() },
+            HostConfig::default(),
+            StorageConfig::default(),
+        )
     }
 }
 
@@ -102,4 +111,16 @@ pub fn delete(url: &str, token: Option<&str>) -> Answer {
         request = request.header("authorization", format!("Bearer {token}"));
     }
     answer(request.call())
+}
+
+/// Runs `sql` in a transaction of its own (`VACUUM` alone), rolling back on failure.
+pub fn run_txn(db: &mut roost::Database, sql: &str) -> Result<(), roost::Error> {
+    if sql == "VACUUM" {
+        return db.execute_script(sql);
+    }
+    db.execute_script(&format!("BEGIN; {sql}; COMMIT;")).inspect_err(|_| {
+        if db.in_transaction() {
+            let _ = db.execute_script("ROLLBACK");
+        }
+    })
 }
