@@ -101,19 +101,12 @@ fn start_server(data: &std::path::Path, port: u16, budget_bytes: u64) -> Result<
     Ok(child)
 }
 
-/// The child's resident set size, from /proc (Linux).
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line[6..].trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
-}
-
 /// Samples the server's RSS every 20 ms until `done`; returns the highest sample.
 fn sample_rss(pid: u32, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut peak = 0;
         while !done.load(Ordering::Relaxed) {
-            peak = peak.max(rss_bytes(pid).unwrap_or(0));
+            peak = peak.max(roost::host::process_memory_of(pid).map_or(0, |m| m.rss_bytes));
             std::thread::sleep(Duration::from_millis(20));
         }
         peak

@@ -36,8 +36,8 @@ mod registry;
 pub use self::buffers::{BufferError, BufferStats, RequestBuffers, RequestMemory};
 pub use self::config::{BudgetPlan, HostConfig};
 pub use self::registry::{
-    process_memory, ActorList, ActorMemory, ActorState, Host, HostStats, MemoryPool, MemoryReport, Pinned,
-    ProcessMemory,
+    process_memory, process_memory_of, ActorList, ActorMemory, ActorState, Host, HostStats, MemoryPool,
+    MemoryReport, Pinned, ProcessMemory,
 };
 
 use crate::vfs;

@@ -537,7 +537,16 @@ pub struct ProcessMemory {
 }
 
 pub fn process_memory() -> Option<ProcessMemory> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    process_memory_at("/proc/self/status")
+}
+
+/// [`process_memory`] of another process (a server a benchmark started, say).
+pub fn process_memory_of(pid: u32) -> Option<ProcessMemory> {
+    process_memory_at(&format!("/proc/{pid}/status"))
+}
+
+fn process_memory_at(status_path: &str) -> Option<ProcessMemory> {
+    let status = std::fs::read_to_string(status_path).ok()?;
     let field = |name: &str| {
         let line = status.lines().find(|l| l.starts_with(name))?;
         let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
