@@ -4,6 +4,7 @@
 //! `vfs` (SQLite over the store, the [`Database`] handle) and `kv` (the batch-shaped store and
 //! its backends).
 
+pub mod cluster;
 pub mod host;
 pub mod kv;
 pub mod server;

@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use roost::kv::{Durability, FjallConfig, FjallStore, KvError, KvStore, PostgresConfig, PostgresStore};
+use roost::cluster::{Cluster, ClusterConfig};
+use roost::kv::{
+    Claims, Durability, FjallConfig, FjallStore, KvError, KvStore, PostgresConfig, PostgresStore,
+};
 use roost::server::{serve, AppState, Auth, ServeExit, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 
@@ -22,7 +25,7 @@ use super::bytes::parse_bytes;
 pub enum StoreKind {
     /// fjall in the data folder.
     Embedded,
-    /// PostgreSQL at `--postgres-url` (one node for now).
+    /// PostgreSQL at `--postgres-url`, shared by every node pointed at it.
     Postgres,
 }
 
@@ -57,6 +60,18 @@ pub struct ServeArgs {
     /// 503 `store_unavailable`.
     #[arg(long, env = "ROOST_POSTGRES_TIMEOUT_MS", default_value_t = 10_000)]
     pub postgres_timeout_ms: u64,
+    /// With `--store postgres`: this node's name among the nodes sharing the database
+    /// (default: host name and listen port).
+    #[arg(long, env = "ROOST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// With `--store postgres`: the URL other nodes forward requests to
+    /// (default: `http://` and the listen address, the host name for an unspecified address).
+    #[arg(long, env = "ROOST_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// With `--store postgres`: the node's lease; renewed every third of it. A node that dies
+    /// loses its actors to other nodes this long after its last renewal.
+    #[arg(long, env = "ROOST_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(300..))]
+    pub lease_ms: u64,
     /// `sync`: a commit is acknowledged once durable; `relaxed`: synced periodically.
     #[arg(long, env = "ROOST_DURABILITY", default_value = "sync")]
     pub durability: Durability,
@@ -285,8 +300,31 @@ fn restart_with_profiling() -> Result<(), String> {
     Err(format!("cannot restart with heap profiling: {error}"))
 }
 
-/// Opens the store `--store` names, outside the server's runtime: store calls block.
-fn open_store(args: &ServeArgs) -> Result<Arc<dyn KvStore>, Failure> {
+/// The store, and the cluster membership when the store is shared.
+type OpenStore = (Arc<dyn KvStore>, Option<Arc<Cluster>>);
+
+/// The host name, for the default node id and advertised URL.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match name.trim() {
+        "" => "localhost".to_string(),
+        name => name.to_string(),
+    }
+}
+
+fn cluster_config(args: &ServeArgs) -> ClusterConfig {
+    let port = args.listen.port();
+    let node_id = args.node_id.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
+    let advertise_url = args.advertise_url.clone().unwrap_or_else(|| match args.listen.ip() {
+        ip if ip.is_unspecified() => format!("http://{}:{port}", host_name()),
+        _ => format!("http://{}", args.listen),
+    });
+    ClusterConfig { node_id, advertise_url, lease_ms: args.lease_ms }
+}
+
+/// Opens the store `--store` names, outside the server's runtime: store calls block. With
+/// PostgreSQL the node also joins the cluster of nodes sharing the database.
+fn open_store(args: &ServeArgs) -> Result<OpenStore, Failure> {
     match args.store {
         StoreKind::Embedded => {
             let mut store = FjallConfig::new(&args.data);
@@ -294,7 +332,7 @@ fn open_store(args: &ServeArgs) -> Result<Arc<dyn KvStore>, Failure> {
             store.cache_bytes_max = args.store_cache_bytes;
             store.disk_reserve_bytes = args.disk_reserve;
             let store = FjallStore::open(store).map_err(|e| open_failure(&args.data, e))?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
         StoreKind::Postgres => {
             let url = args.postgres_url.clone().ok_or_else(|| {
@@ -306,7 +344,10 @@ fn open_store(args: &ServeArgs) -> Result<Arc<dyn KvStore>, Failure> {
             config.call_timeout_ms = args.postgres_timeout_ms;
             let store =
                 PostgresStore::open(config).map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            let cluster = Cluster::join(store.clone(), cluster_config(args))
+                .map_err(|e| format!("cannot register this node in PostgreSQL: {e}"))?;
+            Ok((store, Some(cluster)))
         }
     }
 }
@@ -321,9 +362,10 @@ fn run(args: &ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let store = open_store(args)?;
+    let (store, cluster) = open_store(args)?;
     let result = runtime.block_on(async {
-        let storage = Storage::new(store, storage_config).map_err(|e| e.to_string())?;
+        let claims = cluster.clone().map(|c| c as Arc<dyn Claims>);
+        let storage = Storage::with_claims(store, claims, storage_config).map_err(|e| e.to_string())?;
         let host = Host::new(storage, host_config).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(server.listen)
             .await
@@ -332,12 +374,13 @@ fn run(args: &ServeArgs) -> Result<(), Failure> {
             tracing::warn!("no tokens configured: anyone who can reach {} has full access", server.listen);
         }
         let plan = *host.plan();
+        let node = cluster.as_ref().map(|c| c.node_id().to_string());
         tracing::info!(
             listen = %server.listen, store = ?args.store, data = %args.data.display(), memory_budget = plan.budget_bytes,
-            awake_max = plan.awake_max, "roost is serving"
+            awake_max = plan.awake_max, node, "roost is serving"
         );
-        let exit =
-            serve(listener, AppState::new(host, server), shutdown_signal()).await.map_err(|e| e.to_string())?;
+        let state = AppState::with_cluster(host, server, cluster);
+        let exit = serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())?;
         match exit {
             ServeExit::Shutdown { requests_cut } => {
                 tracing::info!(requests_cut, "all actors asleep; store synced and closed");

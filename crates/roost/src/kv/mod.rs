@@ -23,6 +23,7 @@ mod faulty;
 mod fjall;
 mod memory;
 mod postgres;
+mod postgres_nodes;
 #[doc(hidden)]
 pub mod testing;
 
@@ -32,6 +33,7 @@ pub use self::faulty::{FaultPlan, FaultyStore};
 pub use self::fjall::{FjallConfig, FjallStore};
 pub use self::memory::MemoryStore;
 pub use self::postgres::{PostgresConfig, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
+pub use self::postgres_nodes::{LeaseSession, NodeClaims, NodeRow, OwnerRow, Renewal};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -77,6 +79,34 @@ pub enum KvError {
     /// A fault injected by [`FaultyStore`].
     #[error("injected fault on {0}")]
     Injected(&'static str),
+}
+
+/// A node of a cluster sharing one store: its id and the URL other nodes reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub node_id: String,
+    pub url: String,
+}
+
+/// The outcome of claiming an actor for this node (see [`Claims`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns the actor: `values` answer the keys asked for, read after the claim
+    /// (the fence key holds the generation this node's writes must be fenced on); `fresh`
+    /// says the actor had no generation before this claim.
+    Mine { values: Vec<Option<Value>>, fresh: bool },
+    /// Another live node owns the actor.
+    Elsewhere(NodeAddress),
+}
+
+/// Ownership of actors among nodes that share a store. A node may write an actor only after
+/// claiming it; a claim that takes an actor over from another (dead) node bumps the actor's
+/// generation in the same transaction, so the old owner's writes, fenced on the old
+/// generation, fail.
+pub trait Claims: Send + Sync {
+    /// Claims the actor whose generation lives at `fence_key` and reads `keys` in the same
+    /// round trip. Fails with [`KvError::Unavailable`] while this node's lease is not live.
+    fn claim(&self, fence_key: &[u8], keys: &[Key]) -> KvResult<Claim>;
 }
 
 /// Whether a store can take writes now.

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: the generic ordered store as one table of `bytea` pairs.
 //!
-//! Schema (version 1, created and checked at open; a newer version is refused):
+//! Schema (version 2, created or migrated from 1 and checked at open; a newer version is
+//! refused; version 2 adds the node and owner tables of `postgres_nodes`):
 //! - `roost_kv(key bytea primary key, value bytea not null)`: every pair. `bytea` compares
 //!   bytewise with shorter prefixes first, exactly like `[u8]`, so ranges and scans are index
 //!   range scans in the store's key order.
@@ -53,7 +54,7 @@ use tokio_postgres::{NoTls, Statement};
 use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// SQLSTATE raised by `roost_fence` when the fence does not hold.
 const FENCED_STATE: &str = "RF001";
@@ -180,12 +181,12 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-fn unavailable(what: impl std::fmt::Display) -> KvError {
+pub(super) fn unavailable(what: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(what.to_string())
 }
 
 /// Describes a client error with the server's code and message when there is one.
-fn describe(err: &tokio_postgres::Error) -> String {
+pub(super) fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
         None => match std::error::Error::source(err) {
@@ -240,7 +241,7 @@ fn judge<T>(result: Timed<T>) -> Result<T, CallFailure> {
 }
 
 /// Ends the last call on `client`, detaching it if it broke.
-fn finish<T>(client: Object, result: Timed<T>) -> KvResult<T> {
+pub(super) fn finish<T>(client: Object, result: Timed<T>) -> KvResult<T> {
     judge(result).map_err(|failure| failure.settle(client))
 }
 
@@ -359,7 +360,15 @@ impl PostgresStore {
         Ok(store)
     }
 
-    fn handle(&self) -> &tokio::runtime::Handle {
+    pub(super) fn counters(&self) -> &CallCounters {
+        &self.counters
+    }
+
+    pub(super) fn url(&self) -> &str {
+        &self.config.url
+    }
+
+    pub(super) fn handle(&self) -> &tokio::runtime::Handle {
         self.runtime.as_ref().expect("the runtime lives until drop").handle()
     }
 
@@ -368,7 +377,7 @@ impl PostgresStore {
     }
 
     /// Runs a call on the store's runtime with its deadline.
-    fn block_on<'a, T, F>(&'a self, call: impl FnOnce(Instant) -> F) -> T
+    pub(super) fn block_on<'a, T, F>(&'a self, call: impl FnOnce(Instant) -> F) -> T
     where
         F: Future<Output = T> + 'a,
     {
@@ -470,7 +479,7 @@ impl PostgresStore {
         Ok(finish(client, row)?.get(0))
     }
 
-    async fn connection(&self, deadline: Instant) -> KvResult<Object> {
+    pub(super) async fn connection(&self, deadline: Instant) -> KvResult<Object> {
         match tokio::time::timeout_at(deadline, self.pool.get()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(unavailable(format!("cannot connect to PostgreSQL: {e}"))),
@@ -576,11 +585,20 @@ async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
     match row.map(|r| r.get::<_, i64>(0)) {
         None => {
             client.batch_execute(SCHEMA_V1).await?;
+            client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
             client
                 .execute(
                     "INSERT INTO roost_meta (name, value) VALUES ('schema_version', $1)",
                     &[&SCHEMA_VERSION],
                 )
+                .await?;
+            Ok(())
+        }
+        Some(1) => {
+            // Version 2 adds node leases and actor owners; pairs are unchanged.
+            client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
+            client
+                .execute("UPDATE roost_meta SET value = $1 WHERE name = 'schema_version'", &[&SCHEMA_VERSION])
                 .await?;
             Ok(())
         }
@@ -592,7 +610,7 @@ async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
     }
 }
 
-fn build_pool(config: &PostgresConfig) -> KvResult<Pool> {
+pub(super) fn build_pool(config: &PostgresConfig) -> KvResult<Pool> {
     let mut pg: tokio_postgres::Config =
         config.url.parse().map_err(|e| KvError::Io(format!("invalid PostgreSQL URL: {e}")))?;
     let connect = Duration::from_millis(config.connect_timeout_ms.max(1));

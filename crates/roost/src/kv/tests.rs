@@ -539,3 +539,97 @@ fn crash_store_faults_stop_the_store_until_reopened() {
     assert_eq!(keys_of(&store), [b"k0".to_vec(), b"k2".to_vec()]);
     assert_eq!(store.injected(), 3);
 }
+
+#[test]
+fn postgres_claims_take_over_only_expired_leases_and_fence_the_old_owner() {
+    use crate::kv::{Claim, Renewal};
+    let Some((_db, config)) = postgres("claims") else { return };
+    let store = PostgresStore::open(config).unwrap();
+    let gen_key = b"ax\0g".to_vec();
+    let keys = vec![gen_key.clone(), b"ax\0m".to_vec()];
+    let lease_ms = 400;
+    let a = store.register_node("a", "http://a", lease_ms).unwrap();
+    let b = store.register_node("b", "http://b", 60_000).unwrap();
+    // First claim: fresh, generation 1; a write fenced on it applies.
+    let Claim::Mine { values, fresh: true } = store.claim(&gen_key, "a", a, &keys).unwrap() else {
+        panic!("a claims a new actor")
+    };
+    let gen_a = values[0].clone().unwrap();
+    assert_eq!(gen_a, 1u64.to_be_bytes().to_vec());
+    let fenced_on = |expected: &[u8]| WriteBatch {
+        fence: Some(Fence { key: gen_key.clone(), expected: Some(expected.to_vec()) }),
+        ops: vec![put(b"ax\0m", b"meta")],
+        durable: true,
+    };
+    store.write(fenced_on(&gen_a)).unwrap();
+    // While a's lease is live, b is sent to a; a claims again without a bump (no write).
+    let elsewhere = store.claim(&gen_key, "b", b, &keys).unwrap();
+    assert!(
+        matches!(&elsewhere, Claim::Elsewhere(n) if n.node_id == "a" && n.url == "http://a"),
+        "{elsewhere:?}"
+    );
+    let Claim::Mine { values, fresh: false } = store.claim(&gen_key, "a", a, &keys).unwrap() else {
+        panic!()
+    };
+    assert_eq!(values, vec![Some(gen_a.clone()), Some(b"meta".to_vec())]);
+    // a's lease runs out: b takes over with a bumped generation, and a's writes are fenced.
+    std::thread::sleep(std::time::Duration::from_millis(lease_ms + 200));
+    let Claim::Mine { values, fresh: false } = store.claim(&gen_key, "b", b, &keys).unwrap() else {
+        panic!("b takes the actor over")
+    };
+    assert_eq!(values[0], Some(2u64.to_be_bytes().to_vec()));
+    assert_eq!(store.write(fenced_on(&gen_a)), Err(KvError::Fenced));
+    store.write(fenced_on(&2u64.to_be_bytes())).unwrap();
+    // a cannot claim (its lease is dead) nor renew it; registering again gives a new epoch,
+    // and the old epoch is then replaced, not expired.
+    assert!(matches!(store.claim(&gen_key, "a", a, &keys), Err(KvError::Unavailable(_))));
+    let mut session = store.lease_session();
+    let renew = |session: &mut _, epoch| {
+        store.renew_node(session, "a", epoch, lease_ms, std::time::Duration::from_secs(5)).unwrap()
+    };
+    assert_eq!(renew(&mut session, a), Renewal::Expired);
+    let a2 = store.register_node("a", "http://a", lease_ms).unwrap();
+    assert_eq!(a2, a + 1);
+    assert_eq!(renew(&mut session, a), Renewal::Replaced { epoch: a2 });
+    assert_eq!(renew(&mut session, a2), Renewal::Renewed);
+    // b still owns it: a (new epoch) is sent to b.
+    assert!(
+        matches!(store.claim(&gen_key, "a", a2, &keys).unwrap(), Claim::Elsewhere(n) if n.node_id == "b")
+    );
+    // b hands its actors back: a takes over at once.
+    store.release_node("b", b).unwrap();
+    let Claim::Mine { values, .. } = store.claim(&gen_key, "a", a2, &keys).unwrap() else { panic!() };
+    assert_eq!(values[0], Some(3u64.to_be_bytes().to_vec()));
+    let nodes = store.nodes().unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| (n.node_id.as_str(), n.actors_owned)).collect::<Vec<_>>(),
+        [("a", 1), ("b", 0)]
+    );
+}
+
+#[test]
+fn postgres_concurrent_takeovers_leave_one_owner() {
+    use crate::kv::Claim;
+    let Some((_db, config)) = postgres("takeovers") else { return };
+    let store = Arc::new(PostgresStore::open(config).unwrap());
+    let epochs: Vec<i64> =
+        (0..6).map(|n| store.register_node(&format!("n{n}"), "http://x", 60_000).unwrap()).collect();
+    for actor in 0..20u8 {
+        let gen_key = vec![b'a', actor, 0, b'g'];
+        let winners: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = epochs
+                .iter()
+                .enumerate()
+                .map(|(n, epoch)| {
+                    let (store, gen_key) = (store.clone(), gen_key.clone());
+                    scope.spawn(move || {
+                        let claim = store.claim(&gen_key, &format!("n{n}"), *epoch, &[gen_key.clone()]);
+                        matches!(claim.unwrap(), Claim::Mine { .. })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(winners.iter().filter(|w| **w).count(), 1, "actor {actor}: {winners:?}");
+    }
+}

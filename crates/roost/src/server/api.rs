@@ -96,7 +96,12 @@ pub async fn list(
         .actors
         .into_iter()
         .filter(|(id, _, _)| state.auth().allows(&headers, id))
-        .map(|(id, st, size_bytes)| ActorJson { id: id.to_string(), state: public_state(st), size_bytes })
+        .map(|(id, st, size_bytes)| ActorJson {
+            id: id.to_string(),
+            state: public_state(st),
+            size_bytes,
+            node: None,
+        })
         .collect();
     Ok(Json(json!({"actors": actors, "next_cursor": next_cursor})))
 }
@@ -118,7 +123,22 @@ pub async fn get_actor(
     state.auth().check_actor(&headers, &id)?;
     let size_bytes = existing_size(&state, &id).await?;
     let actor_state = public_state(state.host().state(&id));
-    Ok(Json(json!(ActorJson { id: id.to_string(), state: actor_state, size_bytes })))
+    let node = owner_node(&state, &id).await?;
+    Ok(Json(json!(ActorJson { id: id.to_string(), state: actor_state, size_bytes, node })))
+}
+
+/// With several nodes, the node that owns `id` (this one when it is awake here).
+async fn owner_node(state: &AppState, id: &ActorId) -> Result<Option<String>, ApiError> {
+    let Some(cluster) = state.cluster().cloned() else { return Ok(None) };
+    if state.host().state(id) == ActorState::Awake {
+        return Ok(Some(cluster.node_id().to_string()));
+    }
+    let id = id.clone();
+    match tokio::task::spawn_blocking(move || cluster.owner(&id)).await {
+        Ok(Ok(node)) => Ok(node),
+        Ok(Err(e)) => Err(ApiError::from(crate::vfs::Error::Store(e))),
+        Err(_) => Err(ApiError::internal()),
+    }
 }
 
 /// The size of an actor that has data; `not_found` otherwise.

@@ -179,6 +179,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     state.auth().check_admin(&headers)?;
     let mut text = super::metrics::render(&state.host().stats(), state.metrics());
     super::metrics::render_files(&mut text, &state);
+    super::metrics::render_cluster(&mut text, &state);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 

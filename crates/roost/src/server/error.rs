@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::host::HostError;
+use crate::kv::NodeAddress;
 use crate::vfs;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,11 +15,18 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_ms: Option<u64>,
+    /// The node that owns the actor, when another one does: the forwarding layer sends the
+    /// request there instead of answering this error.
+    pub moved_to: Option<NodeAddress>,
 }
+
+/// Marks an answer that another node should give (see [`ApiError::moved_to`]).
+#[derive(Debug, Clone)]
+pub struct MovedTo(pub NodeAddress);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_ms: None }
+        Self { status, code, message: message.into(), retry_after_ms: None, moved_to: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -63,6 +71,33 @@ impl ApiError {
             "storage_full",
             "the server is out of disk space; the write was not applied (reads still work)",
         )
+    }
+
+    /// 503 `moved`: another node owns the actor (or took it over during the request, which
+    /// then changed nothing); a retry is served by the owner.
+    pub fn moved(owner: Option<NodeAddress>) -> Self {
+        Self {
+            retry_after_ms: Some(1_000),
+            moved_to: owner,
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "moved",
+                "the actor is served by another node now; retry (nothing was applied)",
+            )
+        }
+    }
+
+    /// 503 `store_unavailable`: this node's lease is not current (it could not reach the
+    /// store in time); it serves again once renewed, or another node takes its actors.
+    pub fn lease_not_current() -> Self {
+        Self {
+            retry_after_ms: Some(1_000),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "this node cannot confirm its lease with the store right now; retry",
+            )
+        }
     }
 
     pub fn internal() -> Self {
@@ -128,7 +163,12 @@ impl From<vfs::Error> for ApiError {
                     )
                 }
             }
-            E::Fenced | E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
+            E::Moved(owner) => Self::moved(Some(owner)),
+            E::Fenced => {
+                tracing::warn!("a write was fenced: another node took the actor over; this node dropped it");
+                Self::moved(None)
+            }
+            E::Store(_) | E::Corrupt(_) | E::ActorBusy | E::Poisoned | E::ScratchFolder(_) => {
                 tracing::error!(error = %error, "storage failure");
                 Self::internal()
             }
@@ -163,6 +203,9 @@ impl ApiError {
 
     fn respond(self, body: serde_json::Value) -> Response {
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(owner) = self.moved_to {
+            response.extensions_mut().insert(MovedTo(owner));
+        }
         if let Some(ms) = self.retry_after_ms {
             let seconds = ms.div_ceil(1000).max(1);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -161,6 +161,9 @@ pub struct ActorJson {
     pub id: String,
     pub state: &'static str,
     pub size_bytes: u64,
+    /// With several nodes: the node that owns the actor (none while no live node does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 pub fn empty_object() -> Json {

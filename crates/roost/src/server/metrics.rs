@@ -174,6 +174,37 @@ pub fn render_files(out: &mut String, state: &AppState) {
     gauge(out, "roost_spool_bytes_max", "Cap of roost_spool_bytes.", spool.bytes_max());
 }
 
+/// This node's lease, forwarding and routing, with several nodes.
+pub fn render_cluster(out: &mut String, state: &AppState) {
+    let Some(cluster) = state.cluster() else { return };
+    let c = &cluster.counters;
+    let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    gauge(
+        out,
+        "roost_cluster_serving",
+        "1 while this node's lease is current.",
+        u64::from(cluster.serving()),
+    );
+    gauge(out, "roost_cluster_epoch", "This node's registration epoch.", cluster.epoch().max(0) as u64);
+    gauge(out, "roost_cluster_routes", "Remote actor owners remembered.", cluster.routes_len() as u64);
+    counter(out, "roost_cluster_lease_renewals_total", "Lease renewals.", read(&c.renewals));
+    counter(
+        out,
+        "roost_cluster_lease_renewal_failures_total",
+        "Failed lease renewals.",
+        read(&c.renewal_failures),
+    );
+    counter(out, "roost_cluster_leases_lost_total", "Times the lease lapsed.", read(&c.leases_lost));
+    counter(out, "roost_cluster_forwarded_total", "Requests forwarded to another node.", read(&c.forwarded));
+    counter(
+        out,
+        "roost_cluster_forward_failures_total",
+        "Forwards that could not reach the owner.",
+        read(&c.forward_failures),
+    );
+    counter(out, "roost_cluster_owner_lookups_total", "Owner lookups in the store.", read(&c.owner_lookups));
+}
+
 /// Disk use of the store, the free space left and failed writes by kind.
 fn render_store_capacity(out: &mut String, store: &crate::kv::KvStats) {
     gauge(out, "roost_store_disk_bytes", "Bytes the store takes on disk.", store.disk_bytes);

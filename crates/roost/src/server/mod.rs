@@ -9,6 +9,7 @@ mod auth;
 mod body;
 mod debug;
 mod error;
+mod forward;
 #[cfg(test)]
 mod fuzz_json;
 mod hrana;
@@ -21,6 +22,7 @@ mod transfer;
 pub use self::auth::{Auth, Token};
 pub use self::debug::{memory_json, memory_text, AllocatorStats};
 pub use self::error::ApiError;
+pub use self::forward::{FORWARDED_HEADER, NODE_HEADER};
 pub use self::lifecycle::{Phase, ServeExit};
 
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
+use crate::cluster::Cluster;
 use crate::host::Host;
 
 /// Writes a gzipped pprof heap profile, or says why it cannot.
@@ -138,6 +141,9 @@ struct StateInner {
     metrics: metrics::Metrics,
     spool: Arc<spool::SpoolBudget>,
     lifecycle: lifecycle::Lifecycle,
+    /// Set when several nodes share the store.
+    cluster: Option<Arc<Cluster>>,
+    forward: forward::ForwardClient,
 }
 
 /// Shared state of the handlers.
@@ -148,11 +154,27 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(host: Host, config: ServerConfig) -> Self {
+        Self::with_cluster(host, config, None)
+    }
+
+    /// A node of several sharing the store (see [`crate::cluster`]): actor requests are
+    /// forwarded to the node that owns the actor.
+    pub fn with_cluster(host: Host, config: ServerConfig, cluster: Option<Arc<Cluster>>) -> Self {
         let in_flight = Semaphore::new(config.requests_in_flight_max);
         let spool = Arc::new(spool::SpoolBudget::new(config.spool_bytes_max));
         let metrics = metrics::Metrics::default();
         let lifecycle = lifecycle::Lifecycle::default();
-        Self { inner: Arc::new(StateInner { host, config, in_flight, metrics, spool, lifecycle }) }
+        let forward = forward::client();
+        let inner = StateInner { host, config, in_flight, metrics, spool, lifecycle, cluster, forward };
+        Self { inner: Arc::new(inner) }
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.as_ref()
+    }
+
+    fn forward_client(&self) -> &forward::ForwardClient {
+        &self.inner.forward
     }
 
     pub fn host(&self) -> &Host {
@@ -224,6 +246,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hrana::router(&state))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), forward::route))
         .layer(middleware::from_fn_with_state(state.clone(), body::buffer_body))
         .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -260,6 +283,7 @@ pub async fn serve(
         task.abort();
     }
     put_actors_to_sleep(&state, requests_cut).await;
+    release_lease(&state).await;
     let failed = failed_rx.borrow_and_update().clone();
     match failed {
         Some(why) => Ok(ServeExit::StoreFailed(why)),
@@ -297,8 +321,14 @@ async fn stop_signal(
     failed: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let interval = std::time::Duration::from_millis(state.config().store_check_interval_ms.max(1));
+    let lease_end = lease_lost(state.clone());
     tokio::select! {
         _ = shutdown => state.lifecycle().advance(Phase::Draining),
+        why = lease_end => {
+            tracing::error!(reason = %why, "this node lost its place in the cluster: exiting");
+            state.lifecycle().advance(Phase::Failed);
+            let _ = failed.send(Some(why));
+        }
         why = lifecycle::store_lost(state.clone(), interval) => {
             tracing::error!(reason = %why, "the store stopped and cannot be reopened: refusing requests and exiting so that a supervisor restarts roost (a restart recovers every acknowledged write)");
             state.lifecycle().advance(Phase::Failed);
@@ -306,6 +336,27 @@ async fn stop_signal(
         }
     }
     drain_started.notify_one();
+}
+
+/// Runs the cluster lease (forever without a cluster); resolves when this node was replaced.
+async fn lease_lost(state: AppState) -> String {
+    let Some(cluster) = state.cluster().cloned() else { return std::future::pending().await };
+    match cluster.run_lease(state.host().clone()).await {
+        crate::cluster::LeaseEnd::Replaced(why) => why,
+    }
+}
+
+/// Hands this node's actors back (its lease ends now) once every actor is asleep, so other
+/// nodes take them over without waiting for the lease to run out.
+async fn release_lease(state: &AppState) {
+    let Some(cluster) = state.cluster().cloned() else { return };
+    match tokio::task::spawn_blocking(move || cluster.release()).await {
+        Ok(Ok(())) => tracing::info!("lease released: other nodes take this node's actors at once"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "releasing the lease failed; other nodes wait for it to expire")
+        }
+        Err(e) => tracing::warn!(error = %e, "releasing the lease panicked"),
+    }
 }
 
 /// Makes everything written durable before the process exits (relaxed durability included).

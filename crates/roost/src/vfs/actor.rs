@@ -20,15 +20,19 @@ use parking_lot::Mutex;
 use super::file::KvFile;
 use super::layout::{self, ChunkIndex, FileMeta, FileTag, FormatError, Generation};
 use crate::actor_id::ActorId;
-use crate::kv::{Fence, KvError, KvStore, WriteBatch, WriteOp};
+use crate::kv::{Claim, Claims, Fence, KvError, KvStore, NodeAddress, WriteBatch, WriteOp};
 
 /// Why the VFS failed an I/O call: the `Database` reads it to give a typed error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
     Store(KvError),
     Format(FormatError),
-    TransactionTooLarge { bytes_max: u64 },
+    TransactionTooLarge {
+        bytes_max: u64,
+    },
     Poisoned,
+    /// Another live node owns the actor (a shared store's claim said so).
+    Elsewhere(NodeAddress),
 }
 
 #[derive(Debug)]
@@ -68,15 +72,30 @@ impl std::fmt::Debug for ActorFiles {
 }
 
 impl ActorFiles {
-    /// Reads the actor's generation and file metadata in one store call.
-    pub fn load(id: ActorId, file_token: String, store: Arc<dyn KvStore>) -> Result<Self, Failure> {
+    /// Reads the actor's generation and file metadata in one store call. With `claims` (a
+    /// store shared by several nodes) that call claims the actor for this node first: the
+    /// generation read is then the claimed one, which every write is fenced on as is.
+    pub fn load(
+        id: ActorId,
+        file_token: String,
+        store: Arc<dyn KvStore>,
+        claims: Option<&dyn Claims>,
+    ) -> Result<Self, Failure> {
+        let gen_key = layout::generation_key(&id);
         let keys = [
-            layout::generation_key(&id),
+            gen_key.clone(),
             layout::meta_key(&id, FileTag::Main),
             layout::meta_key(&id, FileTag::Journal),
             layout::chunk_key(&id, FileTag::Journal, ChunkIndex(0)),
         ];
-        let mut values = store.get_many(&keys).map_err(Failure::Store)?.into_iter();
+        let (values, claimed_fresh) = match claims {
+            None => (store.get_many(&keys).map_err(Failure::Store)?, None),
+            Some(claims) => match claims.claim(&gen_key, &keys).map_err(Failure::Store)? {
+                Claim::Mine { values, fresh } => (values, Some(fresh)),
+                Claim::Elsewhere(owner) => return Err(Failure::Elsewhere(owner)),
+            },
+        };
+        let mut values = values.into_iter();
         let mut next = || values.next().expect("one answer per key");
         let stored = next().map(|v| Generation::decode(&v)).transpose().map_err(Failure::Format)?;
         let main_meta = next().map(|v| FileMeta::decode(&v)).transpose().map_err(Failure::Format)?;
@@ -90,12 +109,15 @@ impl ActorFiles {
             let (start, end) = layout::file_range(&id, FileTag::Journal);
             cleanup.push(WriteOp::DeleteRange { start, end });
         }
-        let may_hold_leftovers = stored.is_some() && main_meta.is_none() && journal_meta.is_none();
+        let had_generation = claimed_fresh.map_or(stored.is_some(), |fresh| !fresh);
+        let may_hold_leftovers = had_generation && main_meta.is_none() && journal_meta.is_none();
+        // A claim bumped the generation already; writes keep it (no bump of their own).
+        let claimed = claimed_fresh.is_some();
         Ok(Self {
             id,
             file_token,
             store,
-            ownership: Mutex::new(Ownership { stored, claimed: false, cleanup }),
+            ownership: Mutex::new(Ownership { stored, claimed, cleanup }),
             main_meta,
             journal_exists: AtomicBool::new(journal_meta.is_some() && journal_hot),
             open_journal: Mutex::new(std::sync::Weak::new()),
@@ -112,11 +134,11 @@ impl ActorFiles {
         let mut ownership = self.ownership.lock();
         let gen_key = layout::generation_key(&self.id);
         let expected = ownership.stored.map(Generation::encode);
+        ops.splice(0..0, ownership.cleanup.iter().cloned());
         let next = if ownership.claimed {
             ownership.stored
         } else {
             let next = Generation(ownership.stored.map_or(1, |g| g.0 + 1));
-            ops.splice(0..0, ownership.cleanup.iter().cloned());
             ops.push(WriteOp::Put(gen_key.clone(), next.encode()));
             Some(next)
         };

@@ -21,7 +21,7 @@ use super::file::{KvFile, SharedKvFile, VfsLimits};
 use super::layout::{self, FileMeta, FileTag};
 use super::scratch::ScratchSpace;
 use crate::actor_id::ActorId;
-use crate::kv::{KvStore, WriteOp};
+use crate::kv::{Claims, KvStore, WriteOp};
 
 const MAIN_SUFFIX: &str = ".db";
 const JOURNAL_SUFFIX: &str = "-journal";
@@ -60,6 +60,8 @@ pub(crate) enum AttachError {
 
 pub(crate) struct KvVfs {
     store: Arc<dyn KvStore>,
+    /// Set when the store is shared by several nodes: attaching claims the actor.
+    claims: Option<Arc<dyn Claims>>,
     limits: VfsLimits,
     scratch: Arc<ScratchSpace>,
     attached: Mutex<Attached>,
@@ -73,8 +75,13 @@ struct Attached {
 }
 
 impl KvVfs {
-    pub fn new(store: Arc<dyn KvStore>, limits: VfsLimits, scratch: Arc<ScratchSpace>) -> Self {
-        Self { store, limits, scratch, attached: Mutex::new(Attached::default()) }
+    pub fn new(
+        store: Arc<dyn KvStore>,
+        claims: Option<Arc<dyn Claims>>,
+        limits: VfsLimits,
+        scratch: Arc<ScratchSpace>,
+    ) -> Self {
+        Self { store, claims, limits, scratch, attached: Mutex::new(Attached::default()) }
     }
 
     /// Makes `id` openable by SQLite; one store read. Fails if it is attached already.
@@ -100,8 +107,9 @@ impl KvVfs {
             return Err(AttachError::Busy);
         }
         let token = new_token();
-        let files =
-            ActorFiles::load(id.clone(), token.clone(), self.store.clone()).map_err(AttachError::Failed)?;
+        let claims = self.claims.as_deref();
+        let files = ActorFiles::load(id.clone(), token.clone(), self.store.clone(), claims)
+            .map_err(AttachError::Failed)?;
         let files = Arc::new(files);
         if let Some(stale) = attached.by_id.insert(id.clone(), Arc::downgrade(&files)) {
             remove_token(&mut attached.by_token, &stale);

@@ -32,7 +32,7 @@ use super::layout::{self, FileMeta, FileTag};
 use super::scratch::{self, ScratchSpace};
 use super::upload::open_upload;
 use crate::actor_id::ActorId;
-use crate::kv::{KvError, KvStore};
+use crate::kv::{Claims, KvError, KvStore};
 
 /// Configuration of [`Storage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +198,7 @@ fn failure_error(failure: Failure) -> Error {
         Failure::Format(e) => Error::Corrupt(e.to_string()),
         Failure::TransactionTooLarge { bytes_max } => Error::TransactionTooLarge { bytes_max },
         Failure::Poisoned => Error::Poisoned,
+        Failure::Elsewhere(owner) => Error::Moved(owner),
     }
 }
 
@@ -211,12 +212,22 @@ fn attach_error(e: AttachError) -> Error {
 impl Storage {
     /// Registers a VFS over `store` and prepares the scratch folder (see [`StorageConfig`]).
     pub fn new(store: Arc<dyn KvStore>, config: StorageConfig) -> Result<Self, Error> {
+        Self::with_claims(store, None, config)
+    }
+
+    /// [`Storage::new`] over a store shared by several nodes: opening an actor claims it for
+    /// this node (see [`Claims`]), and fails with [`Error::Moved`] while another node owns it.
+    pub fn with_claims(
+        store: Arc<dyn KvStore>,
+        claims: Option<Arc<dyn Claims>>,
+        config: StorageConfig,
+    ) -> Result<Self, Error> {
         let scratch = ScratchSpace::new(config.scratch_dir.clone(), &config.limits).map_err(|e| {
             let dir = config.scratch_dir.as_deref().unwrap_or(Path::new("")).display();
             Error::ScratchFolder(format!("{dir}: {e}"))
         })?;
         let scratch = Arc::new(scratch);
-        let vfs = Arc::new(KvVfs::new(store.clone(), config.limits, scratch.clone()));
+        let vfs = Arc::new(KvVfs::new(store.clone(), claims, config.limits, scratch.clone()));
         let name = format!("roost-{}", VFS_COUNTER.fetch_add(1, Ordering::Relaxed));
         let registration = Registration::register(&name, Box::new(SharedVfs(vfs.clone())))
             .map_err(|code| Error::Sql { code, message: "cannot register the storage VFS".into() })?;

@@ -1,7 +1,7 @@
 //! The error type of the storage layer (`vfs`), translated from SQLite and store failures.
 
 use crate::actor_id::InvalidActorId;
-use crate::kv::KvError;
+use crate::kv::{KvError, NodeAddress};
 
 /// Errors of [`Database`](super::Database) and [`Storage`](super::Storage).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum Error {
     /// Another owner claimed the actor; this handle may no longer write.
     #[error("the actor was claimed by another owner")]
     Fenced,
+    /// Another live node owns the actor (a store shared by several nodes); ask it.
+    #[error("the actor is served by node {}", .0.node_id)]
+    Moved(NodeAddress),
     /// The store failed; any open transaction was rolled back and the next call reconnects.
     #[error("storage failure: {0}")]
     Store(KvError),

@@ -109,6 +109,7 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
         // The answer pool is busy: the whole HTTP request fails with `overloaded` (retry).
         E::AnswerMemoryFull { .. }
         | E::Fenced
+        | E::Moved(_)
         | E::Store(_)
         | E::Corrupt(_)
         | E::ActorBusy

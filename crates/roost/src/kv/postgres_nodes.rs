@@ -1,0 +1,318 @@
+//! Node leases and actor ownership on the PostgreSQL store (schema version 2).
+//!
+//! Tables:
+//! - `roost_nodes(node_id, epoch, address, started_at, expires_at)`: one row per node id. A
+//!   process registers by bumping the epoch (so a restarted node, or a second process started
+//!   with the same id, invalidates the previous one at once) and renews `expires_at` by the
+//!   database clock on its own connection. A node is *live* while `expires_at > now()`, and
+//!   only the live epoch of a row counts.
+//! - `roost_owners(actor, node_id, epoch)`: the owner of each actor that was ever claimed,
+//!   keyed by the actor's generation key.
+//!
+//! Invariants:
+//! - a renewal succeeds only while the lease is live: a node whose lease expired can never
+//!   renew it, it must register again (new epoch) after dropping every actor it held;
+//! - `roost_claim` hands an actor to a node only if the node's own lease is live and the
+//!   recorded owner is that node and epoch, or is not live. Taking an actor over bumps its
+//!   generation key in `roost_kv` in the same transaction, under the row locks the write
+//!   fence (`roost_fence`) takes too: a write of the old owner either committed before the
+//!   takeover (and the new owner reads it) or is fenced. Claims of one actor serialize on its
+//!   owner row (`FOR UPDATE` after an insert that cannot be lost to a concurrent insert);
+//! - a claim of an actor this node already owns writes nothing (it is a read), so waking an
+//!   actor again costs no fsync;
+//! - no advisory locks: ownership is rows and a generation checked inside every write
+//!   transaction, which survive poolers and PostgreSQL failover.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+
+use super::postgres::{describe, finish, unavailable, PostgresStore};
+use super::{Claim, Claims, Key, KvError, KvResult, NodeAddress};
+
+pub(super) const SCHEMA_V2: &str = r#"
+CREATE TABLE roost_nodes (
+  node_id text PRIMARY KEY,
+  epoch bigint NOT NULL,
+  address text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL
+);
+CREATE TABLE roost_owners (
+  actor bytea PRIMARY KEY,
+  node_id text NOT NULL,
+  epoch bigint NOT NULL
+);
+CREATE INDEX roost_owners_node ON roost_owners (node_id, epoch);
+CREATE FUNCTION roost_claim(p_actor bytea, p_node text, p_epoch bigint, p_keys bytea[])
+RETURNS TABLE (status text, owner_node text, owner_address text, vals bytea[], fresh boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  cur_node text;
+  cur_epoch bigint;
+  addr text;
+  gen bytea;
+  was_fresh boolean := false;
+BEGIN
+  PERFORM 1 FROM roost_nodes n WHERE n.node_id = p_node AND n.epoch = p_epoch AND n.expires_at > now();
+  IF NOT FOUND THEN
+    RETURN QUERY SELECT 'lease_lost'::text, NULL::text, NULL::text, NULL::bytea[], false;
+    RETURN;
+  END IF;
+  SELECT o.node_id, o.epoch INTO cur_node, cur_epoch FROM roost_owners o WHERE o.actor = p_actor;
+  IF NOT FOUND OR cur_node <> p_node OR cur_epoch <> p_epoch THEN
+    INSERT INTO roost_owners (actor, node_id, epoch) VALUES (p_actor, p_node, p_epoch)
+      ON CONFLICT (actor) DO NOTHING;
+    IF NOT FOUND THEN
+      SELECT o.node_id, o.epoch INTO cur_node, cur_epoch FROM roost_owners o
+        WHERE o.actor = p_actor FOR UPDATE;
+      IF cur_node <> p_node OR cur_epoch <> p_epoch THEN
+        SELECT n.address INTO addr FROM roost_nodes n
+          WHERE n.node_id = cur_node AND n.epoch = cur_epoch AND n.expires_at > now();
+        IF FOUND THEN
+          RETURN QUERY SELECT 'elsewhere'::text, cur_node, addr, NULL::bytea[], false;
+          RETURN;
+        END IF;
+        UPDATE roost_owners SET node_id = p_node, epoch = p_epoch WHERE actor = p_actor;
+      END IF;
+    END IF;
+    SELECT value INTO gen FROM roost_kv WHERE key = p_actor FOR UPDATE;
+    was_fresh := gen IS NULL;
+    IF gen IS NULL OR length(gen) <> 8 THEN
+      gen := int8send(1);
+    ELSE
+      gen := int8send(('x' || encode(gen, 'hex'))::bit(64)::bigint + 1);
+    END IF;
+    INSERT INTO roost_kv (key, value) VALUES (p_actor, gen)
+      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+  END IF;
+  RETURN QUERY SELECT 'mine'::text, p_node, NULL::text,
+    ARRAY(SELECT kv.value FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
+          LEFT JOIN roost_kv kv ON kv.key = k.key ORDER BY k.i),
+    was_fresh;
+END
+$$;
+"#;
+
+const REGISTER: &str = "INSERT INTO roost_nodes (node_id, epoch, address, expires_at) \
+     VALUES ($1, 1, $2, now() + $3::bigint * interval '1 millisecond') \
+     ON CONFLICT (node_id) DO UPDATE SET epoch = roost_nodes.epoch + 1, address = EXCLUDED.address, \
+       started_at = now(), expires_at = EXCLUDED.expires_at \
+     RETURNING epoch";
+const RENEW: &str = "UPDATE roost_nodes SET expires_at = now() + $3::bigint * interval '1 millisecond' \
+     WHERE node_id = $1 AND epoch = $2 AND expires_at > now() RETURNING epoch";
+const EPOCH_OF: &str = "SELECT epoch FROM roost_nodes WHERE node_id = $1";
+const RELEASE: &str = "UPDATE roost_nodes SET expires_at = now() - interval '1 millisecond' \
+     WHERE node_id = $1 AND epoch = $2";
+const CLAIM: &str = "SELECT status, owner_node, owner_address, vals, fresh FROM roost_claim($1, $2, $3, $4)";
+const OWNER: &str = "SELECT o.node_id, n.address, (n.epoch = o.epoch AND n.expires_at > now()) \
+     FROM roost_owners o LEFT JOIN roost_nodes n ON n.node_id = o.node_id WHERE o.actor = $1";
+const NODES: &str = "SELECT node_id, epoch, address, started_at::text, \
+     (extract(epoch FROM expires_at - now()) * 1000)::bigint, \
+     (SELECT count(*) FROM roost_owners o WHERE o.node_id = n.node_id AND o.epoch = n.epoch) \
+     FROM roost_nodes n ORDER BY node_id";
+
+/// How a lease renewal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// The lease runs `lease_ms` from the database's clock at the renewal.
+    Renewed,
+    /// The lease had expired: this epoch is dead; register again.
+    Expired,
+    /// Another process registered this node id since (a newer epoch).
+    Replaced { epoch: i64 },
+}
+
+/// A node row, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub epoch: i64,
+    pub address: String,
+    pub started_at: String,
+    /// Milliseconds left on the lease (negative: expired).
+    pub lease_left_ms: i64,
+    pub actors_owned: i64,
+}
+
+/// The owner row of an actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRow {
+    pub node: NodeAddress,
+    /// The owner's lease is live (and its epoch is the one that claimed the actor).
+    pub live: bool,
+}
+
+/// A node's own connection for renewing its lease, so renewals never wait behind commits in
+/// the pool. Reconnects after a failure.
+pub struct LeaseSession {
+    url: String,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl std::fmt::Debug for LeaseSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseSession").field("connected", &self.client.is_some()).finish()
+    }
+}
+
+/// A node's claims, bound to its node id and epoch.
+#[derive(Debug, Clone)]
+pub struct NodeClaims {
+    pub store: std::sync::Arc<PostgresStore>,
+    pub node_id: String,
+    pub epoch: i64,
+}
+
+impl Claims for NodeClaims {
+    fn claim(&self, fence_key: &[u8], keys: &[Key]) -> KvResult<Claim> {
+        self.store.claim(fence_key, &self.node_id, self.epoch, keys)
+    }
+}
+
+impl PostgresStore {
+    /// Registers this process as `node_id` at `address` with a fresh epoch and a lease of
+    /// `lease_ms` from now (database clock). Any earlier process of the same id is replaced.
+    pub fn register_node(&self, node_id: &str, address: &str, lease_ms: u64) -> KvResult<i64> {
+        let lease_ms = lease_ms as i64;
+        self.block_on(|deadline| async move {
+            let client = self.connection(deadline).await?;
+            let row = tokio::time::timeout_at(
+                deadline,
+                client.query_one(REGISTER, &[&node_id, &address, &lease_ms]),
+            )
+            .await;
+            Ok(finish(client, row)?.get::<_, i64>(0))
+        })
+    }
+
+    /// Ends this epoch's lease now, so other nodes may take its actors at once.
+    pub fn release_node(&self, node_id: &str, epoch: i64) -> KvResult<()> {
+        self.block_on(|deadline| async move {
+            let client = self.connection(deadline).await?;
+            let done = tokio::time::timeout_at(deadline, client.execute(RELEASE, &[&node_id, &epoch])).await;
+            finish(client, done).map(|_| ())
+        })
+    }
+
+    /// A connection of its own for [`PostgresStore::renew_node`].
+    pub fn lease_session(&self) -> LeaseSession {
+        LeaseSession { url: self.url().to_string(), client: None }
+    }
+
+    /// Renews the lease of `node_id` at `epoch` for `lease_ms`, on `session`, within `timeout`.
+    pub fn renew_node(
+        &self,
+        session: &mut LeaseSession,
+        node_id: &str,
+        epoch: i64,
+        lease_ms: u64,
+        timeout: Duration,
+    ) -> KvResult<Renewal> {
+        let deadline = Instant::now() + timeout;
+        let handle = self.handle().clone();
+        let result = handle.block_on(async {
+            tokio::time::timeout_at(deadline, renew(&handle, session, node_id, epoch, lease_ms as i64)).await
+        });
+        let outcome = match result {
+            Ok(Ok(renewal)) => return Ok(renewal),
+            Ok(Err(e)) => unavailable(format!("renewing the lease failed: {}", describe(&e))),
+            Err(_) => unavailable("renewing the lease took too long"),
+        };
+        // The connection's state is unknown: the next renewal connects again.
+        session.client = None;
+        Err(outcome)
+    }
+
+    /// Claims an actor for `node_id` at `epoch` (see the module docs); reads `keys` after.
+    pub fn claim(&self, fence_key: &[u8], node_id: &str, epoch: i64, keys: &[Key]) -> KvResult<Claim> {
+        self.counters().timed_read(|| {
+            let row = self.block_on(|deadline| async move {
+                let client = self.connection(deadline).await?;
+                let row = tokio::time::timeout_at(
+                    deadline,
+                    client.query_one(CLAIM, &[&fence_key, &node_id, &epoch, &keys]),
+                )
+                .await;
+                finish(client, row)
+            })?;
+            let status: String = row.get(0);
+            match status.as_str() {
+                "mine" => {
+                    let values: Vec<Option<Vec<u8>>> = row.get(3);
+                    if values.len() != keys.len() {
+                        return Err(KvError::Io("a claim answered the wrong number of values".into()));
+                    }
+                    Ok(Claim::Mine { values, fresh: row.get(4) })
+                }
+                "elsewhere" => Ok(Claim::Elsewhere(NodeAddress { node_id: row.get(1), url: row.get(2) })),
+                "lease_lost" => Err(unavailable("this node's lease is not live; it is re-registering")),
+                other => Err(KvError::Io(format!("a claim answered an unknown status {other:?}"))),
+            }
+        })
+    }
+
+    /// The recorded owner of the actor whose generation lives at `fence_key`, if any.
+    pub fn owner_of(&self, fence_key: &[u8]) -> KvResult<Option<OwnerRow>> {
+        let rows = self.block_on(|deadline| async move {
+            let client = self.connection(deadline).await?;
+            let rows = tokio::time::timeout_at(deadline, client.query(OWNER, &[&fence_key])).await;
+            finish(client, rows)
+        })?;
+        Ok(rows.into_iter().next().map(|row| OwnerRow {
+            node: NodeAddress {
+                node_id: row.get(0),
+                url: row.get::<_, Option<String>>(1).unwrap_or_default(),
+            },
+            live: row.get::<_, Option<bool>>(2).unwrap_or(false),
+        }))
+    }
+
+    /// Every node row (live or not), with how many actors each live epoch owns.
+    pub fn nodes(&self) -> KvResult<Vec<NodeRow>> {
+        let rows = self.block_on(|deadline| async move {
+            let client = self.connection(deadline).await?;
+            let rows = tokio::time::timeout_at(deadline, client.query(NODES, &[])).await;
+            finish(client, rows)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| NodeRow {
+                node_id: row.get(0),
+                epoch: row.get(1),
+                address: row.get(2),
+                started_at: row.get(3),
+                lease_left_ms: row.get(4),
+                actors_owned: row.get(5),
+            })
+            .collect())
+    }
+}
+
+async fn renew(
+    handle: &tokio::runtime::Handle,
+    session: &mut LeaseSession,
+    node_id: &str,
+    epoch: i64,
+    lease_ms: i64,
+) -> Result<Renewal, tokio_postgres::Error> {
+    if session.client.is_none() {
+        let (client, connection) = tokio_postgres::connect(&session.url, NoTls).await?;
+        handle.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "the lease connection closed");
+            }
+        });
+        session.client = Some(client);
+    }
+    let client = session.client.as_ref().expect("connected above");
+    if client.query_opt(RENEW, &[&node_id, &epoch, &lease_ms]).await?.is_some() {
+        return Ok(Renewal::Renewed);
+    }
+    let current = client.query_opt(EPOCH_OF, &[&node_id]).await?.map(|row| row.get::<_, i64>(0));
+    Ok(match current {
+        Some(newer) if newer != epoch => Renewal::Replaced { epoch: newer },
+        _ => Renewal::Expired,
+    })
+}

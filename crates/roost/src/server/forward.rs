@@ -1,0 +1,276 @@
+//! Forwarding: with several nodes, a request for an actor that another live node owns is sent
+//! there in one hop, over kept-alive connections, and its answer streamed back.
+//!
+//! Invariants:
+//! - one hop: a forwarded request carries [`FORWARDED_HEADER`] and is always served where it
+//!   arrives (an owner that lost the actor meanwhile answers `moved`, which the client retries);
+//! - an actor awake here is served here without asking anyone (this node's lease makes it the
+//!   owner); otherwise the owner comes from the routing cache or one PostgreSQL lookup;
+//! - a request served here whose claim found another owner (a race with a takeover) is sent
+//!   there once, if its body is still at hand (every buffered body is; imports stream);
+//! - every answer says which node served it in [`NODE_HEADER`];
+//! - a WebSocket upgrade is not forwarded: it is served here, and its streams' statements
+//!   answer `moved` while another node owns the actor.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Uri};
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::error::{ApiError, MovedTo};
+use super::AppState;
+use crate::actor_id::ActorId;
+use crate::cluster::{Cluster, Route};
+use crate::host::ActorState;
+use crate::kv::NodeAddress;
+
+/// Marks a request forwarded by another node (its value: that node's id).
+pub const FORWARDED_HEADER: &str = "x-roost-forwarded";
+/// Names the node that served a request.
+pub const NODE_HEADER: &str = "x-roost-node";
+/// Longest wait for a connection to another node.
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Kept-alive connections per other node.
+const IDLE_CONNECTIONS_PER_NODE: usize = 32;
+
+/// The client that forwards requests.
+pub type ForwardClient = Client<HttpConnector, Body>;
+
+pub fn client() -> ForwardClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(IDLE_CONNECTIONS_PER_NODE).build(connector)
+}
+
+/// The actor a request is for, when it is an actor request that may be forwarded.
+fn actor_of(request: &Request) -> Option<ActorId> {
+    let path = request.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let raw = match segments.as_slice() {
+        ["v1", "actors", id, ..] => Some((*id).to_string()),
+        ["db", id, _, ..] => Some((*id).to_string()),
+        ["v2" | "v3", "pipeline" | "cursor"] | ["v1", "execute" | "batch"] => {
+            request.headers().get("x-namespace").and_then(|v| v.to_str().ok()).map(str::to_string)
+        }
+        _ => None,
+    }?;
+    ActorId::new(&raw).ok()
+}
+
+fn is_upgrade(request: &Request) -> bool {
+    request.headers().contains_key(header::UPGRADE)
+}
+
+/// Serves actor requests where their actor lives (see the module docs).
+pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster().cloned() else { return next.run(request).await };
+    let node = cluster.node_id().to_string();
+    let forwarded = request.headers().contains_key(FORWARDED_HEADER);
+    let actor = actor_of(&request).filter(|_| !is_upgrade(&request));
+    let Some(id) = actor else { return tagged(next.run(request).await, &node) };
+    if !forwarded && state.host().state(&id) != ActorState::Awake {
+        match lookup(&cluster, &id).await {
+            Ok(Route::Forward(owner)) => {
+                return forward_or_local(&state, &cluster, &id, owner, request, next).await
+            }
+            Ok(Route::Local) => {}
+            Err(e) => return e.into_response_for(request.uri().path()),
+        }
+    }
+    serve_here(&state, &cluster, &id, forwarded, request, next).await
+}
+
+/// Serves here; forwards once if the claim found another owner and the body is at hand.
+async fn serve_here(
+    state: &AppState,
+    cluster: &Cluster,
+    id: &ActorId,
+    forwarded: bool,
+    request: Request,
+    next: Next,
+) -> Response {
+    let node = cluster.node_id().to_string();
+    if !cluster.serving() {
+        let refusal = ApiError::lease_not_current();
+        return tagged(refusal.into_response_for(request.uri().path()), &node);
+    }
+    let (parts, body) = request.into_parts();
+    let (body, kept) = if forwarded || is_streamed(&parts) {
+        (body, None)
+    } else {
+        let bytes = collect(body).await;
+        (Body::from(bytes.clone()), Some(bytes))
+    };
+    let request = Request::from_parts(parts.clone(), body);
+    let response = next.run(request).await;
+    let Some(MovedTo(owner)) = response.extensions().get::<MovedTo>().cloned() else {
+        return tagged(response, &node);
+    };
+    cluster.remember(id, owner.clone());
+    match kept {
+        Some(bytes) => {
+            match send(state, cluster, &owner, Request::from_parts(parts, Body::from(bytes))).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    cluster.forget(id);
+                    tagged(response, &node)
+                }
+            }
+        }
+        None => tagged(response, &node),
+    }
+}
+
+/// Imports stream their body to a spool: they are not kept for a second attempt.
+fn is_streamed(parts: &axum::http::request::Parts) -> bool {
+    parts.method == axum::http::Method::PUT && parts.uri.path().ends_with("/import")
+}
+
+async fn collect(body: Body) -> Bytes {
+    // The body was read and charged by `buffer_body` already: this takes its one chunk.
+    axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default()
+}
+
+/// Forwards to `owner`; if it cannot be reached, looks the owner up again and serves here
+/// when no other live node owns the actor.
+async fn forward_or_local(
+    state: &AppState,
+    cluster: &std::sync::Arc<Cluster>,
+    id: &ActorId,
+    owner: NodeAddress,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let streamed = is_upgrade(&request) || is_streamed_request(&request);
+    let (parts, body) = request.into_parts();
+    if streamed {
+        return match send(state, cluster, &owner, Request::from_parts(parts, body)).await {
+            Ok(answer) => answer,
+            Err(()) => {
+                cluster.forget(id);
+                ApiError::moved(None).into_response_for(&path)
+            }
+        };
+    }
+    let bytes = collect(body).await;
+    let attempt = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+    if let Ok(answer) = send(state, cluster, &owner, attempt).await {
+        return answer;
+    }
+    cluster.forget(id);
+    match lookup(cluster, id).await {
+        Ok(Route::Local) => {
+            serve_here(state, cluster, id, false, Request::from_parts(parts, Body::from(bytes)), next).await
+        }
+        Ok(Route::Forward(_)) => ApiError::moved(None).into_response_for(&path),
+        Err(e) => e.into_response_for(&path),
+    }
+}
+
+fn is_streamed_request(request: &Request) -> bool {
+    request.method() == axum::http::Method::PUT && request.uri().path().ends_with("/import")
+}
+
+async fn lookup(cluster: &std::sync::Arc<Cluster>, id: &ActorId) -> Result<Route, ApiError> {
+    let (cluster, id) = (cluster.clone(), id.clone());
+    match tokio::task::spawn_blocking(move || cluster.route(&id)).await {
+        Ok(Ok(route)) => Ok(route),
+        Ok(Err(e)) => Err(ApiError::from(crate::vfs::Error::Store(e))),
+        Err(_) => Err(ApiError::internal()),
+    }
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Sends `request` to `owner` and streams its answer back; `Err` when the owner could not be
+/// reached (nothing was sent, or the connection failed before an answer).
+async fn send(
+    state: &AppState,
+    cluster: &Cluster,
+    owner: &NodeAddress,
+    request: Request,
+) -> Result<Response, ()> {
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{}", owner.url.trim_end_matches('/'), path_and_query).parse::<Uri>() else {
+        tracing::warn!(node = %owner.node_id, url = %owner.url, "a node advertises an invalid URL");
+        return Err(());
+    };
+    parts.uri = uri;
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove(header::HOST);
+    if let Ok(value) = HeaderValue::from_str(cluster.node_id()) {
+        parts.headers.insert(HeaderName::from_static(FORWARDED_HEADER), value);
+    }
+    match state.forward_client().request(Request::from_parts(parts, body)).await {
+        Ok(answer) => {
+            cluster.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            let (mut parts, body) = answer.into_parts();
+            for name in HOP_BY_HOP {
+                parts.headers.remove(name);
+            }
+            Ok(Response::from_parts(parts, Body::new(body)))
+        }
+        Err(e) => {
+            cluster.counters.forward_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %owner.node_id, error = %e, "cannot reach the node that owns the actor");
+            Err(())
+        }
+    }
+}
+
+/// Adds [`NODE_HEADER`] naming this node.
+fn tagged(mut response: Response, node: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(node) {
+        response.headers_mut().entry(HeaderName::from_static(NODE_HEADER)).or_insert(value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, namespace: Option<&str>) -> Request {
+        let mut builder = Request::builder().uri(path);
+        if let Some(ns) = namespace {
+            builder = builder.header("x-namespace", ns);
+        }
+        builder.body(Body::empty()).expect("a request")
+    }
+
+    #[test]
+    fn finds_the_actor_of_each_actor_route() {
+        let id = |path, ns| actor_of(&request(path, ns)).map(|a| a.to_string());
+        assert_eq!(id("/v1/actors/a1/query", None).as_deref(), Some("a1"));
+        assert_eq!(id("/v1/actors/a1", None).as_deref(), Some("a1"));
+        assert_eq!(id("/db/a2/v3/pipeline", None).as_deref(), Some("a2"));
+        assert_eq!(id("/db/a2/v1/execute", None).as_deref(), Some("a2"));
+        assert_eq!(id("/v3/pipeline", Some("a3")).as_deref(), Some("a3"));
+        assert_eq!(id("/v1/execute", Some("a4")).as_deref(), Some("a4"));
+        assert_eq!(id("/v1/actors", None), None);
+        assert_eq!(id("/metrics", None), None);
+        assert_eq!(id("/v3/pipeline", None), None);
+        assert_eq!(id("/v1/actors/bad%20id/query", None), None);
+    }
+}
