@@ -623,7 +623,8 @@ fn postgres_concurrent_takeovers_leave_one_owner() {
                 .map(|(n, epoch)| {
                     let (store, gen_key) = (store.clone(), gen_key.clone());
                     scope.spawn(move || {
-                        let claim = store.claim(&gen_key, &format!("n{n}"), *epoch, &[gen_key.clone()]);
+                        let claim =
+                            store.claim(&gen_key, &format!("n{n}"), *epoch, std::slice::from_ref(&gen_key));
                         matches!(claim.unwrap(), Claim::Mine { .. })
                     })
                 })
