@@ -13,8 +13,8 @@
 //!   stale node's commit is refused inside the same PostgreSQL transaction, never applied;
 //! - another process registering the same node id replaces this one (its epoch is newer):
 //!   this node stops for good (the server exits) instead of fighting over the id;
-//! - routing knowledge is a bounded cache ([`ROUTES_MAX`] entries) of owners seen; a stale
-//!   entry costs one failed forward, after which the owner is looked up again.
+//! - routing knowledge is a bounded cache ([`ROUTES_MAX`] entries) of owners seen, each
+//!   trusted for half a lease; a stale entry costs at most one failed forward.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     pub advertise_url: String,
     /// Lease length; renewed every third of it.
     pub lease_ms: u64,
+    /// Longest wait for the answer of a forwarded request (at least the owner's statement
+    /// timeout, so a long statement is not cut by the forwarding node).
+    pub forward_timeout_ms: u64,
 }
 
 /// Counters of the cluster, for `/metrics`.
@@ -78,7 +81,8 @@ pub struct Cluster {
     epoch: AtomicI64,
     /// Until when this node may serve (by its own monotonic clock); `None`: not at all.
     current_until: Mutex<Option<Instant>>,
-    routes: Mutex<HashMap<ActorId, NodeAddress>>,
+    /// Remote owners and until when to trust each without asking the store again.
+    routes: Mutex<HashMap<ActorId, (NodeAddress, Instant)>>,
     pub counters: ClusterCounters,
 }
 
@@ -236,8 +240,10 @@ impl Cluster {
     /// Where a request for `id` should run: here when it is awake here or no other live
     /// node owns it. Blocks on the store when the owner is not known yet.
     pub fn route(&self, id: &ActorId) -> KvResult<Route> {
-        if let Some(owner) = self.routes.lock().get(id) {
-            return Ok(Route::Forward(owner.clone()));
+        if let Some((owner, until)) = self.routes.lock().get(id) {
+            if Instant::now() < *until {
+                return Ok(Route::Forward(owner.clone()));
+            }
         }
         self.counters.owner_lookups.fetch_add(1, Ordering::Relaxed);
         match self.store.owner_of(&layout::generation_key(id))? {
@@ -258,7 +264,10 @@ impl Cluster {
         if routes.len() >= ROUTES_MAX {
             routes.clear();
         }
-        routes.insert(id.clone(), owner);
+        // Trusted for half a lease: an owner that died is looked up again (and its actors
+        // taken over) soon after its lease ran out.
+        let until = Instant::now() + Duration::from_millis(self.config.lease_ms / 2);
+        routes.insert(id.clone(), (owner, until));
     }
 
     /// Forgets the owner of `id` (a forward to it failed, or it answered that it moved).

@@ -319,7 +319,8 @@ fn cluster_config(args: &ServeArgs) -> ClusterConfig {
         ip if ip.is_unspecified() => format!("http://{}:{port}", host_name()),
         _ => format!("http://{}", args.listen),
     });
-    ClusterConfig { node_id, advertise_url, lease_ms: args.lease_ms }
+    let forward_timeout_ms = args.statement_timeout_ms.saturating_add(args.lease_ms);
+    ClusterConfig { node_id, advertise_url, lease_ms: args.lease_ms, forward_timeout_ms }
 }
 
 /// Opens the store `--store` names, outside the server's runtime: store calls block. With

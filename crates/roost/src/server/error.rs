@@ -100,6 +100,16 @@ impl ApiError {
         }
     }
 
+    /// 504 `timeout`: the request was sent to the node that owns the actor, which did not
+    /// answer; it may or may not have been applied.
+    pub fn owner_silent() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the node that serves this actor did not answer; the request may or may not have been applied",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }

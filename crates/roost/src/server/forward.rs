@@ -154,18 +154,27 @@ async fn forward_or_local(
     if streamed {
         return match send(state, cluster, &owner, Request::from_parts(parts, body)).await {
             Ok(answer) => answer,
-            Err(()) => {
+            Err(SendError::Unreachable) => {
                 cluster.forget(id);
                 ApiError::moved(None).into_response_for(&path)
+            }
+            Err(SendError::Lost) => {
+                cluster.forget(id);
+                ApiError::owner_silent().into_response_for(&path)
             }
         };
     }
     let bytes = collect(body).await;
     let attempt = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
-    if let Ok(answer) = send(state, cluster, &owner, attempt).await {
-        return answer;
+    match send(state, cluster, &owner, attempt).await {
+        Ok(answer) => return answer,
+        Err(SendError::Lost) => {
+            cluster.forget(id);
+            return ApiError::owner_silent().into_response_for(&path);
+        }
+        Err(SendError::Unreachable) => cluster.forget(id),
     }
-    cluster.forget(id);
+    // Nothing reached the owner: serve here if it is no longer the live owner.
     match lookup(cluster, id).await {
         Ok(Route::Local) => {
             serve_here(state, cluster, id, false, Request::from_parts(parts, Body::from(bytes)), next).await
@@ -200,19 +209,28 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Sends `request` to `owner` and streams its answer back; `Err` when the owner could not be
-/// reached (nothing was sent, or the connection failed before an answer).
+/// Why a forward got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendError {
+    /// No connection: nothing was sent, serving elsewhere cannot apply it twice.
+    Unreachable,
+    /// Sent, but no answer came (in time): the owner may have applied it.
+    Lost,
+}
+
+/// Sends `request` to `owner` and streams its answer back, waiting at most the cluster's
+/// forward timeout for the answer to start.
 async fn send(
     state: &AppState,
     cluster: &Cluster,
     owner: &NodeAddress,
     request: Request,
-) -> Result<Response, ()> {
+) -> Result<Response, SendError> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{}", owner.url.trim_end_matches('/'), path_and_query).parse::<Uri>() else {
         tracing::warn!(node = %owner.node_id, url = %owner.url, "a node advertises an invalid URL");
-        return Err(());
+        return Err(SendError::Unreachable);
     };
     parts.uri = uri;
     for name in HOP_BY_HOP {
@@ -222,7 +240,18 @@ async fn send(
     if let Ok(value) = HeaderValue::from_str(cluster.node_id()) {
         parts.headers.insert(HeaderName::from_static(FORWARDED_HEADER), value);
     }
-    match state.forward_client().request(Request::from_parts(parts, body)).await {
+    let timeout = Duration::from_millis(cluster.config().forward_timeout_ms);
+    let sent =
+        tokio::time::timeout(timeout, state.forward_client().request(Request::from_parts(parts, body)));
+    let answered = match sent.await {
+        Ok(answered) => answered,
+        Err(_) => {
+            cluster.counters.forward_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %owner.node_id, timeout_ms = timeout.as_millis() as u64, "the node that owns the actor did not answer in time");
+            return Err(SendError::Lost);
+        }
+    };
+    match answered {
         Ok(answer) => {
             cluster.counters.forwarded.fetch_add(1, Ordering::Relaxed);
             let (mut parts, body) = answer.into_parts();
@@ -234,7 +263,7 @@ async fn send(
         Err(e) => {
             cluster.counters.forward_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %owner.node_id, error = %e, "cannot reach the node that owns the actor");
-            Err(())
+            Err(if e.is_connect() { SendError::Unreachable } else { SendError::Lost })
         }
     }
 }
