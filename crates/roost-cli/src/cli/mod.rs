@@ -1,6 +1,7 @@
 //! Command line parsing and dispatch. Each subcommand's work lives in its own module.
 
 mod bench_actors;
+mod bench_cluster;
 mod bench_http;
 mod bench_load;
 mod bench_storage;
@@ -53,6 +54,9 @@ pub enum BenchCmd {
     /// under a small budget: every request succeeds or is answered `overloaded` with
     /// `Retry-After`, clients that honour it all finish, and the server's RSS stays in budget.
     Load(bench_load::LoadArgs),
+    /// Nodes on PostgreSQL beside the embedded store: wake latency by database size, durable
+    /// commits/s on one and three nodes, forwarding overhead, failover after kill -9 and SIGTERM.
+    Cluster(bench_cluster::ClusterArgs),
     /// The reference actor workload on many actors: memory, wake storms, soak, group commit.
     ///
     /// Every measurement point that needs clean memory figures runs in a fresh child process.
@@ -256,6 +260,7 @@ pub fn run() -> ExitCode {
         Command::Bench { which: BenchCmd::Storage(args) } => bench_storage::run(args),
         Command::Bench { which: BenchCmd::Http(args) } => bench_http::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Load(args) } => bench_load::run(args).map_err(Into::into),
+        Command::Bench { which: BenchCmd::Cluster(args) } => bench_cluster::run(args).map_err(Into::into),
         Command::Bench { which: BenchCmd::Actors { which } } => bench_actors::run(which),
     };
     match result {

@@ -66,6 +66,13 @@ impl TestDatabase {
         }
     }
 
+    /// Creates `roost_<tag>_<pid>_<random>` on the server of `admin_url` (benchmarks).
+    pub fn create_on(admin_url: &str, tag: &str) -> Result<Self, String> {
+        let name = format!("roost_{tag}_{}_{:08x}", std::process::id(), rand::random::<u32>());
+        admin(admin_url, &format!("CREATE DATABASE {name}"))?;
+        Ok(Self { url: with_database(admin_url, &name), admin_url: admin_url.to_string(), name })
+    }
+
     /// Runs `sql` on the server's administrative database (to play outages on this one).
     pub fn admin(&self, sql: &str) -> Result<(), String> {
         admin(&self.admin_url, sql)
