@@ -424,12 +424,17 @@ pub fn run(args: &ClusterArgs) -> Result<(), String> {
     // Commits: embedded, one PostgreSQL node, three nodes (random node; node that answered).
     {
         let embedded = Node::start(None)?;
-        report.commits.push(commit_row(args, "embedded, 1 node", &[embedded.url.clone()], false)?);
+        report.commits.push(commit_row(
+            args,
+            "embedded, 1 node",
+            std::slice::from_ref(&embedded.url),
+            false,
+        )?);
     }
     {
         let db = TestDatabase::create_on(&args.postgres_url, "bench_commit1")?;
         let node = Node::start(Some((&db.url, "n0", args.lease_ms)))?;
-        report.commits.push(commit_row(args, "postgres, 1 node", &[node.url.clone()], false)?);
+        report.commits.push(commit_row(args, "postgres, 1 node", std::slice::from_ref(&node.url), false)?);
     }
     {
         let db = TestDatabase::create_on(&args.postgres_url, "bench_commit3")?;
