@@ -1,6 +1,7 @@
 //! `roost mem-monitor`: samples a server's `/debug/memory`, detects spikes, saves a heap
 //! profile and the memory snapshot on each spike (rate-limited), prints a line per sample and,
-//! on exit, writes a summary and an SVG chart of RSS and its parts with the spikes marked.
+//! on exit, writes a summary and an SVG chart of RSS and its parts against the budget, with
+//! every detected spike marked (captured or not).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,9 @@ struct Sample {
     store: u64,
     allocator_resident: u64,
     awake: u64,
+    budget: u64,
+    /// What the budget's pools hold: RSS above it is memory no pool explains.
+    pools: u64,
 }
 
 impl Sample {
@@ -65,6 +69,8 @@ impl Sample {
             store: u(&m["store"]["cache_bytes"]) + u(&m["store"]["write_buffer_bytes"]),
             allocator_resident: u(&m["allocator"]["resident_bytes"]),
             awake: u(&m["actors"]["awake"]),
+            budget: u(&m["budget"]["budget_bytes"]),
+            pools: m["budget"]["pools"].as_array().into_iter().flatten().map(|p| u(&p["bytes_used"])).sum(),
         }
     }
 }
@@ -74,8 +80,10 @@ struct Spike {
     t_ms: u64,
     rss: u64,
     reason: String,
+    /// False when the spike came too soon after the last capture: it is still charted.
+    captured: bool,
     profile: Option<String>,
-    snapshot: String,
+    snapshot: Option<String>,
 }
 
 struct Monitor<'a> {
@@ -140,7 +148,15 @@ impl Monitor<'_> {
             sample.t_ms,
             profile.as_deref().unwrap_or("(no profile)")
         );
-        self.spikes.push(Spike { t_ms: sample.t_ms, rss: sample.rss, reason, profile, snapshot });
+        let snapshot = Some(snapshot);
+        self.spikes.push(Spike {
+            t_ms: sample.t_ms,
+            rss: sample.rss,
+            reason,
+            captured: true,
+            profile,
+            snapshot,
+        });
         self.last_capture = Some(Instant::now());
         Ok(())
     }
@@ -161,8 +177,17 @@ impl Monitor<'_> {
         let allowed = self
             .last_capture
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(self.args.capture_interval_ms));
-        if let (Some(reason), true) = (reason, allowed) {
-            self.capture(&sample, reason, &memory)?;
+        match (reason, allowed) {
+            (Some(reason), true) => self.capture(&sample, reason, &memory)?,
+            (Some(reason), false) => {
+                println!(
+                    "SPIKE at {} ms: {reason}; not captured (too soon after the last capture)",
+                    sample.t_ms
+                );
+                let (t_ms, rss) = (sample.t_ms, sample.rss);
+                self.spikes.push(Spike { t_ms, rss, reason, captured: false, profile: None, snapshot: None });
+            }
+            (None, _) => {}
         }
         self.samples.push(sample);
         Ok(())
@@ -227,75 +252,226 @@ fn finish(monitor: &Monitor<'_>, out: &Path) -> Result<(), String> {
 /// A chart line: its name, colour and value.
 type Series = (&'static str, &'static str, fn(&Sample) -> u64);
 
-/// An SVG line chart of RSS and its parts over time, spikes as red vertical lines.
+/// The plot area inside the margins, and the time (ms) and bytes at its right and top edges.
+struct Frame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    t_max: f64,
+    y_max: f64,
+}
+
+impl Frame {
+    fn x(&self, t_ms: u64) -> f64 {
+        self.left + t_ms as f64 / self.t_max * (self.right - self.left)
+    }
+
+    fn y(&self, bytes: u64) -> f64 {
+        self.bottom - bytes as f64 / self.y_max * (self.bottom - self.top)
+    }
+}
+
+/// Round steps (1, 2 or 5 times a power of ten) from 0 to `max`, about `count` of them.
+fn ticks(max: f64, count: f64) -> Vec<f64> {
+    if max <= 0.0 {
+        return vec![0.0];
+    }
+    let raw = max / count;
+    let pow = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|f| f * pow).find(|s| *s >= raw).unwrap_or(raw);
+    // Multiplying (not adding up) steps and rounding keeps labels like 0.3 exact.
+    (0..).map(|i| (i as f64 * step * 1e6).round() / 1e6).take_while(|v| *v <= max * (1.0 + 1e-9)).collect()
+}
+
+/// Axes, grid, ticks labelled in MiB and s, and the axis titles.
+fn axes(f: &Frame) -> String {
+    let (l, r, t, b) = (f.left, f.right, f.top, f.bottom);
+    let mut svg = format!(
+        "<line x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">time (s)</text>\n\
+         <text x=\"14\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">memory (MiB)</text>\n",
+        (l + r) / 2.0, b + 34.0, (t + b) / 2.0, (t + b) / 2.0
+    );
+    for v in ticks(mib(f.y_max as u64), 5.0) {
+        let y = f.y((v * (1u64 << 20) as f64) as u64);
+        svg += &format!(
+            "<line class=\"tick\" x1=\"{}\" y1=\"{y:.1}\" x2=\"{r}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v} MiB</text>\n",
+            l - 4.0,
+            l - 6.0,
+            y + 4.0
+        );
+    }
+    for v in ticks(f.t_max / 1000.0, 8.0) {
+        let x = f.x((v * 1000.0) as u64);
+        svg += &format!(
+            "<line class=\"tick\" x1=\"{x:.1}\" y1=\"{b}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"black\"/>\
+             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{v} s</text>\n",
+            b + 4.0,
+            b + 16.0
+        );
+    }
+    svg
+}
+
+/// RSS above the pools (what no pool explains) as a grey band between the two.
+fn unexplained_band(f: &Frame, samples: &[Sample]) -> String {
+    let top = samples.iter().map(|s| format!("{:.1},{:.1}", f.x(s.t_ms), f.y(s.rss)));
+    let floor = samples.iter().rev().map(|s| format!("{:.1},{:.1}", f.x(s.t_ms), f.y(s.pools.min(s.rss))));
+    let points: Vec<String> = top.chain(floor).collect();
+    format!(
+        "<polygon class=\"unexplained\" fill=\"#bbb\" fill-opacity=\"0.6\" points=\"{}\"/>\n",
+        points.join(" ")
+    )
+}
+
+/// A vertical line on every detected spike: red when captured, dashed light red when not.
+fn spike_marks(f: &Frame, spikes: &[Spike]) -> String {
+    let mut svg = String::new();
+    for spike in spikes {
+        let (x, (color, dash)) =
+            (f.x(spike.t_ms), if spike.captured { ("red", "none") } else { ("#f08080", "4 3") });
+        svg += &format!(
+            "<line class=\"spike\" data-captured=\"{}\" x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" \
+             stroke=\"{color}\" stroke-dasharray=\"{dash}\"/>\n",
+            spike.captured, f.top, f.bottom
+        );
+    }
+    svg
+}
+
+/// The budget as a dashed horizontal line (none when the server did not report one).
+fn budget_line(f: &Frame, budget: u64) -> String {
+    if budget == 0 {
+        return String::new();
+    }
+    let y = f.y(budget);
+    format!(
+        "<line class=\"budget\" x1=\"{}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#d62728\" stroke-dasharray=\"8 4\"/>\n",
+        f.left, f.right
+    )
+}
+
+/// An SVG chart of RSS and its parts over time against the budget, with the memory no pool
+/// explains as a band and every spike marked.
 fn chart(samples: &[Sample], spikes: &[Spike]) -> String {
-    let (w, h, pad) = (900.0_f64, 400.0_f64, 50.0_f64);
+    let (w, h) = (900.0_f64, 420.0_f64);
+    let budget = samples.last().map_or(0, |s| s.budget);
+    let y_max =
+        samples.iter().map(|s| s.rss.max(s.sqlite).max(s.pools)).max().unwrap_or(0).max(budget).max(1 << 20);
     let t_max = samples.last().map_or(1, |s| s.t_ms.max(1)) as f64;
-    let y_max = samples.iter().map(|s| s.rss.max(s.sqlite)).max().unwrap_or(1).max(1) as f64;
-    let x = |t: u64| pad + t as f64 / t_max * (w - 2.0 * pad);
-    let y = |v: u64| h - pad - v as f64 / y_max * (h - 2.0 * pad);
+    let f = Frame {
+        left: 80.0,
+        right: w - 150.0,
+        top: 20.0,
+        bottom: h - 50.0,
+        t_max,
+        y_max: y_max as f64 * 1.05,
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    svg += &axes(&f);
+    svg += &unexplained_band(&f, samples);
+    svg += &budget_line(&f, budget);
+    svg += &spike_marks(&f, spikes);
     let series: [Series; 4] = [
         ("rss", "#1f77b4", |s| s.rss),
         ("sqlite", "#2ca02c", |s| s.sqlite),
         ("page cache", "#9467bd", |s| s.page_cache),
         ("store", "#ff7f0e", |s| s.store),
     ];
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"{pad}\" y=\"{}\">0</text><text x=\"{}\" y=\"{}\">{:.0} s</text>\n\
-         <text x=\"5\" y=\"{pad}\">{:.0} MiB</text>\n",
-        h - pad, w - pad, h - pad, h - pad, h - pad + 15.0, w - pad - 20.0, h - pad + 15.0, t_max / 1000.0, mib(y_max as u64)
-    );
-    for spike in spikes {
-        let sx = x(spike.t_ms);
-        svg += &format!("<line x1=\"{sx:.1}\" y1=\"{pad}\" x2=\"{sx:.1}\" y2=\"{}\" stroke=\"red\" stroke-dasharray=\"4\"/>\n", h - pad);
-    }
-    for (i, (name, color, value)) in series.iter().enumerate() {
+    for (name, color, value) in series {
         let points: Vec<String> =
-            samples.iter().map(|s| format!("{:.1},{:.1}", x(s.t_ms), y(value(s)))).collect();
+            samples.iter().map(|s| format!("{:.1},{:.1}", f.x(s.t_ms), f.y(value(s)))).collect();
         svg += &format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+            "<polyline data-series=\"{name}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
             points.join(" ")
         );
-        svg += &format!(
-            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
-            w - pad - 80.0,
-            pad + 15.0 * i as f64
-        );
     }
-    if !spikes.is_empty() {
-        svg += &format!("<text x=\"{}\" y=\"{}\" fill=\"red\">spike</text>\n", w - pad - 80.0, pad + 60.0);
-    }
-    svg + "</svg>\n"
+    svg + &legend(f.right + 10.0, f.top) + "</svg>\n"
+}
+
+fn legend(x: f64, y: f64) -> String {
+    let entries = [
+        ("rss", "#1f77b4"),
+        ("sqlite", "#2ca02c"),
+        ("page cache", "#9467bd"),
+        ("store", "#ff7f0e"),
+        ("unexplained", "#bbb"),
+        ("budget", "#d62728"),
+        ("spike, captured", "red"),
+        ("spike, not captured", "#f08080"),
+    ];
+    let rows = entries.iter().enumerate().map(|(i, (name, color))| {
+        let y = y + 16.0 * i as f64;
+        format!(
+            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{y}\">{name}</text>\n",
+            y - 9.0,
+            x + 14.0
+        )
+    });
+    rows.collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn chart_marks_spikes() {
-        let sample = |t_ms, rss| Sample {
+    fn sample(t_ms: u64, rss: u64) -> Sample {
+        let (page_cache, store, allocator_resident, awake) = (0, 0, 0, 0);
+        Sample {
             t_ms,
             rss,
             sqlite: rss / 2,
-            page_cache: 0,
-            store: 0,
-            allocator_resident: 0,
-            awake: 0,
-        };
-        let samples = vec![sample(0, 10 << 20), sample(1000, 80 << 20)];
-        let spikes = vec![Spike {
-            t_ms: 1000,
-            rss: 80 << 20,
-            reason: "x".into(),
-            profile: None,
-            snapshot: "s".into(),
-        }];
+            page_cache,
+            store,
+            allocator_resident,
+            awake,
+            budget: 100 << 20,
+            pools: 5 << 20,
+        }
+    }
+
+    fn spike(t_ms: u64, captured: bool) -> Spike {
+        let snapshot = captured.then(|| "s".to_string());
+        Spike { t_ms, rss: 80 << 20, reason: "x".into(), captured, profile: None, snapshot }
+    }
+
+    #[test]
+    fn chart_has_axes_budget_band_and_every_spike() {
+        let samples =
+            vec![sample(0, 10 << 20), sample(1000, 80 << 20), sample(2000, 90 << 20), sample(3000, 20 << 20)];
+        let spikes = vec![spike(1000, true), spike(2000, false), spike(3000, false)];
         let svg = chart(&samples, &spikes);
-        assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("stroke=\"red\""));
+        assert!(svg.starts_with("<svg") && svg.contains("data-series=\"rss\""));
+        assert_eq!(svg.matches("class=\"spike\"").count(), 3, "one mark per spike");
+        assert_eq!(svg.matches("data-captured=\"false\"").count(), 2);
+        assert_eq!(svg.matches("class=\"budget\"").count(), 1);
+        let budget_y = Frame {
+            left: 80.0,
+            right: 750.0,
+            top: 20.0,
+            bottom: 370.0,
+            t_max: 3000.0,
+            y_max: (100u64 << 20) as f64 * 1.05,
+        }
+        .y(100 << 20);
+        assert!(svg.contains(&format!("class=\"budget\" x1=\"80\" y1=\"{budget_y:.1}\"")), "{svg}");
+        assert!(svg.contains("class=\"unexplained\""));
+        assert!(svg.contains(">100 MiB</text>") && svg.contains(">0 MiB</text>"), "MiB ticks: {svg}");
+        assert!(svg.contains(">3 s</text>") && svg.contains(">0 s</text>"), "time ticks: {svg}");
+        assert!(svg.matches("class=\"tick\"").count() >= 8);
+        assert!(svg.contains("memory (MiB)") && svg.contains("time (s)"));
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(ticks(100.0, 5.0), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+        assert_eq!(ticks(3.0, 8.0), [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]);
+        assert_eq!(ticks(0.0, 5.0), [0.0]);
     }
 }

@@ -136,6 +136,19 @@ impl Auth {
         self.check(headers, |scope| scope_covers(scope, id.as_str()))
     }
 
+    /// [`Self::check_admin`], also accepting the admin token from a query parameter: a browser
+    /// opening the dashboard has no way to send a header.
+    pub fn check_admin_or_query(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        match query_token {
+            Some(token) if self.is_admin(token) => Ok(()),
+            _ => self.check_admin(headers),
+        }
+    }
+
     pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if self.is_open() {
             return Ok(());

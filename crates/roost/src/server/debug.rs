@@ -1,4 +1,5 @@
-//! `/debug/memory` (JSON, or a table with `?format=text`) and `/metrics`.
+//! `/debug/memory` (JSON, or a table with `?format=text`), `/debug/dashboard` (a page charting
+//! it) and `/metrics`.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -173,6 +174,36 @@ pub async fn memory(
         }
         Some(other) => Err(ApiError::bad_request(format!("unknown format {other:?} (json or text)"))),
     }
+}
+
+/// The dashboard: one self-contained page that polls `/debug/memory` every second.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Everything the page loads is inline and its only request is to its own origin; it may not be
+/// framed (clickjacking) nor leak its URL, which may hold the token, in a `Referer`.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+#[derive(Debug, Deserialize)]
+pub struct DashboardQuery {
+    token: Option<String>,
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<DashboardQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    state.auth().check_admin_or_query(&headers, query.token.as_deref())?;
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+        (header::REFERRER_POLICY, "no-referrer"),
+        // The URL may hold the admin token: keep the page out of caches.
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    Ok((headers, DASHBOARD).into_response())
 }
 
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -235,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(lifecycle::readyz))
         .route("/metrics", get(debug::metrics))
         .route("/debug/memory", get(debug::memory))
+        .route("/debug/dashboard", get(debug::dashboard))
         .route("/debug/pprof/heap", get(debug::heap_profile))
         .route("/v1/actors", get(api::list))
         .route("/v1/actors/{id}", get(api::get_actor).delete(api::delete))
