@@ -634,3 +634,31 @@ fn postgres_concurrent_takeovers_leave_one_owner() {
         assert_eq!(winners.iter().filter(|w| **w).count(), 1, "actor {actor}: {winners:?}");
     }
 }
+
+#[test]
+fn postgres_migrates_a_version_1_database_in_place() {
+    let Some((db, config)) = postgres("migrate") else { return };
+    {
+        let store = PostgresStore::open(config.clone()).unwrap();
+        store.write(batch(vec![put(b"k", b"v")])).unwrap();
+    }
+    // Back to what version 1 had: no node tables, no claim function.
+    let url = db.url.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "DROP FUNCTION roost_claim; DROP TABLE roost_nodes; DROP TABLE roost_owners; \
+                 UPDATE roost_meta SET value = 1 WHERE name = 'schema_version'",
+            )
+            .await
+            .unwrap();
+    });
+    let store = PostgresStore::open(config).unwrap();
+    assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"v".to_vec())]);
+    let epoch = store.register_node("n", "http://n", 60_000).unwrap();
+    let claim = store.claim(b"g", "n", epoch, &[b"k".to_vec()]).unwrap();
+    assert_eq!(claim, crate::kv::Claim::Mine { values: vec![Some(b"v".to_vec())], fresh: true });
+}
