@@ -25,7 +25,9 @@ use parking_lot::Mutex;
 
 use crate::actor_id::ActorId;
 use crate::host::Host;
-use crate::kv::{Claim, Claims, Key, KvError, KvResult, NodeAddress, NodeRow, PostgresStore, Renewal};
+use crate::kv::{
+    Claim, Claims, Key, KvError, KvResult, NodeAddress, NodeRow, PostgresStore, Preload, Renewal,
+};
 use crate::vfs::layout;
 
 /// Share of the lease this node trusts itself to hold after sending a renewal.
@@ -293,10 +295,10 @@ impl Cluster {
 }
 
 impl Claims for Cluster {
-    fn claim(&self, fence_key: &[u8], keys: &[Key]) -> KvResult<Claim> {
+    fn claim(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
         if !self.serving() {
             return Err(KvError::Unavailable("this node's lease is not current".into()));
         }
-        self.store.claim(fence_key, &self.config.node_id, self.epoch(), keys)
+        self.store.claim(fence_key, &self.config.node_id, self.epoch(), keys, preload)
     }
 }

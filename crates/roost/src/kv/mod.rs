@@ -88,13 +88,85 @@ pub struct NodeAddress {
     pub url: String,
 }
 
-/// The outcome of claiming an actor for this node (see [`Claims`]).
+/// Which pairs a claim may read ahead in the same round trip: those in `[start, end)`, all
+/// of them if the file whose metadata is at `meta_key` holds at most `whole_chunks` chunks of
+/// `chunk_bytes`, else the first `first_chunks`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    pub meta_key: Key,
+    pub start: Key,
+    pub end: Key,
+    pub chunk_bytes: u64,
+    pub whole_chunks: u32,
+    pub first_chunks: u32,
+}
+
+/// Pairs read ahead by a claim, charged to the store's read-ahead cap until dropped.
+#[derive(Debug, Default)]
+pub struct Preloaded {
+    pub pairs: Vec<(Key, Value)>,
+    charge: Option<Charge>,
+}
+
+impl PartialEq for Preloaded {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for Preloaded {}
+
+impl Preloaded {
+    pub fn new(pairs: Vec<(Key, Value)>, charge: Option<Charge>) -> Self {
+        Self { pairs, charge }
+    }
+
+    /// Bytes charged for these pairs.
+    pub fn charged_bytes(&self) -> u64 {
+        self.charge.as_ref().map_or(0, |c| c.bytes)
+    }
+}
+
+/// Bytes taken from a shared counter, given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    counter: std::sync::Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Takes `bytes` from `counter` if it stays at or under `bytes_max`.
+    pub fn take(counter: &std::sync::Arc<AtomicU64>, bytes: u64, bytes_max: u64) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= bytes_max)
+            })
+            .ok()?;
+        Some(Self { counter: counter.clone(), bytes })
+    }
+
+    /// Gives back what is not needed of the charge, keeping `bytes`.
+    pub fn shrink_to(&mut self, bytes: u64) {
+        let freed = self.bytes.saturating_sub(bytes);
+        self.counter.fetch_sub(freed, Ordering::SeqCst);
+        self.bytes -= freed;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// The outcome of claiming an actor for this node (see [`Claims`]).
+#[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
     /// This node owns the actor: `values` answer the keys asked for, read after the claim
     /// (the fence key holds the generation this node's writes must be fenced on); `fresh`
-    /// says the actor had no generation before this claim.
-    Mine { values: Vec<Option<Value>>, fresh: bool },
+    /// says the actor had no generation before this claim; `preloaded` are the pairs read
+    /// ahead.
+    Mine { values: Vec<Option<Value>>, fresh: bool, preloaded: Preloaded },
     /// Another live node owns the actor.
     Elsewhere(NodeAddress),
 }
@@ -104,9 +176,10 @@ pub enum Claim {
 /// generation in the same transaction, so the old owner's writes, fenced on the old
 /// generation, fail.
 pub trait Claims: Send + Sync {
-    /// Claims the actor whose generation lives at `fence_key` and reads `keys` in the same
-    /// round trip. Fails with [`KvError::Unavailable`] while this node's lease is not live.
-    fn claim(&self, fence_key: &[u8], keys: &[Key]) -> KvResult<Claim>;
+    /// Claims the actor whose generation lives at `fence_key` and reads `keys`, and what
+    /// `preload` allows, in the same round trip. Fails with [`KvError::Unavailable`] while this
+    /// node's lease is not live.
+    fn claim(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim>;
 }
 
 /// Whether a store can take writes now.

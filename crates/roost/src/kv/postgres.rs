@@ -78,6 +78,9 @@ pub struct PostgresConfig {
     /// Most payload bytes in one statement of a pipeline; bigger batches use several
     /// statements in the same transaction.
     pub statement_bytes_max: usize,
+    /// Pages read ahead by claims (waking actors) and not consumed yet, at most; the store's
+    /// "cache" in memory reports.
+    pub preload_bytes_max: u64,
 }
 
 impl PostgresConfig {
@@ -90,6 +93,7 @@ impl PostgresConfig {
             durability: Durability::Sync,
             commit_retention_s: 3_600,
             statement_bytes_max: 8 << 20,
+            preload_bytes_max: 32 << 20,
         }
     }
 }
@@ -173,6 +177,8 @@ pub struct PostgresStore {
     config: PostgresConfig,
     counters: CallCounters,
     lost: Mutex<Vec<Lost>>,
+    /// Bytes of read-ahead pages handed out and not dropped yet.
+    preload_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -354,6 +360,7 @@ impl PostgresStore {
             config,
             counters: CallCounters::default(),
             lost: Mutex::new(Vec::new()),
+            preload_used: Default::default(),
         };
         store.block_on(|deadline| store.ensure_schema(deadline))?;
         store.spawn_pruner();
@@ -362,6 +369,11 @@ impl PostgresStore {
 
     pub(super) fn counters(&self) -> &CallCounters {
         &self.counters
+    }
+
+    /// The read-ahead cap and the counter of bytes taken from it.
+    pub(super) fn preload_budget(&self) -> (u64, &std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        (self.config.preload_bytes_max, &self.preload_used)
     }
 
     pub(super) fn url(&self) -> &str {
@@ -687,6 +699,8 @@ impl KvStore for PostgresStore {
     fn stats(&self) -> KvStats {
         let mut stats = KvStats::default();
         self.counters.fill(&mut stats);
+        stats.cache_bytes = self.preload_used.load(std::sync::atomic::Ordering::SeqCst);
+        stats.cache_bytes_max = self.config.preload_bytes_max;
         stats
     }
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
 use super::postgres::{describe, finish, unavailable, PostgresStore};
-use super::{Claim, Claims, Key, KvError, KvResult, NodeAddress};
+use super::{Charge, Claim, Claims, Key, KvError, KvResult, NodeAddress, Preload, Preloaded};
 
 pub(super) const SCHEMA_V2: &str = r#"
 CREATE TABLE roost_nodes (
@@ -45,8 +45,10 @@ CREATE TABLE roost_owners (
   epoch bigint NOT NULL
 );
 CREATE INDEX roost_owners_node ON roost_owners (node_id, epoch);
-CREATE FUNCTION roost_claim(p_actor bytea, p_node text, p_epoch bigint, p_keys bytea[])
-RETURNS TABLE (status text, owner_node text, owner_address text, vals bytea[], fresh boolean)
+CREATE FUNCTION roost_claim(p_actor bytea, p_node text, p_epoch bigint, p_keys bytea[],
+  p_meta bytea, p_from bytea, p_to bytea, p_chunk_bytes bigint, p_whole int, p_first int)
+RETURNS TABLE (status text, owner_node text, owner_address text, vals bytea[], fresh boolean,
+  pre_keys bytea[], pre_vals bytea[])
 LANGUAGE plpgsql AS $$
 DECLARE
   cur_node text;
@@ -54,10 +56,15 @@ DECLARE
   addr text;
   gen bytea;
   was_fresh boolean := false;
+  file_bytes bigint;
+  ahead int;
+  pk bytea[];
+  pv bytea[];
 BEGIN
   PERFORM 1 FROM roost_nodes n WHERE n.node_id = p_node AND n.epoch = p_epoch AND n.expires_at > now();
   IF NOT FOUND THEN
-    RETURN QUERY SELECT 'lease_lost'::text, NULL::text, NULL::text, NULL::bytea[], false;
+    RETURN QUERY SELECT 'lease_lost'::text, NULL::text, NULL::text, NULL::bytea[], false,
+      NULL::bytea[], NULL::bytea[];
     RETURN;
   END IF;
   SELECT o.node_id, o.epoch INTO cur_node, cur_epoch FROM roost_owners o WHERE o.actor = p_actor;
@@ -71,7 +78,8 @@ BEGIN
         SELECT n.address INTO addr FROM roost_nodes n
           WHERE n.node_id = cur_node AND n.epoch = cur_epoch AND n.expires_at > now();
         IF FOUND THEN
-          RETURN QUERY SELECT 'elsewhere'::text, cur_node, addr, NULL::bytea[], false;
+          RETURN QUERY SELECT 'elsewhere'::text, cur_node, addr, NULL::bytea[], false,
+            NULL::bytea[], NULL::bytea[];
           RETURN;
         END IF;
         UPDATE roost_owners SET node_id = p_node, epoch = p_epoch WHERE actor = p_actor;
@@ -87,10 +95,20 @@ BEGIN
     INSERT INTO roost_kv (key, value) VALUES (p_actor, gen)
       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
   END IF;
+  -- Read ahead: a small file whole, the first chunks of a bigger one (the size is the
+  -- big-endian u64 after the metadata's version byte).
+  SELECT ('x' || encode(substring(value FROM 2 FOR 8), 'hex'))::bit(64)::bigint INTO file_bytes
+    FROM roost_kv WHERE key = p_meta AND length(value) = 9;
+  ahead := CASE WHEN file_bytes IS NULL THEN 0
+                WHEN file_bytes <= p_whole::bigint * p_chunk_bytes THEN p_whole
+                ELSE p_first END;
+  SELECT array_agg(c.key ORDER BY c.key), array_agg(c.value ORDER BY c.key) INTO pk, pv
+    FROM (SELECT key, value FROM roost_kv WHERE key >= p_from AND key < p_to
+          ORDER BY key LIMIT ahead) c;
   RETURN QUERY SELECT 'mine'::text, p_node, NULL::text,
     ARRAY(SELECT kv.value FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
           LEFT JOIN roost_kv kv ON kv.key = k.key ORDER BY k.i),
-    was_fresh;
+    was_fresh, pk, pv;
 END
 $$;
 "#;
@@ -105,7 +123,8 @@ const RENEW: &str = "UPDATE roost_nodes SET expires_at = now() + $3::bigint * in
 const EPOCH_OF: &str = "SELECT epoch FROM roost_nodes WHERE node_id = $1";
 const RELEASE: &str = "UPDATE roost_nodes SET expires_at = now() - interval '1 millisecond' \
      WHERE node_id = $1 AND epoch = $2";
-const CLAIM: &str = "SELECT status, owner_node, owner_address, vals, fresh FROM roost_claim($1, $2, $3, $4)";
+const CLAIM: &str = "SELECT status, owner_node, owner_address, vals, fresh, pre_keys, pre_vals \
+     FROM roost_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 const OWNER: &str = "SELECT o.node_id, n.address, (n.epoch = o.epoch AND n.expires_at > now()) \
      FROM roost_owners o LEFT JOIN roost_nodes n ON n.node_id = o.node_id WHERE o.actor = $1";
 const NODES: &str = "SELECT node_id, epoch, address, started_at::text, \
@@ -166,8 +185,8 @@ pub struct NodeClaims {
 }
 
 impl Claims for NodeClaims {
-    fn claim(&self, fence_key: &[u8], keys: &[Key]) -> KvResult<Claim> {
-        self.store.claim(fence_key, &self.node_id, self.epoch, keys)
+    fn claim(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
+        self.store.claim(fence_key, &self.node_id, self.epoch, keys, preload)
     }
 }
 
@@ -225,16 +244,25 @@ impl PostgresStore {
         Err(outcome)
     }
 
-    /// Claims an actor for `node_id` at `epoch` (see the module docs); reads `keys` after.
-    pub fn claim(&self, fence_key: &[u8], node_id: &str, epoch: i64, keys: &[Key]) -> KvResult<Claim> {
+    /// Claims an actor for `node_id` at `epoch` (see the module docs); reads `keys` after,
+    /// and reads ahead what `preload` allows and the read-ahead cap has room for.
+    pub fn claim(
+        &self,
+        fence_key: &[u8],
+        node_id: &str,
+        epoch: i64,
+        keys: &[Key],
+        preload: &Preload,
+    ) -> KvResult<Claim> {
         self.counters().timed_read(|| {
+            let (mut charge, whole, first) = self.preload_charge(preload);
+            let chunk_bytes = preload.chunk_bytes as i64;
+            let (meta, from, to) = (&preload.meta_key, &preload.start, &preload.end);
             let row = self.block_on(|deadline| async move {
                 let client = self.connection(deadline).await?;
-                let row = tokio::time::timeout_at(
-                    deadline,
-                    client.query_one(CLAIM, &[&fence_key, &node_id, &epoch, &keys]),
-                )
-                .await;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
+                    [&fence_key, &node_id, &epoch, &keys, meta, from, to, &chunk_bytes, &whole, &first];
+                let row = tokio::time::timeout_at(deadline, client.query_one(CLAIM, &params)).await;
                 finish(client, row)
             })?;
             let status: String = row.get(0);
@@ -244,7 +272,18 @@ impl PostgresStore {
                     if values.len() != keys.len() {
                         return Err(KvError::Io("a claim answered the wrong number of values".into()));
                     }
-                    Ok(Claim::Mine { values, fresh: row.get(4) })
+                    let pre_keys: Option<Vec<Vec<u8>>> = row.get(5);
+                    let pre_values: Option<Vec<Vec<u8>>> = row.get(6);
+                    let pairs: Vec<(Key, Vec<u8>)> = pre_keys
+                        .unwrap_or_default()
+                        .into_iter()
+                        .zip(pre_values.unwrap_or_default())
+                        .collect();
+                    let bytes: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+                    if let Some(charge) = &mut charge {
+                        charge.shrink_to(bytes);
+                    }
+                    Ok(Claim::Mine { values, fresh: row.get(4), preloaded: Preloaded::new(pairs, charge) })
                 }
                 "elsewhere" => Ok(Claim::Elsewhere(NodeAddress { node_id: row.get(1), url: row.get(2) })),
                 "lease_lost" => Err(unavailable("this node's lease is not live; it is re-registering")),
@@ -287,6 +326,25 @@ impl PostgresStore {
                 actors_owned: row.get(5),
             })
             .collect())
+    }
+}
+
+impl PostgresStore {
+    /// Takes room for the most a claim may read ahead from the read-ahead cap; with less
+    /// room, reads ahead less (or nothing). Answers the charge and the chunk counts to ask.
+    fn preload_charge(&self, preload: &Preload) -> (Option<Charge>, i32, i32) {
+        let chunk = preload.chunk_bytes.max(1) + 64;
+        let (cap, used) = self.preload_budget();
+        let room = cap.saturating_sub(used.load(std::sync::atomic::Ordering::SeqCst));
+        let whole = u64::from(preload.whole_chunks).min(room / chunk);
+        let first = u64::from(preload.first_chunks).min(whole);
+        if whole == 0 {
+            return (None, 0, 0);
+        }
+        match Charge::take(used, whole * chunk, cap) {
+            Some(charge) => (Some(charge), whole as i32, first as i32),
+            None => (None, 0, 0),
+        }
     }
 }
 

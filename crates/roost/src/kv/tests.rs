@@ -551,7 +551,9 @@ fn postgres_claims_take_over_only_expired_leases_and_fence_the_old_owner() {
     let a = store.register_node("a", "http://a", lease_ms).unwrap();
     let b = store.register_node("b", "http://b", 60_000).unwrap();
     // First claim: fresh, generation 1; a write fenced on it applies.
-    let Claim::Mine { values, fresh: true } = store.claim(&gen_key, "a", a, &keys).unwrap() else {
+    let Claim::Mine { values, fresh: true, .. } =
+        store.claim(&gen_key, "a", a, &keys, &no_preload()).unwrap()
+    else {
         panic!("a claims a new actor")
     };
     let gen_a = values[0].clone().unwrap();
@@ -563,18 +565,22 @@ fn postgres_claims_take_over_only_expired_leases_and_fence_the_old_owner() {
     };
     store.write(fenced_on(&gen_a)).unwrap();
     // While a's lease is live, b is sent to a; a claims again without a bump (no write).
-    let elsewhere = store.claim(&gen_key, "b", b, &keys).unwrap();
+    let elsewhere = store.claim(&gen_key, "b", b, &keys, &no_preload()).unwrap();
     assert!(
         matches!(&elsewhere, Claim::Elsewhere(n) if n.node_id == "a" && n.url == "http://a"),
         "{elsewhere:?}"
     );
-    let Claim::Mine { values, fresh: false } = store.claim(&gen_key, "a", a, &keys).unwrap() else {
+    let Claim::Mine { values, fresh: false, .. } =
+        store.claim(&gen_key, "a", a, &keys, &no_preload()).unwrap()
+    else {
         panic!()
     };
     assert_eq!(values, vec![Some(gen_a.clone()), Some(b"meta".to_vec())]);
     // a's lease runs out: b takes over with a bumped generation, and a's writes are fenced.
     std::thread::sleep(std::time::Duration::from_millis(lease_ms + 200));
-    let Claim::Mine { values, fresh: false } = store.claim(&gen_key, "b", b, &keys).unwrap() else {
+    let Claim::Mine { values, fresh: false, .. } =
+        store.claim(&gen_key, "b", b, &keys, &no_preload()).unwrap()
+    else {
         panic!("b takes the actor over")
     };
     assert_eq!(values[0], Some(2u64.to_be_bytes().to_vec()));
@@ -582,7 +588,7 @@ fn postgres_claims_take_over_only_expired_leases_and_fence_the_old_owner() {
     store.write(fenced_on(&2u64.to_be_bytes())).unwrap();
     // a cannot claim (its lease is dead) nor renew it; registering again gives a new epoch,
     // and the old epoch is then replaced, not expired.
-    assert!(matches!(store.claim(&gen_key, "a", a, &keys), Err(KvError::Unavailable(_))));
+    assert!(matches!(store.claim(&gen_key, "a", a, &keys, &no_preload()), Err(KvError::Unavailable(_))));
     let mut session = store.lease_session();
     let renew = |session: &mut _, epoch| {
         store.renew_node(session, "a", epoch, lease_ms, std::time::Duration::from_secs(5)).unwrap()
@@ -594,11 +600,13 @@ fn postgres_claims_take_over_only_expired_leases_and_fence_the_old_owner() {
     assert_eq!(renew(&mut session, a2), Renewal::Renewed);
     // b still owns it: a (new epoch) is sent to b.
     assert!(
-        matches!(store.claim(&gen_key, "a", a2, &keys).unwrap(), Claim::Elsewhere(n) if n.node_id == "b")
+        matches!(store.claim(&gen_key, "a", a2, &keys, &no_preload()).unwrap(), Claim::Elsewhere(n) if n.node_id == "b")
     );
     // b hands its actors back: a takes over at once.
     store.release_node("b", b).unwrap();
-    let Claim::Mine { values, .. } = store.claim(&gen_key, "a", a2, &keys).unwrap() else { panic!() };
+    let Claim::Mine { values, .. } = store.claim(&gen_key, "a", a2, &keys, &no_preload()).unwrap() else {
+        panic!()
+    };
     assert_eq!(values[0], Some(3u64.to_be_bytes().to_vec()));
     let nodes = store.nodes().unwrap();
     assert_eq!(
@@ -623,8 +631,13 @@ fn postgres_concurrent_takeovers_leave_one_owner() {
                 .map(|(n, epoch)| {
                     let (store, gen_key) = (store.clone(), gen_key.clone());
                     scope.spawn(move || {
-                        let claim =
-                            store.claim(&gen_key, &format!("n{n}"), *epoch, std::slice::from_ref(&gen_key));
+                        let claim = store.claim(
+                            &gen_key,
+                            &format!("n{n}"),
+                            *epoch,
+                            std::slice::from_ref(&gen_key),
+                            &no_preload(),
+                        );
                         matches!(claim.unwrap(), Claim::Mine { .. })
                     })
                 })
@@ -659,6 +672,64 @@ fn postgres_migrates_a_version_1_database_in_place() {
     let store = PostgresStore::open(config).unwrap();
     assert_eq!(store.get_many(&[b"k".to_vec()]).unwrap(), vec![Some(b"v".to_vec())]);
     let epoch = store.register_node("n", "http://n", 60_000).unwrap();
-    let claim = store.claim(b"g", "n", epoch, &[b"k".to_vec()]).unwrap();
-    assert_eq!(claim, crate::kv::Claim::Mine { values: vec![Some(b"v".to_vec())], fresh: true });
+    let claim = store.claim(b"g", "n", epoch, &[b"k".to_vec()], &no_preload()).unwrap();
+    let expected = vec![Some(b"v".to_vec())];
+    assert!(matches!(claim, crate::kv::Claim::Mine { values, fresh: true, .. } if values == expected));
+}
+
+fn no_preload() -> crate::kv::Preload {
+    crate::kv::Preload {
+        meta_key: b"none".to_vec(),
+        start: b"none".to_vec(),
+        end: b"none".to_vec(),
+        chunk_bytes: 4096,
+        whole_chunks: 0,
+        first_chunks: 0,
+    }
+}
+
+#[test]
+fn postgres_claims_read_small_files_whole_and_the_start_of_big_ones_within_the_cap() {
+    use crate::kv::{Claim, Preload};
+    let Some((_db, mut config)) = postgres("preload") else { return };
+    config.preload_bytes_max = 64 * (4096 + 64);
+    let store = PostgresStore::open(config).unwrap();
+    let epoch = store.register_node("n", "http://n", 60_000).unwrap();
+    let meta = |chunks: u64| [vec![1u8], (chunks * 4096).to_be_bytes().to_vec()].concat();
+    let file = |actor: u8, chunks: u64| {
+        let mut ops = vec![WriteOp::Put(vec![b'a', actor, 0, b'm'], meta(chunks))];
+        ops.extend((0..chunks).map(|i| {
+            WriteOp::Put([vec![b'a', actor, 0, b'm'], i.to_be_bytes().to_vec()].concat(), vec![7; 4096])
+        }));
+        store.write(batch(ops)).unwrap();
+    };
+    let preload = |actor: u8| Preload {
+        meta_key: vec![b'a', actor, 0, b'm'],
+        start: [vec![b'a', actor, 0, b'm'], 0u64.to_be_bytes().to_vec()].concat(),
+        end: vec![b'a', actor, 0, b'n'],
+        chunk_bytes: 4096,
+        whole_chunks: 8,
+        first_chunks: 2,
+    };
+    let claim =
+        |actor: u8| match store.claim(&[b'a', actor, 0, b'g'], "n", epoch, &[], &preload(actor)).unwrap() {
+            Claim::Mine { preloaded, .. } => preloaded,
+            other => panic!("{other:?}"),
+        };
+    file(1, 5);
+    file(2, 40);
+    let small = claim(1);
+    assert_eq!(small.pairs.len(), 5, "a small file comes whole");
+    assert!(
+        small.pairs.windows(2).all(|w| w[0].0 < w[1].0) && small.pairs.iter().all(|(_, v)| v.len() == 4096)
+    );
+    let big = claim(2);
+    assert_eq!(big.pairs.len(), 2, "a big file: its first chunks");
+    // What is held is charged to the store's cache; the cap limits what later claims read.
+    assert_eq!(store.stats().cache_bytes, small.charged_bytes() + big.charged_bytes());
+    let held: Vec<_> = (0..12).map(|_| claim(1)).collect();
+    assert!(held.iter().any(|p| p.pairs.len() < 5), "the cap must stop read-ahead");
+    assert!(store.stats().cache_bytes <= 64 * (4096 + 64));
+    drop((small, big, held));
+    assert_eq!(store.stats().cache_bytes, 0);
 }

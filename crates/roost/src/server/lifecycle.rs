@@ -4,8 +4,9 @@
 //! - `/healthz` answers 503 with the reason whenever the store cannot write (below the disk
 //!   reserve, or stopped); it says nothing about draining, so a supervisor does not kill a node
 //!   that is finishing its requests;
-//! - `/readyz` answers 200 only in [`Phase::Ready`] with a store that is not stopped: a load
-//!   balancer stops sending traffic while the node starts, drains on SIGTERM or has failed;
+//! - `/readyz` answers 200 only in [`Phase::Ready`] with a store that is not stopped (and, with
+//!   several nodes, a current lease): a load balancer stops sending traffic while the node
+//!   starts, drains on SIGTERM, has failed or cannot confirm its lease;
 //! - once draining or failed, actor requests are refused with a retryable 503 and
 //!   `Connection: close` (health and metrics still answer), and the phase never goes back;
 //! - a stopped store is reopened in place: every actor is put to sleep (no cache built on the
@@ -126,6 +127,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if phase == Phase::Ready && state.lifecycle().recovering() {
         let reason = "the store stopped and is being reopened";
         return unavailable(json!({"status": "recovering", "reason": reason}));
+    }
+    if phase == Phase::Ready && state.cluster().is_some_and(|c| !c.serving()) {
+        let reason = "this node's lease in PostgreSQL is not current; it serves again once renewed";
+        return unavailable(json!({"status": "lease_lost", "reason": reason}));
     }
     let health = store_health(&state);
     match (phase, &health) {

@@ -20,7 +20,14 @@ use parking_lot::Mutex;
 use super::file::KvFile;
 use super::layout::{self, ChunkIndex, FileMeta, FileTag, FormatError, Generation};
 use crate::actor_id::ActorId;
-use crate::kv::{Claim, Claims, Fence, KvError, KvStore, NodeAddress, WriteBatch, WriteOp};
+use crate::kv::{
+    Claim, Claims, Fence, KvError, KvStore, NodeAddress, Preload, Preloaded, WriteBatch, WriteOp,
+};
+
+/// A claim reads a main database of at most this many bytes whole, in its round trip...
+const PRELOAD_WHOLE_BYTES: u64 = 2 << 20;
+/// ... and the first this many pages of a bigger one (the schema and the first b-tree pages).
+const PRELOAD_FIRST_CHUNKS: u32 = 16;
 
 /// Why the VFS failed an I/O call: the `Database` reads it to give a typed error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +67,8 @@ pub(crate) struct ActorFiles {
     open_journal: Mutex<std::sync::Weak<Mutex<KvFile>>>,
     /// A generation but no file metadata: an interrupted delete may have left chunks.
     may_hold_leftovers: bool,
+    /// Main-file chunks read ahead by the claim, until the first statement ends or a write.
+    preloaded: Mutex<Preloaded>,
     failure: Mutex<Option<Failure>>,
     broken: AtomicBool,
     poisoned: AtomicBool,
@@ -88,10 +97,10 @@ impl ActorFiles {
             layout::meta_key(&id, FileTag::Journal),
             layout::chunk_key(&id, FileTag::Journal, ChunkIndex(0)),
         ];
-        let (values, claimed_fresh) = match claims {
-            None => (store.get_many(&keys).map_err(Failure::Store)?, None),
-            Some(claims) => match claims.claim(&gen_key, &keys).map_err(Failure::Store)? {
-                Claim::Mine { values, fresh } => (values, Some(fresh)),
+        let (values, claimed_fresh, preloaded) = match claims {
+            None => (store.get_many(&keys).map_err(Failure::Store)?, None, Preloaded::default()),
+            Some(claims) => match claims.claim(&gen_key, &keys, &preload_of(&id)).map_err(Failure::Store)? {
+                Claim::Mine { values, fresh, preloaded } => (values, Some(fresh), preloaded),
                 Claim::Elsewhere(owner) => return Err(Failure::Elsewhere(owner)),
             },
         };
@@ -122,15 +131,34 @@ impl ActorFiles {
             journal_exists: AtomicBool::new(journal_meta.is_some() && journal_hot),
             open_journal: Mutex::new(std::sync::Weak::new()),
             may_hold_leftovers,
+            preloaded: Mutex::new(preloaded),
             failure: Mutex::new(None),
             broken: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         })
     }
 
+    /// The value of `key` if the claim read it ahead and nobody took it yet.
+    pub fn take_preloaded(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let mut preloaded = self.preloaded.lock();
+        let at = preloaded.pairs.binary_search_by(|(k, _)| k.as_slice().cmp(key)).ok()?;
+        let value = std::mem::take(&mut preloaded.pairs[at].1);
+        (!value.is_empty()).then_some(value)
+    }
+
+    /// Forgets what was read ahead (and gives its bytes back to the store's cap).
+    pub fn drop_preloaded(&self) {
+        let mut preloaded = self.preloaded.lock();
+        if !preloaded.pairs.is_empty() || preloaded.charged_bytes() > 0 {
+            *preloaded = Preloaded::default();
+        }
+    }
+
     /// Applies `ops` as one fenced batch.
     pub fn write(&self, mut ops: Vec<WriteOp>, durable: bool) -> Result<(), Failure> {
         self.check_usable()?;
+        // Pages read ahead may be older than what this write stores.
+        self.drop_preloaded();
         let mut ownership = self.ownership.lock();
         let gen_key = layout::generation_key(&self.id);
         let expected = ownership.stored.map(Generation::encode);
@@ -250,5 +278,19 @@ impl ActorFiles {
 
     pub fn set_journal_exists(&self, exists: bool) {
         self.journal_exists.store(exists, Ordering::SeqCst);
+    }
+}
+
+/// What a claim of `id` reads ahead: the main database's chunks (see [`PRELOAD_WHOLE_BYTES`]).
+fn preload_of(id: &ActorId) -> Preload {
+    let (start, end) = layout::chunk_range(id, FileTag::Main, ChunkIndex(0));
+    let chunk_bytes = layout::CHUNK_BYTES as u64;
+    Preload {
+        meta_key: layout::meta_key(id, FileTag::Main),
+        start,
+        end,
+        chunk_bytes,
+        whole_chunks: (PRELOAD_WHOLE_BYTES / chunk_bytes) as u32,
+        first_chunks: PRELOAD_FIRST_CHUNKS,
     }
 }

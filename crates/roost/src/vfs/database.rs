@@ -623,6 +623,8 @@ impl Database {
         open.files.take_failure();
         scratch::take_full();
         let result = op(&mut open.conn, &open.files, &open.vacuum);
+        // Pages read ahead at the wake serve its first statement; later ones read the store.
+        open.files.drop_preloaded();
         if open.files.is_poisoned() {
             self.poisoned = true;
             self.disconnect();

@@ -140,9 +140,23 @@ impl KvFile {
         if fetch.is_empty() {
             return Ok(out);
         }
-        let keys: Vec<Vec<u8>> =
+        let mut keys: Vec<Vec<u8>> =
             fetch.iter().map(|i| layout::chunk_key(&self.actor.id, self.tag, *i)).collect();
-        for (index, value) in fetch.into_iter().zip(self.actor.get_many(&keys)?) {
+        let mut fetched: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        let mut missing = Vec::new();
+        for (at, key) in keys.iter().enumerate() {
+            match (self.tag == FileTag::Main).then(|| self.actor.take_preloaded(key)).flatten() {
+                Some(value) => fetched[at] = Some(value),
+                None => missing.push(at),
+            }
+        }
+        if !missing.is_empty() {
+            let wanted: Vec<Vec<u8>> = missing.iter().map(|at| std::mem::take(&mut keys[*at])).collect();
+            for (at, value) in missing.into_iter().zip(self.actor.get_many(&wanted)?) {
+                fetched[at] = value;
+            }
+        }
+        for (index, value) in fetch.into_iter().zip(fetched) {
             let Some(value) = value else { continue };
             if value.len() != CHUNK_BYTES {
                 return Err(self
