@@ -15,6 +15,7 @@ mod hrana;
 mod json;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod spool;
 mod transfer;
 
@@ -214,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(debug::metrics))
         .route("/debug/memory", get(debug::memory))
         .route("/debug/pprof/heap", get(debug::heap_profile))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/actors", get(api::list))
         .route("/v1/actors/{id}", get(api::get_actor).delete(api::delete))
         .route("/v1/actors/{id}/query", post(api::query))
