@@ -1,0 +1,118 @@
+//! The OpenAPI document of the `/v1` API: the server serves the checked-in `docs/openapi.json`,
+//! and schemathesis (PyPI, pip-installed into a venv under the target folder) fuzzes a live
+//! server against it: no 5xx, and every answer (status, headers, body) as documented. Without
+//! Python, venv or the network the schemathesis test is skipped with the reason printed, unless
+//! ROOST_REQUIRE_PYTHON=1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use roost::server::{Auth, Token};
+use support::{agent, TestServer};
+
+/// The schemathesis version the run was written against (its CLI flags and checks change).
+const SCHEMATHESIS: &str = "4.32.5";
+const TOKEN: &str = "openapi-test-token-0123456789";
+/// Same seed, same requests: a failure can be replayed.
+const SEED: &str = "20261202";
+/// Test cases per operation and phase; keeps the whole run around a minute.
+const MAX_EXAMPLES: &str = "300";
+
+fn checked_in() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn served_document_is_the_checked_in_file() {
+    let server = TestServer::with_auth(Auth {
+        tokens: vec![Token { secret: TOKEN.into(), prefix: None }],
+        admin: None,
+    });
+    let mut response = agent().get(format!("{}/v1/openapi.json", server.url)).call().unwrap();
+    assert_eq!(response.status(), 200, "served without a token");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let served = response.body_mut().read_to_vec().unwrap();
+    assert!(served == checked_in(), "GET /v1/openapi.json differs from docs/openapi.json");
+    let document: serde_json::Value = serde_json::from_slice(&served).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+}
+
+/// The `st` command of a venv with the pinned schemathesis, or why there is none.
+fn schemathesis() -> Result<PathBuf, String> {
+    let requirement = format!("schemathesis=={SCHEMATHESIS}");
+    let check = format!(
+        "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '{SCHEMATHESIS}')"
+    );
+    support::python_venv("python-schemathesis", &requirement, &check).map(|venv| venv.join("bin/st"))
+}
+
+#[test]
+fn schemathesis_finds_nothing() {
+    let st = match schemathesis() {
+        Ok(st) => st,
+        Err(why) => {
+            assert!(
+                !support::python_required(),
+                "ROOST_REQUIRE_PYTHON=1 but schemathesis is unavailable: {why}"
+            );
+            eprintln!("warning: skipping the schemathesis run: {why}");
+            return;
+        }
+    };
+    // With a token configured, so that the 401 answers are exercised too (`ignored_auth`).
+    let server = TestServer::with_auth(Auth {
+        tokens: vec![Token { secret: TOKEN.into(), prefix: None }],
+        admin: None,
+    });
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/schemathesis.toml");
+    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-report");
+    let schema = format!("{}/v1/openapi.json", server.url);
+    let authorization = format!("Authorization: Bearer {TOKEN}");
+    #[rustfmt::skip]
+    let args = [
+        "--config-file", config.to_str().expect("UTF-8 path"),
+        "run", &schema,
+        "--checks", "all",
+        "--header", &authorization,
+        "--max-examples", MAX_EXAMPLES,
+        "--seed", SEED,
+        "--workers", "1",
+        "--generation-database", "none",
+        "--report-dir", report.to_str().expect("UTF-8 path"),
+        "--no-color",
+    ];
+    eprintln!("running: {} {}", st.display(), args.join(" "));
+    let started = std::time::Instant::now();
+    // Its caches go beside the report, not into the source tree.
+    let output =
+        Command::new(&st).args(args).current_dir(env!("CARGO_TARGET_TMPDIR")).output().expect("st runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("schemathesis took {:?}:\n{stdout}", started.elapsed());
+    assert!(output.status.success(), "schemathesis found problems\nstdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+/// Inputs the fuzzer does not generate: a path segment that is not UTF-8 once percent-decoded
+/// (axum's own rejection answered it in plain text) gets the documented error body.
+#[test]
+fn undecodable_actor_ids_get_the_error_body() {
+    let server = TestServer::default_config();
+    let base = format!("{}/v1/actors/%FF", server.url);
+    let answers = [
+        support::post(&format!("{base}/query"), None, r#"{"sql": "SELECT 1"}"#),
+        support::post(&format!("{base}/batch"), None, r#"{"statements": []}"#),
+        support::post(&format!("{base}/sleep"), None, ""),
+        support::get(&base, None),
+        support::delete(&base, None),
+        support::get(&format!("{base}/export"), None),
+    ];
+    for answer in answers {
+        assert_eq!((answer.status, answer.code()), (400, "invalid_actor_id"), "{}", answer.body);
+    }
+    let import = agent().put(format!("{base}/import")).send(&b"SQLite format 3\0"[..]).unwrap();
+    assert_eq!(import.status(), 400);
+    assert_eq!(import.headers()["content-type"], "application/json");
+}
