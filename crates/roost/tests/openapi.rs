@@ -15,10 +15,15 @@ use support::{agent, TestServer};
 /// The schemathesis version the run was written against (its CLI flags and checks change).
 const SCHEMATHESIS: &str = "4.32.5";
 const TOKEN: &str = "openapi-test-token-0123456789";
-/// Same seed, same requests: a failure can be replayed.
+/// Same seed, same requests: a failure can be replayed (`ROOST_SCHEMATHESIS_SEED` overrides).
 const SEED: &str = "20261202";
-/// Test cases per operation and phase; keeps the whole run around a minute.
-const MAX_EXAMPLES: &str = "300";
+/// Test cases per operation and phase; keeps the whole run under a minute
+/// (`ROOST_SCHEMATHESIS_EXAMPLES` overrides, for longer runs).
+const MAX_EXAMPLES: &str = "200";
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
 
 fn checked_in() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
@@ -71,14 +76,16 @@ fn schemathesis_finds_nothing() {
     let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-report");
     let schema = format!("{}/v1/openapi.json", server.url);
     let authorization = format!("Authorization: Bearer {TOKEN}");
+    let (seed, examples) =
+        (setting("ROOST_SCHEMATHESIS_SEED", SEED), setting("ROOST_SCHEMATHESIS_EXAMPLES", MAX_EXAMPLES));
     #[rustfmt::skip]
     let args = [
         "--config-file", config.to_str().expect("UTF-8 path"),
         "run", &schema,
         "--checks", "all",
         "--header", &authorization,
-        "--max-examples", MAX_EXAMPLES,
-        "--seed", SEED,
+        "--max-examples", &examples,
+        "--seed", &seed,
         "--workers", "1",
         "--generation-database", "none",
         "--report-dir", report.to_str().expect("UTF-8 path"),
