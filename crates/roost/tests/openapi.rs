@@ -18,7 +18,7 @@ const SCHEMATHESIS: &str = "4.32.5";
 const TOKEN: &str = "openapi-test-token-0123456789";
 /// Same seed, same requests: a failure can be replayed (`ROOST_SCHEMATHESIS_SEED` overrides).
 const SEED: &str = "20261202";
-/// Test cases per operation and phase; keeps the whole run under a minute
+/// Test cases per operation and phase; keeps both runs (in parallel) around a minute
 /// (`ROOST_SCHEMATHESIS_EXAMPLES` overrides, for longer runs).
 const MAX_EXAMPLES: &str = "200";
 /// The same for the run at tight limits.
@@ -35,10 +35,7 @@ fn checked_in() -> Vec<u8> {
 
 #[test]
 fn served_document_is_the_checked_in_file() {
-    let server = TestServer::with_auth(Auth {
-        tokens: vec![Token { secret: TOKEN.into(), prefix: None }],
-        admin: None,
-    });
+    let server = TestServer::with_auth(auth());
     let mut response = agent().get(format!("{}/v1/openapi.json", server.url)).call().unwrap();
     assert_eq!(response.status(), 200, "served without a token");
     assert_eq!(response.headers()["content-type"], "application/json");
