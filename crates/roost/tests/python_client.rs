@@ -19,30 +19,8 @@ const CLIENT: &str = "libsql-client==0.3.1";
 
 /// A Python with `libsql_client` importable, or why there is none.
 fn python() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-libsql-client");
-    let python = venv.join("bin/python");
-    let importable = |python: &Path| {
-        Command::new(python).args(["-c", "import libsql_client"]).output().is_ok_and(|o| o.status.success())
-    };
-    if importable(&python) {
-        return Ok(python);
-    }
-    let run = |program: &Path, args: &[&str]| -> Result<(), String> {
-        let output =
-            Command::new(program).args(args).output().map_err(|e| format!("{}: {e}", program.display()))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{} {args:?} failed: {}", program.display(), String::from_utf8_lossy(&output.stderr)))
-        }
-    };
-    run(Path::new("python3"), &["-m", "venv", venv.to_str().expect("UTF-8 path")])?;
-    run(&venv.join("bin/pip"), &["install", "--quiet", "--disable-pip-version-check", CLIENT])?;
-    if importable(&python) {
-        Ok(python)
-    } else {
-        Err("libsql_client does not import after pip install".into())
-    }
+    support::python_venv("python-libsql-client", CLIENT, "import libsql_client")
+        .map(|venv| venv.join("bin/python"))
 }
 
 fn run_client(python: &Path, url: &str) -> Value {
@@ -68,7 +46,7 @@ fn check_common(summary: &Value) {
 
 #[test]
 fn python_libsql_client() {
-    let required = std::env::var("ROOST_REQUIRE_PYTHON").is_ok_and(|v| v == "1");
+    let required = support::python_required();
     let python = match python() {
         Ok(python) => python,
         Err(why) => {

@@ -1,6 +1,7 @@
 //! The `/v1` JSON API of DESIGN.md.
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -19,14 +20,29 @@ pub fn actor_id(raw: &str) -> Result<ActorId, ApiError> {
     ActorId::new(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_actor_id", e.to_string()))
 }
 
+/// The `{id}` of an actor route, validated. A segment that does not percent-decode to UTF-8
+/// is `invalid_actor_id` too: axum's own rejection would answer plain text, outside the
+/// documented error shape.
+pub struct ActorPath(pub ActorId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ActorPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_actor_id", "actor id is not valid UTF-8")
+        })?;
+        actor_id(&raw).map(Self)
+    }
+}
+
 /// Runs one statement. Its answer is charged to the request's memory while its rows are
 /// collected and encoded on the blocking thread, so only the encoded bytes come back.
 pub async fn query(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(request.headers(), &id)?;
     let JsonBody { value, memory } = JsonBody::<QueryBody>::from_request(request, &state).await?;
     let statement = value.into_statement(state.config().statement_bytes_max)?;
@@ -43,10 +59,9 @@ pub async fn query(
 
 pub async fn batch(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(request.headers(), &id)?;
     let JsonBody { value, memory } = JsonBody::<BatchBody>::from_request(request, &state).await?;
     let max = state.config().statement_bytes_max;
@@ -116,10 +131,9 @@ fn public_state(state: ActorState) -> &'static str {
 
 pub async fn get_actor(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     headers: HeaderMap,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
     let size_bytes = existing_size(&state, &id).await?;
     let actor_state = public_state(state.host().state(&id));
@@ -149,10 +163,9 @@ pub async fn existing_size(state: &AppState, id: &ActorId) -> Result<u64, ApiErr
 
 pub async fn sleep(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     headers: HeaderMap,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
     state.host().sleep(&id).await?;
     Ok(Json(empty_object()))
@@ -160,10 +173,9 @@ pub async fn sleep(
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     headers: HeaderMap,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
     state.host().delete(&id).await?;
     Ok(Json(empty_object()))

@@ -16,6 +16,7 @@ mod hrana;
 mod json;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod spool;
 mod transfer;
 
@@ -237,6 +238,7 @@ pub fn router(state: AppState) -> Router {
         .route("/debug/memory", get(debug::memory))
         .route("/debug/dashboard", get(debug::dashboard))
         .route("/debug/pprof/heap", get(debug::heap_profile))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/actors", get(api::list))
         .route("/v1/actors/{id}", get(api::get_actor).delete(api::delete))
         .route("/v1/actors/{id}/query", post(api::query))

@@ -9,7 +9,7 @@
 //! it and replaces the actor's database in one SQLite transaction.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::Value as JsonValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::api::{actor_id, existing_size};
+use super::api::{existing_size, ActorPath};
 use super::error::ApiError;
 use super::json::empty_object;
 use super::spool::Spool;
@@ -45,10 +45,9 @@ fn spool_error(error: &std::io::Error) -> ApiError {
 
 pub async fn export(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
     let size = existing_size(&state, &id).await?;
     let mut file = spool(&state)?;
@@ -85,11 +84,10 @@ pub async fn export(
 
 pub async fn import(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ActorPath(id): ActorPath,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Json<JsonValue>, ApiError> {
-    let id = actor_id(&id)?;
     state.auth().check_actor(&headers, &id)?;
     let limit = state.config().import_bytes_max;
     let mut file = spool(&state)?;

@@ -1,6 +1,8 @@
 //! A real server on a loopback port, for integration tests.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -123,4 +125,39 @@ pub fn run_txn(db: &mut roost::Database, sql: &str) -> Result<(), roost::Error> 
             let _ = db.execute_script("ROLLBACK");
         }
     })
+}
+
+/// Runs `program` with `args`; its stderr when it fails.
+fn run_checked(program: &Path, args: &[&str]) -> Result<(), String> {
+    let output =
+        Command::new(program).args(args).output().map_err(|e| format!("{}: {e}", program.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} {args:?} failed: {}", program.display(), String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+/// A Python virtual environment under the target folder (`name`) with `requirement`
+/// pip-installed, ready once `python -c check` succeeds; its folder, or why there is none
+/// (no python3, no venv module, no network). Made once, reused by later runs.
+pub fn python_venv(name: &str, requirement: &str, check: &str) -> Result<PathBuf, String> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin/python");
+    let ready = || Command::new(&python).args(["-c", check]).output().is_ok_and(|o| o.status.success());
+    if ready() {
+        return Ok(venv);
+    }
+    run_checked(Path::new("python3"), &["-m", "venv", venv.to_str().expect("UTF-8 path")])?;
+    run_checked(&venv.join("bin/pip"), &["install", "--quiet", "--disable-pip-version-check", requirement])?;
+    if ready() {
+        Ok(venv)
+    } else {
+        Err(format!("`python -c {check:?}` still fails after pip install {requirement}"))
+    }
+}
+
+/// Whether a missing Python tool must fail the test instead of skipping it (CI sets it).
+pub fn python_required() -> bool {
+    std::env::var("ROOST_REQUIRE_PYTHON").is_ok_and(|v| v == "1")
 }
