@@ -527,3 +527,54 @@ async fn eviction_follows_the_exact_order_of_last_use() {
         }
     }
 }
+
+/// Cache and statement bytes of `actor` (awake), as `/debug/memory` reports them.
+fn actor_bytes(host: &Host, actor: &ActorId) -> u64 {
+    let top = host.top_actors(usize::MAX);
+    let memory = &top.iter().find(|a| a.id == *actor).expect("the actor is awake").memory;
+    memory.cache_bytes + memory.statement_bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_release_memory_after_the_delay_and_busy_ones_keep_it() {
+    let config = HostConfig { release_delay_ms: 300, reaper_interval_ms: 50, ..HostConfig::default() };
+    let host = host_with(config);
+    let actor = id("release-later");
+    host.execute(&actor, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    let fill = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000) \
+                INSERT INTO t SELECT randomblob(100) FROM s";
+    host.execute(&actor, fill, Params::None).await.unwrap();
+    count(&host, &actor).await;
+    // Right after a request the pages and statements stay: the next request reuses them.
+    let busy = actor_bytes(&host, &actor);
+    assert!(busy > 64 << 10, "a busy actor keeps its cache: {busy} bytes");
+    // Requests more often than the delay keep it.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        count(&host, &actor).await;
+    }
+    assert!(actor_bytes(&host, &actor) > 64 << 10, "released while in use");
+    // Idle past the delay (and a reaper pass): released.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while actor_bytes(&host, &actor) > busy / 4 {
+        assert!(
+            Instant::now() < deadline,
+            "not released after the delay: {} bytes",
+            actor_bytes(&host, &actor)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&host, &actor).await, 2000, "a released actor reads its pages again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_release_delay_releases_when_each_request_ends() {
+    let host = host_with(HostConfig { release_delay_ms: 0, ..HostConfig::default() });
+    let actor = id("release-now");
+    host.execute(&actor, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    host.execute(&actor, "INSERT INTO t SELECT randomblob(100) FROM (SELECT 1 UNION SELECT 2)", Params::None)
+        .await
+        .unwrap();
+    count(&host, &actor).await;
+    assert!(actor_bytes(&host, &actor) < 16 << 10, "{} bytes", actor_bytes(&host, &actor));
+}

@@ -86,6 +86,10 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// An actor idle this long gives back its cached pages and statements (0: when each
+    /// request ends; sooner under memory pressure).
+    #[arg(long, env = "ROOST_RELEASE_DELAY_MS", default_value_t = 1_000)]
+    pub release_delay_ms: u64,
     /// Idle actors sleep after this long.
     #[arg(long, env = "ROOST_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
@@ -254,6 +258,7 @@ fn configs(args: &ServeArgs) -> Result<(ServerConfig, HostConfig, StorageConfig)
     let host = HostConfig {
         memory_budget_bytes: args.memory_budget,
         idle_timeout_ms: args.idle_timeout_ms,
+        release_delay_ms: args.release_delay_ms,
         statement_timeout_ms: args.statement_timeout_ms,
         request_buffers_bytes_max: args.request_buffers,
         answer_bytes_max: args.response_bytes_max,

@@ -35,10 +35,15 @@ pub struct HostConfig {
     pub idle_timeout_ms: u64,
     /// How often idle actors are looked for.
     pub reaper_interval_ms: u64,
-    /// Release an actor's cached pages and prepared statements when its last queued request
-    /// ends: idle actors then cost their connection and schema only, at the price of
-    /// re-reading pages (from the store's block cache) on the next request.
+    /// Release an actor's cached pages and prepared statements once it has been idle for
+    /// `release_delay_ms` (at once while SQLite's connection memory is above three quarters of
+    /// its pool): idle actors then cost their connection and schema only, at the price of
+    /// re-reading pages (from the store's block cache) on their next request.
     pub release_idle_memory: bool,
+    /// How long an actor must be idle before its memory is released (see
+    /// `release_idle_memory`); 0 releases when each request ends. Actors busier than this
+    /// keep their pages and statements.
+    pub release_delay_ms: u64,
     /// A statement running longer is interrupted (its transaction rolled back); 0: no limit.
     pub statement_timeout_ms: u64,
     /// The retry-after hint of `Overloaded` errors.
@@ -66,6 +71,7 @@ impl Default for HostConfig {
             idle_timeout_ms: 60_000,
             reaper_interval_ms: 1_000,
             release_idle_memory: true,
+            release_delay_ms: 1_000,
             statement_timeout_ms: 30_000,
             retry_after_ms: 250,
         }

@@ -62,6 +62,10 @@ struct Slot {
     /// Why the wake failed, set before the state goes to `Asleep`: the answer for every
     /// request that waited on that wake.
     wake_error: Mutex<Option<HostError>>,
+    /// When a request on it last ended (host clock), for the deferred memory release.
+    last_used_ms: AtomicU64,
+    /// The slot is in the release queue.
+    release_queued: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -159,6 +163,8 @@ struct Inner {
     idle: Arc<Idle>,
     counters: Counters,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Actors whose memory is released once idle for `release_delay_ms`, in queueing order.
+    releases: Mutex<std::collections::VecDeque<Weak<Slot>>>,
 }
 
 /// Hosts many actors over one [`Storage`]. Cheap to clone; all methods are async and never
@@ -289,6 +295,7 @@ impl Host {
             idle: Arc::new(Idle { list: Mutex::new(IdleList::new()), started: Instant::now() }),
             counters: Counters::default(),
             shutting_down: false.into(),
+            releases: Mutex::new(std::collections::VecDeque::new()),
         });
         spawn_reaper(Arc::downgrade(&inner))?;
         Ok(Self { inner })
@@ -375,8 +382,20 @@ impl Host {
             return Err(HostError::Poisoned);
         }
         let watchdog = self.inner.watchdog();
-        let release = self.inner.config.release_idle_memory;
-        self.inner.run(move || run_job(&turn.used.slot, watchdog, release, job)).await?
+        let config = &self.inner.config;
+        let release = config.release_idle_memory;
+        let release_now = release && (config.release_delay_ms == 0 || self.inner.memory_pressure());
+        let inner = self.inner.clone();
+        self.inner
+            .run(move || {
+                let slot = &turn.used.slot;
+                let result = run_job(slot, watchdog, release_now, job);
+                if release && !release_now {
+                    inner.queue_release(slot);
+                }
+                result
+            })
+            .await?
     }
 
     /// Runs one statement on the actor.
@@ -559,6 +578,19 @@ fn process_memory_at(status_path: &str) -> Option<ProcessMemory> {
 /// may take the shares its evictions freed).
 const RESERVE_ATTEMPTS: usize = 4;
 
+/// Releases an idle actor's cached pages and statements unless a request holds it now.
+fn release_if_idle(slot: &Slot) -> bool {
+    let Some(mut awake) = slot.db.try_lock() else { return false };
+    match awake.as_mut() {
+        Some(awake) if !awake.db.in_transaction() => {
+            awake.db.release_memory();
+            true
+        }
+        Some(_) => false,
+        None => true,
+    }
+}
+
 /// Runs `job` on the slot's database, on the pool. A panic or a poisoned database poisons the
 /// actor here, so that its database is closed on this thread.
 fn run_job<R>(
@@ -683,6 +715,8 @@ impl Inner {
                             turn: Arc::new(tokio::sync::Mutex::new(())),
                             users: AtomicUsize::new(0),
                             wake_error: Mutex::new(None),
+                            last_used_ms: AtomicU64::new(0),
+                            release_queued: false.into(),
                         });
                         slots.insert(id.clone(), slot.clone());
                         (self.idle.take_use(&slot, usize::MAX).expect("a new slot has no users"), true)
@@ -814,6 +848,42 @@ impl Inner {
         slot.state.send_replace(ActorState::Asleep);
     }
 
+    /// Is SQLite's connection memory (all but cached pages) above three quarters of its pool?
+    /// Then idle actors give their memory back at once instead of after the delay.
+    fn memory_pressure(&self) -> bool {
+        let sqlite = vfs::sqlite_memory();
+        let connections = sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes);
+        connections > self.plan.connections_bytes / 4 * 3
+    }
+
+    /// Notes that a request on `slot` ended; queues the slot for release unless it is queued.
+    fn queue_release(&self, slot: &Arc<Slot>) {
+        slot.last_used_ms.store(self.now_ms(), Ordering::SeqCst);
+        if !slot.release_queued.swap(true, Ordering::SeqCst) {
+            self.releases.lock().push_back(Arc::downgrade(slot));
+        }
+    }
+
+    /// Releases the memory of actors idle for the release delay (reaper thread). A slot used
+    /// again since it was queued goes to the back; a busy one is tried at the next pass.
+    fn release_idle(&self) {
+        let now = self.now_ms();
+        let delay = self.config.release_delay_ms;
+        let pending = self.releases.lock().len();
+        for _ in 0..pending {
+            let Some(weak) = self.releases.lock().pop_front() else { return };
+            let Some(slot) = weak.upgrade() else { continue };
+            let idle_long_enough = now.saturating_sub(slot.last_used_ms.load(Ordering::SeqCst)) >= delay;
+            let idle = slot.users.load(Ordering::SeqCst) == 0 && slot.state() == ActorState::Awake;
+            let released = idle_long_enough && idle && release_if_idle(&slot);
+            if released || slot.state() != ActorState::Awake {
+                slot.release_queued.store(false, Ordering::SeqCst);
+            } else {
+                self.releases.lock().push_back(weak);
+            }
+        }
+    }
+
     /// Puts actors idle longer than the timeout to sleep (reaper thread).
     fn reap(&self) {
         let Some(cutoff) = self.now_ms().checked_sub(self.config.idle_timeout_ms) else { return };
@@ -895,6 +965,7 @@ fn spawn_reaper(host: Weak<Inner>) -> Result<(), HostError> {
         .spawn(move || loop {
             let interval = match host.upgrade() {
                 Some(inner) => {
+                    inner.release_idle();
                     inner.reap();
                     inner.config.reaper_interval_ms
                 }

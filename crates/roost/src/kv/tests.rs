@@ -400,7 +400,7 @@ fn postgres_refuses_a_newer_schema_version() {
             .unwrap();
     });
     let refused = PostgresStore::open(config).unwrap_err();
-    assert!(refused.to_string().contains("schema version 2"), "{refused}");
+    assert!(refused.to_string().contains("schema version 3"), "{refused}");
 }
 
 #[test]
