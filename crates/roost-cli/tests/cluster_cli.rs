@@ -293,3 +293,30 @@ fn three_nodes_keep_every_acknowledged_write_through_a_kill_and_a_pause() {
         assert_eq!(check.body["rows"], json!([["ok"]]), "{actor}");
     }
 }
+
+#[test]
+fn bench_cluster_reports_every_section() {
+    let Some(db) = TestDatabase::create("cluster_bench") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    // The benchmark creates its own databases on the server of the test database.
+    let out = Command::new(ROOST)
+        .args(["bench", "cluster", "--wake-sizes-kib", "64", "--wakes", "5", "--actors", "10"])
+        .args(["--clients", "2", "--duration-s", "1", "--lease-ms", "500"])
+        .args(["--json", json.to_str().unwrap()])
+        .env("ROOST_POSTGRES_URL", db.admin_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["wake"].as_array().unwrap().len(), 2, "{report}");
+    let commits = report["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 4);
+    assert!(commits.iter().all(|c| c["commits"].as_u64().unwrap() > 0 && c["errors"] == 0), "{commits:?}");
+    assert_eq!(report["forwarding"].as_array().unwrap().len(), 2);
+    let failover = report["failover"].as_array().unwrap();
+    assert_eq!(failover.len(), 3);
+    // kill -9: within the lease + 2 s; SIGTERM: within 1 s.
+    assert!(failover[0]["serving_again_ms"].as_f64().unwrap() <= 2_500.0, "{failover:?}");
+    assert!(failover[1]["serving_again_ms"].as_f64().unwrap() <= 1_000.0, "{failover:?}");
+}

@@ -157,12 +157,15 @@ fn bench_http_reports_four_workloads() {
     let out = Command::new(ROOST)
         .args(["bench", "http", "--clients", "2", "--duration-s", "1", "--actors", "5"])
         .args(["--json", json.to_str().unwrap(), "--data", dir.path().to_str().unwrap()])
+        .args(["--release-delays-ms", "1000,0"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 8, "four workloads per release delay");
+    let delays: Vec<_> = results.iter().map(|r| r["release_delay_ms"].as_u64().unwrap()).collect();
+    assert_eq!(delays, [1000, 1000, 1000, 1000, 0, 0, 0, 0]);
     for r in results {
         assert_eq!(r["errors"], serde_json::json!(0), "{r}");
         assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0);

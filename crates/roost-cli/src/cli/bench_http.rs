@@ -33,10 +33,15 @@ pub struct HttpArgs {
     /// Folder for the scratch data folder [default: system temp dir].
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Idle-memory release delays to compare, one server each (0: release when each request
+    /// ends, what hot actors paid before the delay existed).
+    #[arg(long, value_delimiter = ',', default_value = "1000,0")]
+    pub release_delays_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 struct Row {
+    release_delay_ms: u64,
     workload: String,
     actors: usize,
     requests: usize,
@@ -94,6 +99,7 @@ fn load(
     let secs = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     Row {
+        release_delay_ms: 0,
         workload: name.to_string(),
         actors,
         requests: latencies.len(),
@@ -106,6 +112,7 @@ fn load(
 
 fn start_server(
     dir: &std::path::Path,
+    release_delay_ms: u64,
 ) -> Result<(String, std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>), String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -117,7 +124,8 @@ fn start_server(
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let storage = Storage::new(Arc::new(store), StorageConfig::default()).expect("storage");
-            let host = Host::new(storage, HostConfig::default()).expect("host");
+            let host =
+                Host::new(storage, HostConfig { release_delay_ms, ..HostConfig::default() }).expect("host");
             let config = ServerConfig { memory_log_interval_s: 0, ..ServerConfig::default() };
             let _ = serve(listener, AppState::new(host, config), async move {
                 let _ = rx.await;
@@ -148,12 +156,26 @@ fn setup(url: &str, actors: usize) -> Result<(), String> {
 }
 
 pub fn run(args: &HttpArgs) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for delay in &args.release_delays_ms {
+        rows.extend(run_server(args, *delay)?);
+    }
+    print_rows(args, &rows);
+    let report = json!({"clients": args.clients, "duration_s": args.duration_s, "results": rows});
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).expect("JSON"))
+        .map_err(|e| e.to_string())?;
+    println!("\nresults written to {}", args.json.display());
+    Ok(())
+}
+
+/// The four workloads against one server with `release_delay_ms`.
+fn run_server(args: &HttpArgs, release_delay_ms: u64) -> Result<Vec<Row>, String> {
     let dir = match &args.data {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
     }
     .map_err(|e| e.to_string())?;
-    let (url, server, stop) = start_server(dir.path())?;
+    let (url, server, stop) = start_server(dir.path(), release_delay_ms)?;
     setup(&url, args.actors.max(1))?;
     let many = args.actors.max(1);
     let read = |actors: usize| {
@@ -174,31 +196,40 @@ pub fn run(args: &HttpArgs) -> Result<(), String> {
             (format!("{url}/v1/actors/a-{actor:05}/query"), body)
         }) as Arc<dyn Fn(usize, usize) -> (String, String) + Send + Sync>
     };
-    let rows = vec![
+    let mut rows = vec![
         load(args, "read", 1, read(1)),
         load(args, "write", 1, write(1)),
         load(args, "read", many, read(many)),
         load(args, "write", many, write(many)),
     ];
+    for row in &mut rows {
+        row.release_delay_ms = release_delay_ms;
+    }
     let _ = stop.send(());
     let _ = server.join();
+    Ok(rows)
+}
+
+fn print_rows(args: &HttpArgs, rows: &[Row]) {
     println!(
         "roost bench http: {} client threads, {} s per workload, loopback, embedded store (sync durability)\n",
         args.clients, args.duration_s
     );
     println!(
-        "{:<8} {:>7} {:>10} {:>7} {:>12} {:>9} {:>9}",
-        "workload", "actors", "requests", "errors", "requests/s", "p50 ms", "p99 ms"
+        "{:>9} {:<8} {:>7} {:>10} {:>7} {:>12} {:>9} {:>9}",
+        "release", "workload", "actors", "requests", "errors", "requests/s", "p50 ms", "p99 ms"
     );
-    for r in &rows {
+    for r in rows {
         println!(
-            "{:<8} {:>7} {:>10} {:>7} {:>12.0} {:>9.2} {:>9.2}",
-            r.workload, r.actors, r.requests, r.errors, r.requests_per_sec, r.p50_ms, r.p99_ms
+            "{:>7}ms {:<8} {:>7} {:>10} {:>7} {:>12.0} {:>9.2} {:>9.2}",
+            r.release_delay_ms,
+            r.workload,
+            r.actors,
+            r.requests,
+            r.errors,
+            r.requests_per_sec,
+            r.p50_ms,
+            r.p99_ms
         );
     }
-    let report = json!({"clients": args.clients, "duration_s": args.duration_s, "results": rows});
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).expect("JSON"))
-        .map_err(|e| e.to_string())?;
-    println!("\nresults written to {}", args.json.display());
-    Ok(())
 }

@@ -78,6 +78,11 @@ impl TestDatabase {
         admin(&self.admin_url, sql)
     }
 
+    /// The URL of the server's administrative database (where databases are created).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
