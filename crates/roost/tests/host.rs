@@ -578,3 +578,19 @@ async fn a_zero_release_delay_releases_when_each_request_ends() {
     count(&host, &actor).await;
     assert!(actor_bytes(&host, &actor) < 16 << 10, "{} bytes", actor_bytes(&host, &actor));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_latency_counts_requests_that_found_their_actor_asleep() {
+    let host = host_with(HostConfig::default());
+    let actor = id("wake-latency");
+    host.execute(&actor, "CREATE TABLE t(x)", Params::None).await.unwrap();
+    let woke = host.stats().wake_latency.count;
+    assert_eq!(woke, 1, "the first request woke the actor");
+    count(&host, &actor).await;
+    assert_eq!(host.stats().wake_latency.count, 1, "an awake actor is no wake");
+    host.sleep(&actor).await.unwrap();
+    count(&host, &actor).await;
+    let stats = host.stats().wake_latency;
+    assert_eq!(stats.count, 2);
+    assert!(stats.sum_micros > 0 && stats.buckets.last().copied() == Some(2), "{stats:?}");
+}

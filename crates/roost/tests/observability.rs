@@ -91,6 +91,7 @@ fn metrics_parse_as_prometheus_text() {
     );
     assert!(text.contains("roost_http_requests_total{route=\"/v1/actors/{id}/query\",status=\"4xx\"} 1"));
     assert!(text.contains("roost_wakes_total 1"));
+    assert!(text.contains("roost_wake_duration_seconds_count 1"), "{text}");
     assert!(text.contains("roost_store_call_duration_seconds_count{op=\"read\"}"));
     let writes =
         text.lines().find(|l| l.starts_with("roost_store_call_duration_seconds_count{op=\"read\"}")).unwrap();

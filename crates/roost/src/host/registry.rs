@@ -148,6 +148,7 @@ struct Counters {
     idle_sleeps: AtomicU64,
     overloaded: AtomicU64,
     requests: AtomicU64,
+    wake_latency: crate::kv::LatencyCounters,
 }
 
 struct Inner {
@@ -210,6 +211,9 @@ pub struct HostStats {
     pub idle_sleeps_total: u64,
     pub overloaded_total: u64,
     pub requests_total: u64,
+    /// From a request's arrival to its statement starting, for requests that found their
+    /// actor asleep (the wake as callers see it).
+    pub wake_latency: crate::kv::LatencyHistogram,
     pub memory: MemoryReport,
 }
 
@@ -230,6 +234,9 @@ impl Pinned {
 struct Turn {
     used: SlotUse,
     _guard: tokio::sync::OwnedMutexGuard<()>,
+    /// When the request arrived, if the actor was not awake then: its first job's start
+    /// ends the wake as the caller saw it (`wake_latency`).
+    waited_for_wake: Mutex<Option<Instant>>,
 }
 
 /// Holds a slot's `users` count for the duration of a request.
@@ -350,11 +357,15 @@ impl Host {
     /// several requests.
     pub async fn pin(&self, id: &ActorId) -> Result<Pinned, HostError> {
         self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let arrived = (self.state(id) != ActorState::Awake).then(Instant::now);
         loop {
             let used = self.inner.acquire(id).await?;
             let turn = used.slot.turn.clone().lock_owned().await;
             match used.slot.state() {
-                ActorState::Awake => return Ok(Pinned { turn: Arc::new(Turn { used, _guard: turn }) }),
+                ActorState::Awake => {
+                    let waited_for_wake = Mutex::new(arrived);
+                    return Ok(Pinned { turn: Arc::new(Turn { used, _guard: turn, waited_for_wake }) });
+                }
                 ActorState::Poisoned => return Err(HostError::Poisoned),
                 // Put to sleep (or deleted) while we waited for our turn: wake it again.
                 _ => continue,
@@ -388,6 +399,9 @@ impl Host {
         let inner = self.inner.clone();
         self.inner
             .run(move || {
+                if let Some(arrived) = turn.waited_for_wake.lock().take() {
+                    inner.counters.wake_latency.observe(arrived.elapsed());
+                }
                 let slot = &turn.used.slot;
                 let result = run_job(slot, watchdog, release_now, job);
                 if release && !release_now {
@@ -941,6 +955,7 @@ impl Inner {
             idle_sleeps_total: c.idle_sleeps.load(Ordering::Relaxed),
             overloaded_total: c.overloaded.load(Ordering::Relaxed),
             requests_total: c.requests.load(Ordering::Relaxed),
+            wake_latency: c.wake_latency.snapshot(),
             memory: MemoryReport { budget_bytes: plan.budget_bytes, pools, sqlite, store },
         }
     }

@@ -383,15 +383,16 @@ pub(crate) struct CallCounters {
     write_errors: [AtomicU64; 4],
 }
 
+/// A latency histogram being filled (see [`LatencyHistogram`] for its snapshots).
 #[derive(Debug, Default)]
-struct LatencyCounters {
+pub struct LatencyCounters {
     buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl LatencyCounters {
-    fn observe(&self, elapsed: std::time::Duration) {
+    pub fn observe(&self, elapsed: std::time::Duration) {
         let seconds = elapsed.as_secs_f64();
         for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
             if seconds <= bound {
@@ -402,7 +403,7 @@ impl LatencyCounters {
         self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> LatencyHistogram {
+    pub fn snapshot(&self) -> LatencyHistogram {
         LatencyHistogram {
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
             count: self.count.load(Ordering::Relaxed),

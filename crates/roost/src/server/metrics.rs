@@ -158,6 +158,7 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
         m.store.lost_answers,
     );
     render_store_latency(&mut out, &m.store);
+    render_wake_latency(&mut out, &stats.wake_latency);
     render_store_capacity(&mut out, &m.store);
     render_requests(&mut out, metrics);
     out
@@ -221,6 +222,22 @@ fn render_store_capacity(out: &mut String, store: &crate::kv::KvStats) {
     for (kind, n) in store.write_errors.by_kind() {
         let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
     }
+}
+
+/// From a request's arrival to its statement starting, for requests that found their actor
+/// asleep.
+fn render_wake_latency(out: &mut String, h: &crate::kv::LatencyHistogram) {
+    let name = "roost_wake_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From a request's arrival to its statement starting, when its actor was asleep.\n# TYPE {name} histogram"
+    );
+    for (n, bound) in h.buckets.iter().zip(crate::kv::LATENCY_BUCKETS_S) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum_micros as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", h.count);
 }
 
 fn render_store_latency(out: &mut String, store: &crate::kv::KvStats) {
