@@ -320,3 +320,47 @@ fn bench_cluster_reports_every_section() {
     assert!(failover[0]["serving_again_ms"].as_f64().unwrap() <= 2_500.0, "{failover:?}");
     assert!(failover[1]["serving_again_ms"].as_f64().unwrap() <= 1_000.0, "{failover:?}");
 }
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one Hrana message and reads the next text answer.
+async fn roundtrip(socket: &mut Socket, message: Value) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    socket.send(Message::text(message.to_string())).await.unwrap();
+    loop {
+        if let Message::Text(text) = socket.next().await.unwrap().unwrap() {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_hrana_websocket_to_another_node_is_tunnelled_to_the_owner() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let Some(db) = TestDatabase::create("cluster_ws") else { return };
+    let a = Node::start(&db, "ws-a");
+    let b = Node::start(&db, "ws-b");
+    let agent = agent();
+    ok(&agent, &a.url, "sock", "CREATE TABLE t(x)");
+    ok(&agent, &a.url, "sock", "INSERT INTO t VALUES (41)");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        // Through b, which does not own the actor: the socket reaches a.
+        let url = format!("{}/db/sock", b.url.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", "hrana3".parse().unwrap());
+        let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "hrana3");
+        assert_eq!(response.headers()["x-roost-node"], "ws-a", "the owner answered the upgrade");
+        assert_eq!(roundtrip(&mut socket, json!({"type": "hello", "jwt": null})).await["type"], "hello_ok");
+        let opened = roundtrip(&mut socket, json!({"type": "request", "request_id": 1, "request": {"type": "open_stream", "stream_id": 1}})).await;
+        assert_eq!(opened["type"], "response_ok", "{opened}");
+        let stmt = json!({"sql": "UPDATE t SET x = x + 1 RETURNING x", "want_rows": true});
+        let answer = roundtrip(&mut socket, json!({"type": "request", "request_id": 2, "request": {"type": "execute", "stream_id": 1, "stmt": stmt}})).await;
+        assert_eq!(answer["response"]["result"]["rows"][0][0]["value"], "42", "{answer}");
+    });
+    let through_a = ok(&agent, &a.url, "sock", "SELECT x FROM t");
+    assert_eq!(through_a.body["rows"], json!([[42]]));
+}

@@ -9,17 +9,18 @@
 //! - a request served here whose claim found another owner (a race with a takeover) is sent
 //!   there once, if its body is still at hand (every buffered body is; imports stream);
 //! - every answer says which node served it in [`NODE_HEADER`];
-//! - a WebSocket upgrade is not forwarded: it is served here, and its streams' statements
-//!   answer `moved` while another node owns the actor.
+//! - a Hrana WebSocket for an actor another node owns is tunnelled there: the upgrade is
+//!   forwarded, and once both sides switched protocols their bytes are copied both ways until
+//!   either closes (at most `hrana_ws_sockets_max` tunnels; beyond it `overloaded`).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Uri};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -73,7 +74,10 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
     let Some(cluster) = state.cluster().cloned() else { return next.run(request).await };
     let node = cluster.node_id().to_string();
     let forwarded = request.headers().contains_key(FORWARDED_HEADER);
-    let actor = actor_of(&request).filter(|_| !is_upgrade(&request));
+    if is_upgrade(&request) {
+        return upgrade(&state, &cluster, forwarded, request, next).await;
+    }
+    let actor = actor_of(&request);
     let Some(id) = actor else { return tagged(next.run(request).await, &node) };
     if !forwarded && state.host().state(&id) != ActorState::Awake {
         match lookup(&cluster, &id).await {
@@ -85,6 +89,98 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     serve_here(&state, &cluster, &id, forwarded, request, next).await
+}
+
+/// The actor of a WebSocket upgrade: `/db/{id}` or `/` with `x-namespace`.
+fn socket_actor_of(request: &Request) -> Option<ActorId> {
+    let path = request.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let raw = match segments.as_slice() {
+        ["db", id] | ["db", id, ""] => Some((*id).to_string()),
+        [""] => request.headers().get("x-namespace").and_then(|v| v.to_str().ok()).map(str::to_string),
+        _ => None,
+    }?;
+    ActorId::new(&raw).ok()
+}
+
+/// A WebSocket upgrade: tunnelled to the owner when another live node owns the actor.
+async fn upgrade(
+    state: &AppState,
+    cluster: &std::sync::Arc<Cluster>,
+    forwarded: bool,
+    request: Request,
+    next: Next,
+) -> Response {
+    let node = cluster.node_id().to_string();
+    let Some(id) = socket_actor_of(&request).filter(|_| !forwarded) else {
+        return tagged(next.run(request).await, &node);
+    };
+    if state.host().state(&id) == ActorState::Awake {
+        return tagged(next.run(request).await, &node);
+    }
+    match lookup(cluster, &id).await {
+        Ok(Route::Forward(owner)) => tunnel(state, cluster, &id, &owner, request).await,
+        Ok(Route::Local) => tagged(next.run(request).await, &node),
+        Err(e) => e.into_response_for(request.uri().path()),
+    }
+}
+
+/// Forwards the upgrade to `owner` and, once both sides switched, copies bytes both ways.
+async fn tunnel(
+    state: &AppState,
+    cluster: &Cluster,
+    id: &ActorId,
+    owner: &NodeAddress,
+    mut request: Request,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let Ok(permit) = state.tunnels().clone().try_acquire_owned() else {
+        let retry = state.config().retry_after_ms;
+        return ApiError::overloaded("too many WebSockets tunnelled to other nodes", retry).into_response();
+    };
+    let from_client = hyper::upgrade::on(&mut request);
+    let (mut parts, _) = request.into_parts();
+    let Ok(uri) = owner_uri(owner, &parts.uri) else { return ApiError::moved(None).into_response_for(&path) };
+    parts.uri = uri;
+    parts.headers.remove(header::HOST);
+    if let Ok(value) = HeaderValue::from_str(cluster.node_id()) {
+        parts.headers.insert(HeaderName::from_static(FORWARDED_HEADER), value);
+    }
+    let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS + cluster.config().lease_ms);
+    let sent = tokio::time::timeout(
+        timeout,
+        state.forward_client().request(Request::from_parts(parts, Body::empty())),
+    );
+    let mut answer = match sent.await {
+        Ok(Ok(answer)) => answer,
+        _ => {
+            cluster.forget(id);
+            cluster.counters.forward_failures.fetch_add(1, Ordering::Relaxed);
+            return ApiError::moved(None).into_response_for(&path);
+        }
+    };
+    cluster.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+    if answer.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = answer.into_parts();
+        return Response::from_parts(parts, Body::new(body));
+    }
+    let from_owner = hyper::upgrade::on(&mut answer);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let (Ok(client), Ok(owner)) = tokio::join!(from_client, from_owner) else { return };
+        let (mut client, mut owner) = (TokioIo::new(client), TokioIo::new(owner));
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut owner).await;
+    });
+    let (parts, _) = answer.into_parts();
+    Response::from_parts(parts, Body::empty())
+}
+
+/// `uri`'s path and query on `owner`'s advertised URL.
+fn owner_uri(owner: &NodeAddress, uri: &Uri) -> Result<Uri, ()> {
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{}{}", owner.url.trim_end_matches('/'), path_and_query).parse::<Uri>().map_err(|_| {
+        tracing::warn!(node = %owner.node_id, url = %owner.url, "a node advertises an invalid URL");
+    })
 }
 
 /// Serves here; forwards once if the claim found another owner and the body is at hand.
@@ -227,11 +323,7 @@ async fn send(
     request: Request,
 ) -> Result<Response, SendError> {
     let (mut parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("{}{}", owner.url.trim_end_matches('/'), path_and_query).parse::<Uri>() else {
-        tracing::warn!(node = %owner.node_id, url = %owner.url, "a node advertises an invalid URL");
-        return Err(SendError::Unreachable);
-    };
+    let Ok(uri) = owner_uri(owner, &parts.uri) else { return Err(SendError::Unreachable) };
     parts.uri = uri;
     for name in HOP_BY_HOP {
         parts.headers.remove(name);

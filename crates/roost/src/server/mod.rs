@@ -145,6 +145,8 @@ struct StateInner {
     /// Set when several nodes share the store.
     cluster: Option<Arc<Cluster>>,
     forward: forward::ForwardClient,
+    /// WebSockets tunnelled to the node that owns their actor (as many as sockets).
+    tunnels: Arc<Semaphore>,
 }
 
 /// Shared state of the handlers.
@@ -166,7 +168,9 @@ impl AppState {
         let metrics = metrics::Metrics::default();
         let lifecycle = lifecycle::Lifecycle::default();
         let forward = forward::client();
-        let inner = StateInner { host, config, in_flight, metrics, spool, lifecycle, cluster, forward };
+        let tunnels = Arc::new(Semaphore::new(config.hrana_ws_sockets_max));
+        let inner =
+            StateInner { host, config, in_flight, metrics, spool, lifecycle, cluster, forward, tunnels };
         Self { inner: Arc::new(inner) }
     }
 
@@ -176,6 +180,10 @@ impl AppState {
 
     fn forward_client(&self) -> &forward::ForwardClient {
         &self.inner.forward
+    }
+
+    fn tunnels(&self) -> &Arc<Semaphore> {
+        &self.inner.tunnels
     }
 
     pub fn host(&self) -> &Host {
