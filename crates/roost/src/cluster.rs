@@ -239,13 +239,21 @@ impl Cluster {
         self.store.release_node(&self.config.node_id, self.epoch())
     }
 
-    /// Where a request for `id` should run: here when it is awake here or no other live
-    /// node owns it. Blocks on the store when the owner is not known yet.
+    /// Where a request for `id` should run, from what this node knows without asking the
+    /// store: a remote owner seen lately, else here (opening the actor claims it, and a claim
+    /// that finds another live owner sends the request there).
+    pub fn known_route(&self, id: &ActorId) -> Route {
+        match self.routes.lock().get(id) {
+            Some((owner, until)) if Instant::now() < *until => Route::Forward(owner.clone()),
+            _ => Route::Local,
+        }
+    }
+
+    /// Where a request for `id` should run: here when no other live node owns it. Blocks on
+    /// the store when the owner is not known yet.
     pub fn route(&self, id: &ActorId) -> KvResult<Route> {
-        if let Some((owner, until)) = self.routes.lock().get(id) {
-            if Instant::now() < *until {
-                return Ok(Route::Forward(owner.clone()));
-            }
+        if let Route::Forward(owner) = self.known_route(id) {
+            return Ok(Route::Forward(owner));
         }
         self.counters.owner_lookups.fetch_add(1, Ordering::Relaxed);
         match self.store.owner_of(&layout::generation_key(id))? {

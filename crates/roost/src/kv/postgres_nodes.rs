@@ -106,8 +106,8 @@ BEGIN
     FROM (SELECT key, value FROM roost_kv WHERE key >= p_from AND key < p_to
           ORDER BY key LIMIT ahead) c;
   RETURN QUERY SELECT 'mine'::text, p_node, NULL::text,
-    ARRAY(SELECT kv.value FROM unnest(p_keys) WITH ORDINALITY AS k(key, i)
-          LEFT JOIN roost_kv kv ON kv.key = k.key ORDER BY k.i),
+    ARRAY(SELECT (SELECT kv.value FROM roost_kv kv WHERE kv.key = k.key)
+          FROM unnest(p_keys) WITH ORDINALITY AS k(key, i) ORDER BY k.i),
     was_fresh, pk, pv;
 END
 $$;
@@ -262,7 +262,12 @@ impl PostgresStore {
                 let client = self.connection(deadline).await?;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
                     [&fence_key, &node_id, &epoch, &keys, meta, from, to, &chunk_bytes, &whole, &first];
-                let row = tokio::time::timeout_at(deadline, client.query_one(CLAIM, &params)).await;
+                // Prepared once per connection: an unprepared query costs a second round trip.
+                let row = tokio::time::timeout_at(deadline, async {
+                    let statement = client.prepare_cached(CLAIM).await?;
+                    client.query_one(&statement, &params).await
+                })
+                .await;
                 finish(client, row)
             })?;
             let status: String = row.get(0);
@@ -296,7 +301,11 @@ impl PostgresStore {
     pub fn owner_of(&self, fence_key: &[u8]) -> KvResult<Option<OwnerRow>> {
         let rows = self.block_on(|deadline| async move {
             let client = self.connection(deadline).await?;
-            let rows = tokio::time::timeout_at(deadline, client.query(OWNER, &[&fence_key])).await;
+            let rows = tokio::time::timeout_at(deadline, async {
+                let statement = client.prepare_cached(OWNER).await?;
+                client.query(&statement, &[&fence_key]).await
+            })
+            .await;
             finish(client, rows)
         })?;
         Ok(rows.into_iter().next().map(|row| OwnerRow {

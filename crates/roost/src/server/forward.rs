@@ -5,7 +5,8 @@
 //! - one hop: a forwarded request carries [`FORWARDED_HEADER`] and is always served where it
 //!   arrives (an owner that lost the actor meanwhile answers `moved`, which the client retries);
 //! - an actor awake here is served here without asking anyone (this node's lease makes it the
-//!   owner); otherwise the owner comes from the routing cache or one PostgreSQL lookup;
+//!   owner); one whose remote owner was seen lately is forwarded there; any other is opened
+//!   here, which claims it in the same round trip that reads it, or finds its live owner;
 //! - a request served here whose claim found another owner (a race with a takeover) is sent
 //!   there once, if its body is still at hand (every buffered body is; imports stream);
 //! - every answer says which node served it in [`NODE_HEADER`];
@@ -80,9 +81,14 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
     let actor = actor_of(&request);
     let Some(id) = actor else { return tagged(next.run(request).await, &node) };
     if !forwarded && state.host().state(&id) != ActorState::Awake {
-        match lookup(&cluster, &id).await {
+        // A sleep does not open the actor, so it cannot find the owner by claiming: ask.
+        let route = match request.uri().path().ends_with("/sleep") {
+            true => lookup(&cluster, &id).await,
+            false => Ok(cluster.known_route(&id)),
+        };
+        match route {
             Ok(Route::Forward(owner)) => {
-                return forward_or_local(&state, &cluster, &id, owner, request, next).await
+                return forward_or_local(&state, &cluster, &id, owner, request, next).await;
             }
             Ok(Route::Local) => {}
             Err(e) => return e.into_response_for(request.uri().path()),

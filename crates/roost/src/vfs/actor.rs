@@ -138,12 +138,12 @@ impl ActorFiles {
         })
     }
 
-    /// The value of `key` if the claim read it ahead and nobody took it yet.
-    pub fn take_preloaded(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let mut preloaded = self.preloaded.lock();
+    /// The value of `key` if the claim read it ahead. Kept (not taken) until the first
+    /// statement ends: opening reads the header page, and the statement reads it again.
+    pub fn preloaded(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let preloaded = self.preloaded.lock();
         let at = preloaded.pairs.binary_search_by(|(k, _)| k.as_slice().cmp(key)).ok()?;
-        let value = std::mem::take(&mut preloaded.pairs[at].1);
-        (!value.is_empty()).then_some(value)
+        Some(preloaded.pairs[at].1.clone())
     }
 
     /// Forgets what was read ahead (and gives its bytes back to the store's cap).

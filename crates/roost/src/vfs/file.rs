@@ -145,7 +145,7 @@ impl KvFile {
         let mut fetched: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let mut missing = Vec::new();
         for (at, key) in keys.iter().enumerate() {
-            match (self.tag == FileTag::Main).then(|| self.actor.take_preloaded(key)).flatten() {
+            match (self.tag == FileTag::Main).then(|| self.actor.preloaded(key)).flatten() {
                 Some(value) => fetched[at] = Some(value),
                 None => missing.push(at),
             }
