@@ -45,10 +45,8 @@ CREATE TABLE roost_owners (
   epoch bigint NOT NULL
 );
 CREATE INDEX roost_owners_node ON roost_owners (node_id, epoch);
-CREATE FUNCTION roost_claim(p_actor bytea, p_node text, p_epoch bigint, p_keys bytea[],
-  p_meta bytea, p_from bytea, p_to bytea, p_chunk_bytes bigint, p_whole int, p_first int)
-RETURNS TABLE (status text, owner_node text, owner_address text, vals bytea[], fresh boolean,
-  pre_keys bytea[], pre_vals bytea[])
+CREATE FUNCTION roost_claim(p_actor bytea, p_node text, p_epoch bigint, p_keys bytea[])
+RETURNS TABLE (status text, owner_node text, owner_address text, vals bytea[], fresh boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
   cur_node text;
@@ -56,15 +54,10 @@ DECLARE
   addr text;
   gen bytea;
   was_fresh boolean := false;
-  file_bytes bigint;
-  ahead int;
-  pk bytea[];
-  pv bytea[];
 BEGIN
   PERFORM 1 FROM roost_nodes n WHERE n.node_id = p_node AND n.epoch = p_epoch AND n.expires_at > now();
   IF NOT FOUND THEN
-    RETURN QUERY SELECT 'lease_lost'::text, NULL::text, NULL::text, NULL::bytea[], false,
-      NULL::bytea[], NULL::bytea[];
+    RETURN QUERY SELECT 'lease_lost'::text, NULL::text, NULL::text, NULL::bytea[], false;
     RETURN;
   END IF;
   SELECT o.node_id, o.epoch INTO cur_node, cur_epoch FROM roost_owners o WHERE o.actor = p_actor;
@@ -78,8 +71,7 @@ BEGIN
         SELECT n.address INTO addr FROM roost_nodes n
           WHERE n.node_id = cur_node AND n.epoch = cur_epoch AND n.expires_at > now();
         IF FOUND THEN
-          RETURN QUERY SELECT 'elsewhere'::text, cur_node, addr, NULL::bytea[], false,
-            NULL::bytea[], NULL::bytea[];
+          RETURN QUERY SELECT 'elsewhere'::text, cur_node, addr, NULL::bytea[], false;
           RETURN;
         END IF;
         UPDATE roost_owners SET node_id = p_node, epoch = p_epoch WHERE actor = p_actor;
@@ -95,20 +87,10 @@ BEGIN
     INSERT INTO roost_kv (key, value) VALUES (p_actor, gen)
       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
   END IF;
-  -- Read ahead: a small file whole, the first chunks of a bigger one (the size is the
-  -- big-endian u64 after the metadata's version byte).
-  SELECT ('x' || encode(substring(value FROM 2 FOR 8), 'hex'))::bit(64)::bigint INTO file_bytes
-    FROM roost_kv WHERE key = p_meta AND length(value) = 9;
-  ahead := CASE WHEN file_bytes IS NULL THEN 0
-                WHEN file_bytes <= p_whole::bigint * p_chunk_bytes THEN p_whole
-                ELSE p_first END;
-  SELECT array_agg(c.key ORDER BY c.key), array_agg(c.value ORDER BY c.key) INTO pk, pv
-    FROM (SELECT key, value FROM roost_kv WHERE key >= p_from AND key < p_to
-          ORDER BY key LIMIT ahead) c;
   RETURN QUERY SELECT 'mine'::text, p_node, NULL::text,
     ARRAY(SELECT (SELECT kv.value FROM roost_kv kv WHERE kv.key = k.key)
           FROM unnest(p_keys) WITH ORDINALITY AS k(key, i) ORDER BY k.i),
-    was_fresh, pk, pv;
+    was_fresh;
 END
 $$;
 "#;
@@ -123,8 +105,16 @@ const RENEW: &str = "UPDATE roost_nodes SET expires_at = now() + $3::bigint * in
 const EPOCH_OF: &str = "SELECT epoch FROM roost_nodes WHERE node_id = $1";
 const RELEASE: &str = "UPDATE roost_nodes SET expires_at = now() - interval '1 millisecond' \
      WHERE node_id = $1 AND epoch = $2";
-const CLAIM: &str = "SELECT status, owner_node, owner_address, vals, fresh, pre_keys, pre_vals \
-     FROM roost_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const CLAIM: &str = "SELECT status, owner_node, owner_address, vals, fresh FROM roost_claim($1, $2, $3, $4)";
+/// Read-ahead, sent in the claim's pipeline: a small file whole, the first chunks of a bigger
+/// one. $1 the file's metadata key (its size is the big-endian u64 after the version byte),
+/// $2..$3 its chunks' range, $4 the chunk size, $5 the chunks of a file read whole at most,
+/// $6 the chunks read of a bigger one.
+const READ_AHEAD: &str = "SELECT key, value FROM roost_kv WHERE key >= $2 AND key < $3 ORDER BY key \
+     LIMIT (SELECT CASE WHEN size IS NULL THEN 0 WHEN size <= $5::bigint * $4::bigint THEN $5::bigint \
+                        ELSE $6::bigint END \
+            FROM (SELECT (SELECT ('x' || encode(substring(value FROM 2 FOR 8), 'hex'))::bit(64)::bigint \
+                          FROM roost_kv WHERE key = $1 AND length(value) = 9) AS size) m)";
 const OWNER: &str = "SELECT o.node_id, n.address, (n.epoch = o.epoch AND n.expires_at > now()) \
      FROM roost_owners o LEFT JOIN roost_nodes n ON n.node_id = o.node_id WHERE o.actor = $1";
 const NODES: &str = "SELECT node_id, epoch, address, started_at::text, \
@@ -258,17 +248,31 @@ impl PostgresStore {
             let (mut charge, whole, first) = self.preload_charge(preload);
             let chunk_bytes = preload.chunk_bytes as i64;
             let (meta, from, to) = (&preload.meta_key, &preload.start, &preload.end);
-            let row = self.block_on(|deadline| async move {
+            let (whole, first) = (i64::from(whole), i64::from(first));
+            let (row, ahead) = self.block_on(|deadline| async move {
                 let client = self.connection(deadline).await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
-                    [&fence_key, &node_id, &epoch, &keys, meta, from, to, &chunk_bytes, &whole, &first];
-                // Prepared once per connection: an unprepared query costs a second round trip.
-                let row = tokio::time::timeout_at(deadline, async {
-                    let statement = client.prepare_cached(CLAIM).await?;
-                    client.query_one(&statement, &params).await
+                // Both statements go out back to back (one round trip); they are prepared once
+                // per connection, as an unprepared query costs a round trip of its own.
+                let answers = tokio::time::timeout_at(deadline, async {
+                    let (claim, read_ahead) =
+                        tokio::try_join!(client.prepare_cached(CLAIM), client.prepare_cached(READ_AHEAD))?;
+                    let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                        [&fence_key, &node_id, &epoch, &keys];
+                    let claim = client.query_one(&claim, &claim_params);
+                    let read_ahead = async {
+                        match whole {
+                            0 => Ok(Vec::new()),
+                            _ => {
+                                client
+                                    .query(&read_ahead, &[meta, from, to, &chunk_bytes, &whole, &first])
+                                    .await
+                            }
+                        }
+                    };
+                    tokio::try_join!(claim, read_ahead)
                 })
                 .await;
-                finish(client, row)
+                finish(client, answers)
             })?;
             let status: String = row.get(0);
             match status.as_str() {
@@ -277,13 +281,8 @@ impl PostgresStore {
                     if values.len() != keys.len() {
                         return Err(KvError::Io("a claim answered the wrong number of values".into()));
                     }
-                    let pre_keys: Option<Vec<Vec<u8>>> = row.get(5);
-                    let pre_values: Option<Vec<Vec<u8>>> = row.get(6);
-                    let pairs: Vec<(Key, Vec<u8>)> = pre_keys
-                        .unwrap_or_default()
-                        .into_iter()
-                        .zip(pre_values.unwrap_or_default())
-                        .collect();
+                    let pairs: Vec<(Key, Vec<u8>)> =
+                        ahead.into_iter().map(|r| (r.get(0), r.get(1))).collect();
                     let bytes: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
                     if let Some(charge) = &mut charge {
                         charge.shrink_to(bytes);
@@ -341,7 +340,7 @@ impl PostgresStore {
 impl PostgresStore {
     /// Takes room for the most a claim may read ahead from the read-ahead cap; with less
     /// room, reads ahead less (or nothing). Answers the charge and the chunk counts to ask.
-    fn preload_charge(&self, preload: &Preload) -> (Option<Charge>, i32, i32) {
+    fn preload_charge(&self, preload: &Preload) -> (Option<Charge>, u32, u32) {
         let chunk = preload.chunk_bytes.max(1) + 64;
         let (cap, used) = self.preload_budget();
         let room = cap.saturating_sub(used.load(std::sync::atomic::Ordering::SeqCst));
@@ -351,7 +350,7 @@ impl PostgresStore {
             return (None, 0, 0);
         }
         match Charge::take(used, whole * chunk, cap) {
-            Some(charge) => (Some(charge), whole as i32, first as i32),
+            Some(charge) => (Some(charge), whole as u32, first as u32),
             None => (None, 0, 0),
         }
     }
