@@ -61,16 +61,13 @@ fn random_write(rng: &mut StdRng, next_key: &mut i64) -> Write {
         }
         5 => Write {
             sql: "INSERT INTO t(k, v) VALUES (?1, 'dup')",
-            params: vec![rng.random_range(1..=(*next_key).max(1))],
+            params: vec![rng.random_range(0..=*next_key)],
         },
         6 | 7 => Write {
             sql: "UPDATE t SET v = v || ?1 WHERE k % ?2 = 0",
             params: vec![rng.random_range(0..10), rng.random_range(2..5)],
         },
-        8 => Write {
-            sql: "DELETE FROM t WHERE k = ?1",
-            params: vec![rng.random_range(1..=(*next_key).max(1))],
-        },
+        8 => Write { sql: "DELETE FROM t WHERE k = ?1", params: vec![rng.random_range(0..=*next_key)] },
         _ => Write { sql: "DELETE FROM t WHERE k % ?1 = 1", params: vec![rng.random_range(3..9)] },
     }
 }
