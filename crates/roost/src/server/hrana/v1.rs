@@ -85,3 +85,21 @@ pub(super) async fn batch(hrana: Hrana, path: Option<String>, request: Request) 
     };
     served.await.unwrap_or_else(ApiError::into_hrana_response)
 }
+
+/// Decodes `bytes` as the v1 bodies and resolves what decoded as the handlers do; answers how
+/// many decoded (`server::fuzzing`).
+pub(super) fn decode_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
+    let ctx = exec::Ctx { version: VERSION, ..*ctx };
+    let mut decoded = 0;
+    if let Ok(body) = serde_json::from_slice::<ExecuteBody>(bytes) {
+        decoded += 1;
+        let request = super::proto::StreamRequest::Execute { stmt: body.stmt };
+        let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);
+    }
+    if let Ok(body) = serde_json::from_slice::<BatchBody>(bytes) {
+        decoded += 1;
+        let request = super::proto::StreamRequest::Batch { batch: body.batch };
+        let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);
+    }
+    decoded
+}
