@@ -6,6 +6,7 @@
 //! the handlers do; it must never panic, whatever the input. Invariants the handlers rely on
 //! are asserted here, so that the fuzzer reports their violations as crashes.
 
+use super::body::parse_json;
 use super::json::{BatchBody, QueryBody};
 use crate::vfs::{Params, Statement};
 
@@ -59,8 +60,8 @@ pub fn api_json(bytes: &[u8]) -> ApiDecoded {
         result
     };
     let decoded = ApiDecoded {
-        query: serde_json::from_slice::<QueryBody>(bytes).ok().map(convert),
-        batch: serde_json::from_slice::<BatchBody>(bytes)
+        query: parse_json::<QueryBody>(bytes).ok().map(convert),
+        batch: parse_json::<BatchBody>(bytes)
             .ok()
             .map(|body| body.statements.into_iter().map(convert).collect()),
     };

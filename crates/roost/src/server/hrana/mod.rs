@@ -38,7 +38,7 @@ use self::exec::Ctx;
 use self::proto::{CursorReqBody, PipelineReqBody};
 use self::stream::{Stream, Streams};
 use super::api::actor_id;
-use super::body::{answer_with_type, encode, json_answer, JsonBody};
+use super::body::{answer_with_type, encode, json_answer, parse_json, JsonBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::actor_id::ActorId;
@@ -59,7 +59,7 @@ pub(super) fn decode_for_fuzzing(bytes: &[u8], statement_bytes_max: usize) -> us
     let mut decoded = 0;
     for version in 1..=3 {
         let ctx = Ctx { version, statement_bytes_max, sql_texts_max: 4 };
-        if let Ok(body) = serde_json::from_slice::<PipelineReqBody>(bytes) {
+        if let Ok(body) = parse_json::<PipelineReqBody>(bytes) {
             decoded += 1;
             let mut sqls = std::collections::HashMap::new();
             for request in body.requests {
@@ -68,7 +68,7 @@ pub(super) fn decode_for_fuzzing(bytes: &[u8], statement_bytes_max: usize) -> us
                 }
             }
         }
-        if let Ok(body) = serde_json::from_slice::<CursorReqBody>(bytes) {
+        if let Ok(body) = parse_json::<CursorReqBody>(bytes) {
             decoded += 1;
             let request = proto::StreamRequest::Batch { batch: body.batch };
             let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);

@@ -843,8 +843,10 @@ fn broken(request_id: i32) -> Outgoing {
 /// Decodes `bytes` as a client message, and the statements of a decoded request as the
 /// handlers do; answers how many decoded (`server::fuzzing`).
 pub(super) fn decode_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
-    let _ = serde_json::from_slice::<RequestIdOnly>(bytes);
-    let Ok(message) = serde_json::from_slice::<ClientMsg>(bytes) else { return 0 };
+    // A text message is UTF-8 (the WebSocket layer checks it).
+    let Ok(text) = std::str::from_utf8(bytes) else { return 0 };
+    let _ = serde_json::from_str::<RequestIdOnly>(text);
+    let Ok(message) = serde_json::from_str::<ClientMsg>(text) else { return 0 };
     let request = match message {
         ClientMsg::Hello { .. } => return 1,
         ClientMsg::Request { request, .. } => request,
