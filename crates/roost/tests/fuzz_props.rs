@@ -178,3 +178,18 @@ proptest! {
         db.execute("INSERT INTO mine VALUES (1)", &Params::None).unwrap();
     }
 }
+
+/// Found by the `storage_format` fuzz target: a stored generation of u64::MAX made the next
+/// owner's first write overflow (a panic in debug builds, generation 0 in release builds).
+#[test]
+fn a_generation_at_its_maximum_fails_writes_cleanly() {
+    let store = Arc::new(MemoryStore::new());
+    let id = ActorId::new("fuzz").unwrap();
+    let ops = vec![WriteOp::Put(layout::generation_key(&id), Generation(u64::MAX).encode())];
+    store.write(WriteBatch { fence: None, ops, durable: true }).unwrap();
+    let storage = Storage::new(store.clone() as Arc<dyn KvStore>, StorageConfig::default()).unwrap();
+    let mut db = storage.open(&id).unwrap();
+    assert!(db.execute("CREATE TABLE t(x)", &Params::None).is_err());
+    let stored = store.get_many(&[layout::generation_key(&id)]).unwrap();
+    assert_eq!(stored, vec![Some(Generation(u64::MAX).encode())], "the generation must not wrap");
+}

@@ -87,6 +87,42 @@ fn vacuum_still_works() {
     refused(db.execute("ATTACH '' AS x", &Params::None), "ATTACH after VACUUM");
 }
 
+/// The databases attached to `db`'s connection, by schema name.
+fn attached(db: &mut Database) -> Vec<Value> {
+    let rows = db.execute("PRAGMA database_list", &Params::None).unwrap().rows;
+    rows.into_iter().map(|row| row[1].clone()).collect()
+}
+
+#[test]
+fn a_script_that_mentions_vacuum_cannot_attach() {
+    // A script (Hrana's `sequence`) used to run with VACUUM's permission to attach a scratch
+    // database whenever its text held the word VACUUM anywhere: `ATTACH '' AS x` then stayed
+    // attached (DETACH is refused) and the connection's next VACUUM failed.
+    let storage = storage();
+    let mut db = open(&storage, "script");
+    db.execute_script("CREATE TABLE t(x); INSERT INTO t VALUES (1)").unwrap();
+    for script in [
+        "ATTACH '' AS x; SELECT 'vacuum'",
+        "ATTACH '' AS x -- VACUUM",
+        "SELECT 1; ATTACH DATABASE '' AS vacuum_db",
+        "VACUUM; ATTACH '' AS x",
+    ] {
+        match db.execute_script(script) {
+            Err(Error::Sql { message, .. }) => {
+                assert!(message.contains("not authorized"), "{script}: {message}")
+            }
+            other => panic!("{script}: expected 'not authorized', got {other:?}"),
+        }
+        assert_eq!(attached(&mut db), vec![Value::Text("main".into())], "{script}");
+    }
+    // VACUUM itself still runs inside a script, and leaves nothing attached.
+    db.execute_script("INSERT INTO t VALUES (2); VACUUM; SELECT 1").unwrap();
+    db.execute("VACUUM", &Params::None).unwrap();
+    assert_eq!(attached(&mut db), vec![Value::Text("main".into())]);
+    let rows = db.execute("SELECT count(*) FROM t", &Params::None).unwrap().rows;
+    assert_eq!(rows, vec![vec![Value::Integer(2)]]);
+}
+
 #[test]
 fn pragmas_pass_an_allow_list() {
     let storage = storage();

@@ -7,8 +7,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
 
-use super::hrana::decode_for_fuzzing;
-use super::json::{params_from_json, BatchBody, QueryBody};
+use super::json::params_from_json;
 
 /// Arbitrary JSON, biased toward the strings and keys the decoders look for.
 fn json_tree() -> impl Strategy<Value = Json> {
@@ -59,17 +58,10 @@ fn json_tree() -> impl Strategy<Value = Json> {
     })
 }
 
-/// Feeds one JSON document to every decoder.
+/// Feeds one JSON document to every decoder (the entry points of the `cargo fuzz` targets).
 fn decode_all(bytes: &[u8]) {
-    if let Ok(body) = serde_json::from_slice::<QueryBody>(bytes) {
-        let _ = body.into_statement(1 << 20);
-    }
-    if let Ok(body) = serde_json::from_slice::<BatchBody>(bytes) {
-        for statement in body.statements {
-            let _ = statement.into_statement(1 << 20);
-        }
-    }
-    decode_for_fuzzing(bytes);
+    super::fuzzing::api_json(bytes);
+    super::fuzzing::hrana_json(bytes);
 }
 
 proptest! {

@@ -12,6 +12,8 @@ mod error;
 mod forward;
 #[cfg(test)]
 mod fuzz_json;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hrana;
 mod json;
 mod lifecycle;

@@ -166,7 +166,15 @@ impl ActorFiles {
         let next = if ownership.claimed {
             ownership.stored
         } else {
-            let next = Generation(ownership.stored.map_or(1, |g| g.0 + 1));
+            // A stored generation at u64::MAX (only a corrupt store holds one) has no successor:
+            // wrapping to 0 would undo the fencing.
+            let next = match ownership.stored {
+                None => Generation(1),
+                Some(g) => Generation(
+                    g.0.checked_add(1)
+                        .ok_or(Failure::Format(FormatError("the ownership generation is at its maximum")))?,
+                ),
+            };
             ops.push(WriteOp::Put(gen_key.clone(), next.encode()));
             Some(next)
         };

@@ -329,8 +329,7 @@ impl Storage {
     fn next_actor(&self, start: &[u8], end: &[u8]) -> Result<Option<ActorId>, Error> {
         let next = self.inner.store.scan(start, end, 1).map_err(Error::Store)?;
         let Some((key, _)) = next.into_iter().next() else { return Ok(None) };
-        let id_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-        let id = std::str::from_utf8(&key[1..id_end]).ok().and_then(|s| ActorId::new(s).ok());
+        let id = layout::actor_of_key(&key);
         id.map(Some).ok_or_else(|| Error::Corrupt("a key holds an invalid actor id".into()))
     }
 
@@ -681,9 +680,18 @@ impl Database {
 
     /// Runs SQL text that may hold several statements, without parameters or results.
     pub fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
+        use rusqlite::fallible_iterator::FallibleIterator;
         self.with_open(|conn, files, vacuum| {
-            let _scope = VacuumScope::enter(vacuum, sql.to_ascii_uppercase().contains("VACUUM"));
-            conn.execute_batch(sql).map_err(|e| translate(e, files))
+            // One statement at a time, as `execute_batch` does (each stepped once), so that
+            // only a `VACUUM` statement runs with the flag that lets it attach its scratch
+            // copy; statements are prepared (and any `ATTACH` in them authorized) without it.
+            let mut statements = rusqlite::Batch::new(conn, sql);
+            while let Some(mut stmt) = statements.next().map_err(|e| translate(e, files))? {
+                let is_vacuum = stmt.expanded_sql().is_some_and(|text| crate::sql::scan(&text).is_vacuum());
+                let _scope = VacuumScope::enter(vacuum, is_vacuum);
+                stmt.raw_query().next().map_err(|e| translate(e, files))?;
+            }
+            Ok(())
         })
     }
 

@@ -63,6 +63,15 @@ pub fn actor_prefix(actor: &ActorId) -> Vec<u8> {
     key
 }
 
+/// The actor a store key belongs to: the id between the leading `'a'` and the first `0x00`
+/// (the whole rest when there is none, as for a scan bound). `None` when the key is not an
+/// actor's key or the id is invalid.
+pub fn actor_of_key(key: &[u8]) -> Option<ActorId> {
+    let rest = key.strip_prefix(b"a")?;
+    let id = rest.split(|b| *b == 0).next().unwrap_or(rest);
+    ActorId::new(std::str::from_utf8(id).ok()?).ok()
+}
+
 /// The first key after every key of `actor`.
 pub fn actor_end(actor: &ActorId) -> Vec<u8> {
     let mut key = actor_prefix(actor);
@@ -185,6 +194,23 @@ mod tests {
         let (start, end) = files_range(&a);
         assert!(generation_key(&a) < start && start == file_range(&a, FileTag::Journal).0);
         assert!(end == file_range(&a, FileTag::Main).1);
+    }
+
+    #[test]
+    fn keys_name_their_actor() {
+        let a = ActorId::new("a.b-c_9").unwrap();
+        for key in [
+            actor_prefix(&a),
+            generation_key(&a),
+            meta_key(&a, FileTag::Main),
+            chunk_key(&a, FileTag::Journal, ChunkIndex(u64::MAX)),
+            [b"a", a.as_str().as_bytes()].concat(),
+        ] {
+            assert_eq!(actor_of_key(&key), Some(a.clone()), "{key:?}");
+        }
+        for key in [&b""[..], b"a", b"a\0g", b"b1\0", b"a.x\0", b"a\xff\0", b"ax y\0"] {
+            assert_eq!(actor_of_key(key), None, "{key:?}");
+        }
     }
 
     #[test]

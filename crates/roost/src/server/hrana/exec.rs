@@ -498,3 +498,46 @@ pub fn store_refused(stored: usize, sql: &str, ctx: &Ctx) -> Option<HError> {
         None
     }
 }
+
+/// What `handle` does with `request` before it touches a database: resolves its SQL (stored
+/// texts included, kept in `sqls`), checks its limits and prepares its statements or batch. For
+/// the fuzz targets (`server::fuzzing`): every resolved statement respects the limits.
+pub fn resolve_for_fuzzing(
+    sqls: &mut HashMap<i32, String>,
+    request: StreamRequest,
+    ctx: &Ctx,
+) -> Result<(), ApiError> {
+    let check = |stmt: &Prepared| {
+        assert!(stmt.sql.len() <= ctx.statement_bytes_max, "a statement over the limit was prepared");
+        drop(crate::sql::scan(&stmt.sql));
+    };
+    match request {
+        StreamRequest::Execute { stmt } => {
+            if let Ok(stmt) = prepare(sqls, stmt, ctx)? {
+                check(&stmt);
+            }
+        }
+        StreamRequest::Batch { batch } => {
+            if let Ok(steps) = prepare_batch(sqls, batch, ctx)? {
+                steps.iter().for_each(|step| check(&step.stmt));
+            }
+        }
+        StreamRequest::Sequence { sql, sql_id } | StreamRequest::Describe { sql, sql_id } => {
+            let sql = resolve_sql(sqls, sql, sql_id)?;
+            if too_long(&sql, ctx).is_none() {
+                drop(crate::sql::scan(&sql));
+            }
+        }
+        StreamRequest::StoreSql { sql_id, sql } => {
+            if sqls.contains_key(&sql_id) {
+                return Err(ApiError::bad_request(format!("SQL text {sql_id} is already stored")));
+            }
+            if store_refused(sqls.len(), &sql, ctx).is_none() {
+                sqls.insert(sql_id, sql);
+            }
+        }
+        StreamRequest::CloseSql { sql_id } => drop(sqls.remove(&sql_id)),
+        StreamRequest::Close {} | StreamRequest::GetAutocommit {} => {}
+    }
+    Ok(())
+}

@@ -38,7 +38,7 @@ use self::exec::Ctx;
 use self::proto::{CursorReqBody, PipelineReqBody};
 use self::stream::{Stream, Streams};
 use super::api::actor_id;
-use super::body::{answer_with_type, encode, json_answer, JsonBody};
+use super::body::{answer_with_type, encode, json_answer, parse_json, JsonBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::actor_id::ActorId;
@@ -51,23 +51,31 @@ struct Hrana {
     sockets: Arc<Semaphore>,
 }
 
-/// Decodes `bytes` as each Hrana request body and scans the SQL of decoded statements: the
-/// property tests in `server::fuzz_json` require that this never panics.
-#[cfg(test)]
-pub(super) fn decode_for_fuzzing(bytes: &[u8]) {
-    let scan = |stmt: &proto::Stmt| stmt.sql.as_deref().map(crate::sql::scan);
-    if let Ok(body) = serde_json::from_slice::<PipelineReqBody>(bytes) {
-        for request in &body.requests {
-            match request {
-                proto::StreamRequest::Execute { stmt } => drop(scan(stmt)),
-                proto::StreamRequest::Batch { batch } => batch.steps.iter().for_each(|s| drop(scan(&s.stmt))),
-                _ => {}
+/// Decodes `bytes` as each Hrana request body and message (HTTP pipeline and cursor bodies,
+/// sqld's v1 bodies, WebSocket messages) and resolves what decoded the way the handlers do,
+/// for every protocol version, with `statement_bytes_max`. Answers how many decodings
+/// succeeded. The fuzz targets (`server::fuzzing`) require that this never panics.
+pub(super) fn decode_for_fuzzing(bytes: &[u8], statement_bytes_max: usize) -> usize {
+    let mut decoded = 0;
+    for version in 1..=3 {
+        let ctx = Ctx { version, statement_bytes_max, sql_texts_max: 4 };
+        if let Ok(body) = parse_json::<PipelineReqBody>(bytes) {
+            decoded += 1;
+            let mut sqls = std::collections::HashMap::new();
+            for request in body.requests {
+                if exec::resolve_for_fuzzing(&mut sqls, request, &ctx).is_err() {
+                    break;
+                }
             }
         }
+        if let Ok(body) = parse_json::<CursorReqBody>(bytes) {
+            decoded += 1;
+            let request = proto::StreamRequest::Batch { batch: body.batch };
+            let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);
+        }
+        decoded += v1::decode_for_fuzzing(bytes, &ctx) + ws::decode_for_fuzzing(bytes, &ctx);
     }
-    if let Ok(body) = serde_json::from_slice::<CursorReqBody>(bytes) {
-        body.batch.steps.iter().for_each(|s| drop(scan(&s.stmt)));
-    }
+    decoded
 }
 
 /// The Hrana routes, with their own stream registry.

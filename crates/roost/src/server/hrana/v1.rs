@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::super::body::{encode, json_answer, JsonBody};
+use super::super::body::{encode, json_answer, parse_json, JsonBody};
 use super::super::error::ApiError;
 use super::exec::{self, BatchJson};
 use super::proto::{Batch, HError, Stmt, StmtResultJson};
@@ -84,4 +84,22 @@ pub(super) async fn batch(hrana: Hrana, path: Option<String>, request: Request) 
         Ok::<_, ApiError>(json_answer(ran?, memory))
     };
     served.await.unwrap_or_else(ApiError::into_hrana_response)
+}
+
+/// Decodes `bytes` as the v1 bodies and resolves what decoded as the handlers do; answers how
+/// many decoded (`server::fuzzing`).
+pub(super) fn decode_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
+    let ctx = exec::Ctx { version: VERSION, ..*ctx };
+    let mut decoded = 0;
+    if let Ok(body) = parse_json::<ExecuteBody>(bytes) {
+        decoded += 1;
+        let request = super::proto::StreamRequest::Execute { stmt: body.stmt };
+        let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);
+    }
+    if let Ok(body) = parse_json::<BatchBody>(bytes) {
+        decoded += 1;
+        let request = super::proto::StreamRequest::Batch { batch: body.batch };
+        let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);
+    }
+    decoded
 }

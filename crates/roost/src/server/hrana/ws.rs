@@ -839,3 +839,29 @@ fn broken(request_id: i32) -> Outgoing {
     );
     reply_message(request_id, &Err(error), None)
 }
+
+/// Decodes `bytes` as a client message, and the statements of a decoded request as the
+/// handlers do; answers how many decoded (`server::fuzzing`).
+pub(super) fn decode_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
+    // A text message is UTF-8 (the WebSocket layer checks it).
+    let Ok(text) = std::str::from_utf8(bytes) else { return 0 };
+    let _ = serde_json::from_str::<RequestIdOnly>(text);
+    let Ok(message) = serde_json::from_str::<ClientMsg>(text) else { return 0 };
+    let request = match message {
+        ClientMsg::Hello { .. } => return 1,
+        ClientMsg::Request { request, .. } => request,
+    };
+    let request = match request {
+        WsRequest::Execute { stmt, .. } => StreamRequest::Execute { stmt },
+        WsRequest::Batch { batch, .. } | WsRequest::OpenCursor { batch, .. } => {
+            StreamRequest::Batch { batch }
+        }
+        WsRequest::Sequence { sql, sql_id, .. } => StreamRequest::Sequence { sql, sql_id },
+        WsRequest::Describe { sql, sql_id, .. } => StreamRequest::Describe { sql, sql_id },
+        WsRequest::StoreSql { sql_id, sql } => StreamRequest::StoreSql { sql_id, sql },
+        WsRequest::CloseSql { sql_id } => StreamRequest::CloseSql { sql_id },
+        _ => return 1,
+    };
+    let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, ctx);
+    1
+}
