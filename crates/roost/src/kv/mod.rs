@@ -148,14 +148,16 @@ impl Charge {
     /// Gives back what is not needed of the charge, keeping `bytes`.
     pub fn shrink_to(&mut self, bytes: u64) {
         let freed = self.bytes.saturating_sub(bytes);
-        self.counter.fetch_sub(freed, Ordering::SeqCst);
+        let before = self.counter.fetch_sub(freed, Ordering::SeqCst);
+        debug_assert!(before >= freed, "a charge gave back more than its counter held");
         self.bytes -= freed;
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.counter.fetch_sub(self.bytes, Ordering::SeqCst);
+        let before = self.counter.fetch_sub(self.bytes, Ordering::SeqCst);
+        debug_assert!(before >= self.bytes, "a charge gave back more than its counter held");
     }
 }
 
