@@ -20,8 +20,10 @@ pub const STATEMENT_BYTES_MAX: usize = 64;
 pub fn hrana_json(bytes: &[u8]) -> usize {
     let decoded = super::hrana::decode_for_fuzzing(bytes, STATEMENT_BYTES_MAX);
     if decoded > 0 {
+        // Syntax only: a number too big for `Value` (1e999) in an ignored field is still JSON,
+        // and the decoders rightly skip it without converting it.
         assert!(
-            serde_json::from_slice::<serde_json::Value>(bytes).is_ok(),
+            serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok(),
             "decoded a body that is not JSON"
         );
     }
