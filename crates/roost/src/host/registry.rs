@@ -104,7 +104,8 @@ impl Idle {
         if users == 0 {
             list.remove(&slot.id);
         }
-        Some(SlotUse { slot: slot.clone(), idle: self.clone() })
+        let found_awake = slot.state() == ActorState::Awake;
+        Some(SlotUse { slot: slot.clone(), idle: self.clone(), found_awake })
     }
 
     fn end_use(&self, slot: &Arc<Slot>) {
@@ -243,6 +244,8 @@ struct Turn {
 struct SlotUse {
     slot: Arc<Slot>,
     idle: Arc<Idle>,
+    /// The actor was awake when this use was taken (the request needed no wake).
+    found_awake: bool,
 }
 
 impl Drop for SlotUse {
@@ -357,13 +360,16 @@ impl Host {
     /// several requests.
     pub async fn pin(&self, id: &ActorId) -> Result<Pinned, HostError> {
         self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let arrived = (self.state(id) != ActorState::Awake).then(Instant::now);
+        let arrived = Instant::now();
+        let mut woke = None;
         loop {
             let used = self.inner.acquire(id).await?;
+            // Whether the request found its actor asleep: decided by its first attempt.
+            let woke = *woke.get_or_insert(!used.found_awake);
             let turn = used.slot.turn.clone().lock_owned().await;
             match used.slot.state() {
                 ActorState::Awake => {
-                    let waited_for_wake = Mutex::new(arrived);
+                    let waited_for_wake = Mutex::new(woke.then_some(arrived));
                     return Ok(Pinned { turn: Arc::new(Turn { used, _guard: turn, waited_for_wake }) });
                 }
                 ActorState::Poisoned => return Err(HostError::Poisoned),
