@@ -22,6 +22,8 @@ use roost::kv::testing::TestDatabase;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::bench_http::quantile_ms;
+
 /// Arguments of `roost bench cluster`.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -183,11 +185,6 @@ fn must(agent: &ureq::Agent, base: &str, actor: &str, statement: &str) -> Result
         200 => Ok(()),
         status => Err(format!("{actor}: {statement} answered {status}")),
     }
-}
-
-fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Store read and write calls so far, from `/metrics`.

@@ -51,7 +51,8 @@ struct Row {
     p99_ms: f64,
 }
 
-fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile of sorted latencies, in ms (0 when there are none).
+pub(super) fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
     sorted.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }

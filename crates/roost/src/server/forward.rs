@@ -251,9 +251,8 @@ async fn forward_or_local(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_string();
-    let streamed = is_upgrade(&request) || is_streamed_request(&request);
     let (parts, body) = request.into_parts();
-    if streamed {
+    if is_streamed(&parts) {
         return match send(state, cluster, &owner, Request::from_parts(parts, body)).await {
             Ok(answer) => answer,
             Err(SendError::Unreachable) => {
@@ -284,10 +283,6 @@ async fn forward_or_local(
         Ok(Route::Forward(_)) => ApiError::moved(None).into_response_for(&path),
         Err(e) => e.into_response_for(&path),
     }
-}
-
-fn is_streamed_request(request: &Request) -> bool {
-    request.method() == axum::http::Method::PUT && request.uri().path().ends_with("/import")
 }
 
 async fn lookup(cluster: &std::sync::Arc<Cluster>, id: &ActorId) -> Result<Route, ApiError> {

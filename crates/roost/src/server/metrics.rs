@@ -224,6 +224,18 @@ fn render_store_capacity(out: &mut String, store: &crate::kv::KvStats) {
     }
 }
 
+/// One histogram series of `name` (with `label`, e.g. `op="read"`, or none) in seconds.
+fn histogram(out: &mut String, name: &str, label: &str, h: &crate::kv::LatencyHistogram) {
+    let sep = if label.is_empty() { "" } else { "," };
+    for (n, bound) in h.buckets.iter().zip(crate::kv::LATENCY_BUCKETS_S) {
+        let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"+Inf\"}} {}", h.count);
+    let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+    let _ = writeln!(out, "{name}_sum{} {}", braces(label), h.sum_micros as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{} {}", braces(label), h.count);
+}
+
 /// From a request's arrival to its statement starting, for requests that found their actor
 /// asleep.
 fn render_wake_latency(out: &mut String, h: &crate::kv::LatencyHistogram) {
@@ -232,24 +244,14 @@ fn render_wake_latency(out: &mut String, h: &crate::kv::LatencyHistogram) {
         out,
         "# HELP {name} From a request's arrival to its statement starting, when its actor was asleep.\n# TYPE {name} histogram"
     );
-    for (n, bound) in h.buckets.iter().zip(crate::kv::LATENCY_BUCKETS_S) {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum {}", h.sum_micros as f64 / 1e6);
-    let _ = writeln!(out, "{name}_count {}", h.count);
+    histogram(out, name, "", h);
 }
 
 fn render_store_latency(out: &mut String, store: &crate::kv::KvStats) {
     let name = "roost_store_call_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Store round-trip latency.\n# TYPE {name} histogram");
     for (op, h) in [("read", &store.read_latency), ("write", &store.write_latency)] {
-        for (n, bound) in h.buckets.iter().zip(crate::kv::LATENCY_BUCKETS_S) {
-            let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum{{op=\"{op}\"}} {}", h.sum_micros as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count{{op=\"{op}\"}} {}", h.count);
+        histogram(out, name, &format!("op=\"{op}\""), h);
     }
 }
 
