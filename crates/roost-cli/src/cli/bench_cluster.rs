@@ -129,13 +129,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start roost serve: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err("roost serve did not start listening within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::bench_load::wait_listening(port)?;
         Ok(Self { child: Some(child), url: format!("http://127.0.0.1:{port}"), _data: data })
     }
 

@@ -82,6 +82,18 @@ fn free_port() -> Result<u16, String> {
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// Waits (at most 30 s) until a `roost serve` listens on `port` of loopback.
+pub(super) fn wait_listening(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("roost serve did not start listening within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn start_server(data: &std::path::Path, port: u16, budget_bytes: u64) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let child = Command::new(exe)
@@ -91,13 +103,7 @@ fn start_server(data: &std::path::Path, port: u16, budget_bytes: u64) -> Result<
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start roost serve: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("roost serve did not start listening within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port)?;
     Ok(child)
 }
 
