@@ -38,6 +38,9 @@ pub const FORWARDED_HEADER: &str = "x-roost-forwarded";
 pub const NODE_HEADER: &str = "x-roost-node";
 /// Longest wait for a connection to another node.
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// What one tunnelled WebSocket holds while it lives: `copy_bidirectional`'s two 8 KiB buffers
+/// and the two upgraded connections' read buffers, rounded up.
+const TUNNEL_BYTES: u64 = 48 << 10;
 /// Kept-alive connections per other node.
 const IDLE_CONNECTIONS_PER_NODE: usize = 32;
 
@@ -144,6 +147,11 @@ async fn tunnel(
         let retry = state.config().retry_after_ms;
         return ApiError::overloaded("too many WebSockets tunnelled to other nodes", retry).into_response();
     };
+    // The copy's buffers live as long as the tunnel: charged to the request pool until it ends.
+    let memory = state.host().request_memory();
+    if let Err(e) = memory.charge(TUNNEL_BYTES) {
+        return super::body::buffer_error(e, "a WebSocket tunnel").into_response();
+    }
     let from_client = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
     let Ok(uri) = owner_uri(owner, &parts.uri) else { return ApiError::moved(None).into_response_for(&path) };
@@ -172,7 +180,7 @@ async fn tunnel(
     }
     let from_owner = hyper::upgrade::on(&mut answer);
     tokio::spawn(async move {
-        let _permit = permit;
+        let (_permit, _memory) = (permit, memory);
         let (Ok(client), Ok(owner)) = tokio::join!(from_client, from_owner) else { return };
         let (mut client, mut owner) = (TokioIo::new(client), TokioIo::new(owner));
         let _ = tokio::io::copy_bidirectional(&mut client, &mut owner).await;
