@@ -1,14 +1,20 @@
 //! The PostgreSQL backend: the generic ordered store as one table of `bytea` pairs.
 //!
-//! Schema (version 2, created or migrated from 1 and checked at open; a newer version is
-//! refused; version 2 adds the node and owner tables of `postgres_nodes`):
+//! Schema (version 3, created or migrated from 1 or 2 and checked at open; a newer version is
+//! refused; version 2 adds the node and owner tables of `postgres_nodes`, version 3 the
+//! staging table, the placement of shards and this database's shard id):
 //! - `roost_kv(key bytea primary key, value bytea not null)`: every pair. `bytea` compares
 //!   bytewise with shorter prefixes first, exactly like `[u8]`, so ranges and scans are index
 //!   range scans in the store's key order.
 //! - `roost_commits(id bigint primary key, committed boolean, committed_at timestamptz)`: one
 //!   row per write, used only to decide the outcome of a commit whose answer was lost; pruned
 //!   after `commit_retention_s`.
-//! - `roost_meta(name, value)`: the schema version.
+//! - `roost_meta(name, value)`: the schema version and `shard_id`, a random number naming
+//!   this database among the shards of a cluster (placement hashes it, not the URL).
+//! - `roost_staged(commit_id, key, value, staged_at)`: pairs of a large write uploaded ahead
+//!   of the transaction that publishes them; rows of writes that never published are pruned
+//!   with the commit ids.
+//! - `roost_placement(shard_id)`: the shard ids of the placement the live nodes use.
 //! - `roost_fence(key, expected)`: a PL/pgSQL function that raises SQLSTATE `RF001` unless the
 //!   fence holds, locking the fence row (`FOR UPDATE`) until the transaction ends.
 //!
@@ -54,7 +60,7 @@ use tokio_postgres::{NoTls, Statement};
 use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// SQLSTATE raised by `roost_fence` when the fence does not hold.
 const FENCED_STATE: &str = "RF001";
@@ -129,6 +135,23 @@ END
 $$;
 "#;
 
+/// Version 3: staging, placement, shard id (idempotent, so a half-done migration reruns).
+const SCHEMA_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS roost_staged (
+  commit_id bigint NOT NULL,
+  key bytea NOT NULL,
+  value bytea NOT NULL,
+  staged_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (commit_id, key)
+);
+CREATE INDEX IF NOT EXISTS roost_staged_staged_at ON roost_staged (staged_at);
+CREATE TABLE IF NOT EXISTS roost_placement (shard_id bigint PRIMARY KEY);
+ALTER TABLE roost_nodes ADD COLUMN IF NOT EXISTS placement bigint NOT NULL DEFAULT 0;
+INSERT INTO roost_meta (name, value)
+  VALUES ('shard_id', (random() * 9.0e18)::bigint)
+  ON CONFLICT (name) DO NOTHING;
+"#;
+
 const GET: &str = "SELECT key, value FROM roost_kv WHERE key = ANY($1::bytea[])";
 const SCAN: &str = "SELECT key, value FROM roost_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3";
 const BEGIN: &str = "BEGIN";
@@ -179,6 +202,8 @@ pub struct PostgresStore {
     lost: Mutex<Vec<Lost>>,
     /// Bytes of read-ahead pages handed out and not dropped yet.
     preload_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This database's `shard_id` (read at open).
+    shard_id: i64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -354,15 +379,16 @@ impl PostgresStore {
             .build()
             .map_err(|e| KvError::Io(format!("cannot start the PostgreSQL runtime: {e}")))?;
         let pool = build_pool(&config)?;
-        let store = Self {
+        let mut store = Self {
             runtime: Some(runtime),
             pool,
             config,
             counters: CallCounters::default(),
             lost: Mutex::new(Vec::new()),
             preload_used: Default::default(),
+            shard_id: 0,
         };
-        store.block_on(|deadline| store.ensure_schema(deadline))?;
+        store.shard_id = store.block_on(|deadline| store.ensure_schema(deadline))?;
         store.spawn_pruner();
         Ok(store)
     }
@@ -374,6 +400,11 @@ impl PostgresStore {
     /// The read-ahead cap and the counter of bytes taken from it.
     pub(super) fn preload_budget(&self) -> (u64, &std::sync::Arc<std::sync::atomic::AtomicU64>) {
         (self.config.preload_bytes_max, &self.preload_used)
+    }
+
+    /// The random id naming this database among a cluster's shards.
+    pub fn shard_id(&self) -> i64 {
+        self.shard_id
     }
 
     pub(super) fn url(&self) -> &str {
@@ -415,14 +446,15 @@ impl PostgresStore {
         }
     }
 
-    async fn ensure_schema(&self, deadline: Instant) -> KvResult<()> {
+    /// Creates or migrates the schema; answers the database's shard id.
+    async fn ensure_schema(&self, deadline: Instant) -> KvResult<i64> {
         let client = self.connection(deadline).await?;
         let result = tokio::time::timeout_at(deadline, migrate(&client)).await;
         match result {
             Ok(Err(SchemaError::Version(message))) => Err(KvError::Io(message)),
             Ok(Err(SchemaError::Client(e))) => finish(client, Ok(Err(e))),
-            Ok(Ok(())) => Ok(()),
-            Err(elapsed) => finish::<()>(client, Err(elapsed)),
+            Ok(Ok(shard_id)) => Ok(shard_id),
+            Err(elapsed) => finish(client, Err(elapsed)),
         }
     }
 
@@ -575,8 +607,8 @@ impl From<tokio_postgres::Error> for SchemaError {
 }
 
 /// Creates the schema or checks its version, serialized against other starting nodes by a
-/// table lock held for the transaction.
-async fn migrate(client: &Object) -> Result<(), SchemaError> {
+/// table lock held for the transaction. Answers the shard id.
+async fn migrate(client: &Object) -> Result<i64, SchemaError> {
     // Two nodes creating the table at once can collide in the catalog: the loser retries and
     // then finds it.
     if let Err(e) = client.batch_execute(SCHEMA_META).await {
@@ -589,7 +621,9 @@ async fn migrate(client: &Object) -> Result<(), SchemaError> {
     let result = migrate_locked(client).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     client.batch_execute(end).await?;
-    result
+    result?;
+    let row = client.query_one("SELECT value FROM roost_meta WHERE name = 'shard_id'", &[]).await?;
+    Ok(row.get(0))
 }
 
 async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
@@ -598,6 +632,7 @@ async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
         None => {
             client.batch_execute(SCHEMA_V1).await?;
             client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
+            client.batch_execute(SCHEMA_V3).await?;
             client
                 .execute(
                     "INSERT INTO roost_meta (name, value) VALUES ('schema_version', $1)",
@@ -606,9 +641,13 @@ async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
                 .await?;
             Ok(())
         }
-        Some(1) => {
-            // Version 2 adds node leases and actor owners; pairs are unchanged.
-            client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
+        Some(version @ (1 | 2)) => {
+            // Version 2 adds node leases and actor owners, version 3 staging and placement;
+            // pairs are unchanged.
+            if version == 1 {
+                client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
+            }
+            client.batch_execute(SCHEMA_V3).await?;
             client
                 .execute("UPDATE roost_meta SET value = $1 WHERE name = 'schema_version'", &[&SCHEMA_VERSION])
                 .await?;

@@ -400,7 +400,7 @@ fn postgres_refuses_a_newer_schema_version() {
             .unwrap();
     });
     let refused = PostgresStore::open(config).unwrap_err();
-    assert!(refused.to_string().contains("schema version 3"), "{refused}");
+    assert!(refused.to_string().contains("schema version 4"), "{refused}");
 }
 
 #[test]
@@ -664,6 +664,8 @@ fn postgres_migrates_a_version_1_database_in_place() {
         client
             .batch_execute(
                 "DROP FUNCTION roost_claim; DROP TABLE roost_nodes; DROP TABLE roost_owners; \
+                 DROP TABLE roost_staged; DROP TABLE roost_placement; \
+                 DELETE FROM roost_meta WHERE name = 'shard_id'; \
                  UPDATE roost_meta SET value = 1 WHERE name = 'schema_version'",
             )
             .await
