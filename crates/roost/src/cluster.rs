@@ -14,7 +14,11 @@
 //! - another process registering the same node id replaces this one (its epoch is newer):
 //!   this node stops for good (the server exits) instead of fighting over the id;
 //! - routing knowledge is a bounded cache ([`ROUTES_MAX`] entries) of owners seen, each
-//!   trusted for half a lease; a stale entry costs at most one failed forward.
+//!   trusted for half a lease; a stale entry costs at most one failed forward;
+//! - with several PostgreSQL shards the node registers, renews and releases on every shard
+//!   (each has its own epoch), serves only while every renewal succeeds, and claims an actor
+//!   on the shard it lives on ([`ShardedStore`]). An actor found on another shard (one added
+//!   since it was last written) is moved on its claim, see [`Cluster::relocate`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,7 +30,8 @@ use parking_lot::Mutex;
 use crate::actor_id::ActorId;
 use crate::host::Host;
 use crate::kv::{
-    Claim, Claims, Key, KvError, KvResult, NodeAddress, NodeRow, PostgresStore, Preload, Renewal,
+    Claim, Claims, Fence, Key, KvError, KvResult, KvStore, NodeAddress, NodeRow, PostgresStore, Preload,
+    Renewal, ShardedStore, WriteBatch, WriteOp,
 };
 use crate::vfs::layout;
 
@@ -76,11 +81,15 @@ pub enum LeaseEnd {
     Replaced(String),
 }
 
+/// Most bytes of an actor read per batch while it moves between shards.
+const RELOCATE_BATCH_BYTES: usize = 1 << 20;
+
 /// This node's membership: its lease, its claims and what it knows of other owners.
 pub struct Cluster {
-    store: Arc<PostgresStore>,
+    shards: Arc<ShardedStore>,
     config: ClusterConfig,
-    epoch: AtomicI64,
+    /// This node's epoch on each shard, in the shards' order.
+    epochs: Vec<AtomicI64>,
     /// Until when this node may serve (by its own monotonic clock); `None`: not at all.
     current_until: Mutex<Option<Instant>>,
     /// Remote owners and until when to trust each without asking the store again.
@@ -95,15 +104,17 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Registers this node (a new epoch) and starts its lease. Blocks on the store.
-    pub fn join(store: Arc<PostgresStore>, config: ClusterConfig) -> KvResult<Arc<Self>> {
+    /// Registers this node (a new epoch on every shard) and starts its lease. Blocks on the
+    /// store.
+    pub fn join(shards: Arc<ShardedStore>, config: ClusterConfig) -> KvResult<Arc<Self>> {
         assert!(config.lease_ms >= 100, "a lease shorter than 100 ms cannot be renewed in time");
         let sent = Instant::now();
-        let epoch = store.register_node(&config.node_id, &config.advertise_url, config.lease_ms)?;
+        let epochs = register_all(&shards, &config)?;
+        let epoch = epochs[0];
         let cluster = Self {
-            store,
+            shards,
             config,
-            epoch: AtomicI64::new(epoch),
+            epochs: epochs.into_iter().map(AtomicI64::new).collect(),
             current_until: Mutex::new(None),
             routes: Mutex::new(HashMap::new()),
             counters: ClusterCounters::default(),
@@ -117,8 +128,22 @@ impl Cluster {
         &self.config.node_id
     }
 
+    /// This node's epoch on its first shard.
     pub fn epoch(&self) -> i64 {
-        self.epoch.load(Ordering::SeqCst)
+        self.epoch_on(0)
+    }
+
+    fn epoch_on(&self, shard: usize) -> i64 {
+        self.epochs[shard].load(Ordering::SeqCst)
+    }
+
+    /// The shards this node stores actors on.
+    pub fn shards(&self) -> &Arc<ShardedStore> {
+        &self.shards
+    }
+
+    fn store_of(&self, id: &ActorId) -> &Arc<PostgresStore> {
+        &self.shards.shards()[self.shards.shard_of(&layout::generation_key(id))]
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -145,14 +170,14 @@ impl Cluster {
     pub async fn run_lease(self: Arc<Self>, host: Host) -> LeaseEnd {
         let period = Duration::from_millis(self.config.lease_ms / u64::from(RENEWALS_PER_LEASE));
         let retry = period / 3;
-        let mut session = self.store.lease_session();
+        let mut sessions: Vec<_> = self.shards.shards().iter().map(|s| s.lease_session()).collect();
         let mut next = period;
         loop {
             tokio::time::sleep(next).await;
             let was_serving = self.serving();
             let sent = Instant::now();
-            let (renewal, back) = self.renew_blocking(session).await;
-            session = back;
+            let (renewal, back) = self.renew_all(sessions).await;
+            sessions = back;
             next = period;
             match renewal {
                 Ok(Renewal::Renewed) => {
@@ -191,12 +216,38 @@ impl Cluster {
         }
     }
 
-    async fn renew_blocking(
+    /// Renews the lease on every shard at once; the worst outcome counts (replaced, then
+    /// expired, then a failure).
+    async fn renew_all(
         &self,
+        sessions: Vec<crate::kv::LeaseSession>,
+    ) -> (KvResult<Renewal>, Vec<crate::kv::LeaseSession>) {
+        let renewals = sessions.into_iter().enumerate().map(|(shard, session)| self.renew_on(shard, session));
+        let answers = futures_util::future::join_all(renewals).await;
+        let mut outcome = Ok(Renewal::Renewed);
+        let mut sessions = Vec::with_capacity(answers.len());
+        for (renewal, session) in answers {
+            sessions.push(session);
+            outcome = match (outcome, renewal) {
+                (Ok(Renewal::Replaced { epoch }), _) | (_, Ok(Renewal::Replaced { epoch })) => {
+                    Ok(Renewal::Replaced { epoch })
+                }
+                (Ok(Renewal::Expired), _) | (_, Ok(Renewal::Expired)) => Ok(Renewal::Expired),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(Renewal::Renewed), Ok(Renewal::Renewed)) => Ok(Renewal::Renewed),
+            };
+        }
+        (outcome, sessions)
+    }
+
+    async fn renew_on(
+        &self,
+        shard: usize,
         mut session: crate::kv::LeaseSession,
     ) -> (KvResult<Renewal>, crate::kv::LeaseSession) {
-        let store = self.store.clone();
-        let (node, epoch, lease_ms) = (self.config.node_id.clone(), self.epoch(), self.config.lease_ms);
+        let store = self.shards.shards()[shard].clone();
+        let (node, epoch, lease_ms) =
+            (self.config.node_id.clone(), self.epoch_on(shard), self.config.lease_ms);
         let timeout = Duration::from_millis(lease_ms / u64::from(RENEWALS_PER_LEASE + 1));
         let joined = tokio::task::spawn_blocking(move || {
             let result = store.renew_node(&mut session, &node, epoch, lease_ms, timeout);
@@ -204,7 +255,8 @@ impl Cluster {
         })
         .await;
         joined.unwrap_or_else(|e| {
-            (Err(KvError::Io(format!("the renewal panicked: {e}"))), self.store.lease_session())
+            let session = self.shards.shards()[shard].lease_session();
+            (Err(KvError::Io(format!("the renewal panicked: {e}"))), session)
         })
     }
 
@@ -218,15 +270,16 @@ impl Cluster {
     }
 
     async fn rejoin(&self) -> KvResult<()> {
-        let store = self.store.clone();
+        let shards = self.shards.clone();
         let config = self.config.clone();
         let sent = Instant::now();
-        let epoch = tokio::task::spawn_blocking(move || {
-            store.register_node(&config.node_id, &config.advertise_url, config.lease_ms)
-        })
-        .await
-        .map_err(|e| KvError::Io(format!("registering panicked: {e}")))??;
-        self.epoch.store(epoch, Ordering::SeqCst);
+        let epochs = tokio::task::spawn_blocking(move || register_all(&shards, &config))
+            .await
+            .map_err(|e| KvError::Io(format!("registering panicked: {e}")))??;
+        for (slot, epoch) in self.epochs.iter().zip(&epochs) {
+            slot.store(*epoch, Ordering::SeqCst);
+        }
+        let epoch = epochs[0];
         self.trust_until(sent);
         tracing::warn!(node = %self.config.node_id, epoch, "registered again with a new epoch; serving");
         Ok(())
@@ -236,7 +289,13 @@ impl Cluster {
     /// shutdown, after every actor went to sleep). Blocks on the store.
     pub fn release(&self) -> KvResult<()> {
         self.stop_trusting();
-        self.store.release_node(&self.config.node_id, self.epoch())
+        let mut result = Ok(());
+        for (shard, store) in self.shards.shards().iter().enumerate() {
+            if let Err(e) = store.release_node(&self.config.node_id, self.epoch_on(shard)) {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// Where a request for `id` should run, from what this node knows without asking the
@@ -256,7 +315,7 @@ impl Cluster {
             return Ok(Route::Forward(owner));
         }
         self.counters.owner_lookups.fetch_add(1, Ordering::Relaxed);
-        match self.store.owner_of(&layout::generation_key(id))? {
+        match self.store_of(id).owner_of(&layout::generation_key(id))? {
             Some(row) if row.live && row.node.node_id != self.config.node_id => {
                 self.remember(id, row.node.clone());
                 Ok(Route::Forward(row.node))
@@ -287,13 +346,22 @@ impl Cluster {
 
     /// The live owner of `id`, if any. Blocks on the store.
     pub fn owner(&self, id: &ActorId) -> KvResult<Option<String>> {
-        let row = self.store.owner_of(&layout::generation_key(id))?;
+        let row = self.store_of(id).owner_of(&layout::generation_key(id))?;
         Ok(row.filter(|r| r.live).map(|r| r.node.node_id))
     }
 
-    /// Every node row. Blocks on the store.
+    /// Every node row (as the first shard has it), with the actors each owns on every
+    /// shard. Blocks on the store.
     pub fn nodes(&self) -> KvResult<Vec<NodeRow>> {
-        self.store.nodes()
+        let mut rows = self.shards.shards()[0].nodes()?;
+        for shard in &self.shards.shards()[1..] {
+            for other in shard.nodes()? {
+                if let Some(row) = rows.iter_mut().find(|r| r.node_id == other.node_id) {
+                    row.actors_owned += other.actors_owned;
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// Remote owners remembered now.
@@ -302,11 +370,240 @@ impl Cluster {
     }
 }
 
+/// Registers `config`'s node on every shard, in shard id order (so two nodes starting with
+/// different shard sets meet first on the same shard); answers the epochs.
+/// A registration refused on one shard is released on those that accepted it.
+fn register_all(shards: &ShardedStore, config: &ClusterConfig) -> KvResult<Vec<i64>> {
+    let ids = shards.shard_ids();
+    let mut epochs = Vec::with_capacity(ids.len());
+    for store in shards.shards() {
+        match store.register_sharded_node(&config.node_id, &config.advertise_url, config.lease_ms, &ids) {
+            Ok(epoch) => epochs.push(epoch),
+            Err(e) => {
+                for (store, epoch) in shards.shards().iter().zip(&epochs) {
+                    let _ = store.release_node(&config.node_id, *epoch);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(epochs)
+}
+
+impl Cluster {
+    fn claim_on(&self, shard: usize, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
+        let store = &self.shards.shards()[shard];
+        store.claim(fence_key, &self.config.node_id, self.epoch_on(shard), keys, preload)
+    }
+
+    /// Claims an actor on its shard when there are several: the claim also reads the
+    /// relocation key, finishes a move that left a copy behind, and moves an actor that has
+    /// no files here but has them on another shard (see [`Cluster::relocate`]).
+    fn claim_sharded(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
+        let id = layout::actor_of_key(fence_key).expect("claims are made with an actor's generation key");
+        let home = self.shards.shard_of(fence_key);
+        let relocation = layout::relocation_key(&id);
+        let mut asked = keys.to_vec();
+        asked.push(relocation.clone());
+        let (mut values, fresh, preloaded) = match self.claim_on(home, fence_key, &asked, preload)? {
+            Claim::Mine { values, fresh, preloaded } => (values, fresh, preloaded),
+            elsewhere => return Ok(elsewhere),
+        };
+        let moved_from = values.pop().flatten();
+        let generation = self.generation_in(fence_key, keys, &values)?;
+        if let Some(from) = moved_from {
+            self.finish_move(&id, home, &from, fence_key, generation);
+            return Ok(Claim::Mine { values, fresh, preloaded });
+        }
+        let has_files = keys.iter().zip(&values).any(|(k, v)| k.as_slice() != fence_key && v.is_some());
+        if has_files {
+            return Ok(Claim::Mine { values, fresh, preloaded });
+        }
+        let Some(from) = self.find_elsewhere(&id, fence_key, keys, home)? else {
+            return Ok(Claim::Mine { values, fresh, preloaded });
+        };
+        drop(preloaded);
+        self.relocate(&id, from, home, fence_key, keys, generation)?;
+        match self.claim_on(home, fence_key, keys, preload)? {
+            Claim::Mine { values, preloaded, .. } => Ok(Claim::Mine { values, fresh: false, preloaded }),
+            elsewhere => Ok(elsewhere),
+        }
+    }
+
+    /// The generation a claim read (the fence key is among the keys asked).
+    fn generation_in(&self, fence_key: &[u8], keys: &[Key], values: &[Option<Vec<u8>>]) -> KvResult<Vec<u8>> {
+        keys.iter()
+            .zip(values)
+            .find(|(k, _)| k.as_slice() == fence_key)
+            .and_then(|(_, v)| v.clone())
+            .ok_or_else(|| KvError::Io("a claim did not read the actor's generation".into()))
+    }
+
+    /// The first other shard (by rank) holding any of `keys` but the generation.
+    fn find_elsewhere(
+        &self,
+        id: &ActorId,
+        fence_key: &[u8],
+        keys: &[Key],
+        home: usize,
+    ) -> KvResult<Option<usize>> {
+        let files: Vec<Key> = keys.iter().filter(|k| k.as_slice() != fence_key).cloned().collect();
+        for shard in self.shards.ranked(id.as_str().as_bytes()).into_iter().filter(|s| *s != home) {
+            if self.shards.shards()[shard].get_many(&files)?.iter().any(Option::is_some) {
+                return Ok(Some(shard));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves the actor's pairs from shard `from` to `home`, where this node just claimed it
+    /// (at `generation`) and found no files. Safe against crashes and other nodes at every
+    /// step:
+    /// 1. claim the actor on `from` too (fencing any older owner's writes there);
+    /// 2. copy every pair but the files' metadata (`keys`) to `home` in bounded batches,
+    ///    fenced on `home`'s generation: until step 3 the actor still has no files on `home`,
+    ///    so a crash here makes the next claim start the move again;
+    /// 3. write the metadata and the relocation key (naming `from`) in one batch: from now on
+    ///    the actor lives on `home`;
+    /// 4. delete the copy on `from` (fenced there) and then the relocation key
+    ///    ([`Cluster::finish_move`]); a crash before leaves the key, and the next claim
+    ///    finishes the move before the actor serves, so no stale copy can outlive it.
+    fn relocate(
+        &self,
+        id: &ActorId,
+        from: usize,
+        home: usize,
+        fence_key: &[u8],
+        keys: &[Key],
+        generation: Vec<u8>,
+    ) -> KvResult<()> {
+        let source = &self.shards.shards()[from];
+        let no_preload = no_preload(fence_key);
+        let source_generation = match self.claim_on(from, fence_key, &[fence_key.to_vec()], &no_preload)? {
+            Claim::Mine { mut values, .. } => values.pop().flatten(),
+            Claim::Elsewhere(owner) => {
+                return Err(KvError::Unavailable(format!(
+                    "actor {id} is moving between shards and node {} still holds it",
+                    owner.node_id
+                )))
+            }
+        };
+        tracing::info!(actor = %id, from = source.shard_id(), to = self.shards.shards()[home].shard_id(), "moving an actor to the shard it belongs to");
+        let target = &self.shards.shards()[home];
+        let fence = Fence { key: fence_key.to_vec(), expected: Some(generation) };
+        let (mut start, end) = (layout::actor_prefix(id), layout::actor_end(id));
+        let mut metadata = Vec::new();
+        loop {
+            let pairs = source.scan(&start, &end, RELOCATE_BATCH_BYTES / layout::CHUNK_BYTES)?;
+            let Some((last, _)) = pairs.last() else { break };
+            start = [last.as_slice(), &[0]].concat();
+            let mut ops = Vec::with_capacity(pairs.len());
+            for (key, value) in pairs {
+                if key.as_slice() == fence_key {
+                    continue;
+                }
+                if keys.contains(&key) {
+                    metadata.push(WriteOp::Put(key, value));
+                } else {
+                    ops.push(WriteOp::Put(key, value));
+                }
+            }
+            if !ops.is_empty() {
+                target.write(WriteBatch { ops, fence: Some(fence.clone()), durable: false })?;
+            }
+        }
+        metadata.push(WriteOp::Put(layout::relocation_key(id), source.shard_id().to_be_bytes().to_vec()));
+        target.write(WriteBatch { ops: metadata, fence: Some(fence.clone()), durable: true })?;
+        let from_id = source.shard_id().to_be_bytes();
+        self.finish_move_on(id, home, from, fence_key, &fence, source_generation, &from_id);
+        Ok(())
+    }
+
+    /// Step 4 of [`Cluster::relocate`] for a move found unfinished by a claim. Best effort:
+    /// a failure leaves the relocation key for the next claim.
+    fn finish_move(&self, id: &ActorId, home: usize, from: &[u8], fence_key: &[u8], generation: Vec<u8>) {
+        let fence = Fence { key: fence_key.to_vec(), expected: Some(generation) };
+        let shard_id = from.try_into().map(i64::from_be_bytes).ok();
+        let Some(source) = shard_id.and_then(|s| self.shards.index_of_id(s)) else {
+            tracing::error!(actor = %id, "a relocation key names a shard this node does not have; keeping it");
+            return;
+        };
+        let claimed = self.claim_on(source, fence_key, &[fence_key.to_vec()], &no_preload(fence_key));
+        match claimed {
+            Ok(Claim::Mine { mut values, .. }) => {
+                let source_generation = values.pop().flatten();
+                self.finish_move_on(id, home, source, fence_key, &fence, source_generation, from);
+            }
+            Ok(Claim::Elsewhere(owner)) => {
+                tracing::warn!(actor = %id, owner = %owner.node_id, "the old copy of a moved actor is held by another node; deleting it later");
+            }
+            Err(e) => {
+                tracing::warn!(actor = %id, error = %e, "could not claim the old copy of a moved actor; deleting it later")
+            }
+        }
+    }
+
+    /// Deletes the copy on `from` (fenced on its generation there), then the relocation key
+    /// on `home`. Best effort (see [`Cluster::finish_move`]).
+    #[allow(clippy::too_many_arguments)]
+    fn finish_move_on(
+        &self,
+        id: &ActorId,
+        home: usize,
+        from: usize,
+        fence_key: &[u8],
+        home_fence: &Fence,
+        source_generation: Option<Vec<u8>>,
+        from_id: &[u8],
+    ) {
+        let source = &self.shards.shards()[from];
+        let delete = WriteBatch {
+            ops: vec![
+                WriteOp::DeleteRange { start: layout::actor_prefix(id), end: layout::actor_end(id) },
+                // A move *to* the old shard that never finished leaves its key there too.
+                WriteOp::Delete(layout::relocation_key(id)),
+            ],
+            fence: Some(Fence { key: fence_key.to_vec(), expected: source_generation }),
+            durable: true,
+        };
+        let relocation = layout::relocation_key(id);
+        let result = source.write(delete).and_then(|()| {
+            let done = WriteBatch {
+                ops: vec![WriteOp::Delete(relocation)],
+                fence: Some(home_fence.clone()),
+                durable: true,
+            };
+            self.shards.shards()[home].write(done)
+        });
+        match result {
+            Ok(()) => tracing::info!(actor = %id, from = ?from_id, "moved an actor between shards"),
+            Err(e) => {
+                tracing::warn!(actor = %id, error = %e, "could not delete the old copy of a moved actor; the next claim retries")
+            }
+        }
+    }
+}
+
+/// A [`Preload`] that reads nothing ahead.
+fn no_preload(fence_key: &[u8]) -> Preload {
+    Preload {
+        meta_key: fence_key.to_vec(),
+        start: fence_key.to_vec(),
+        end: fence_key.to_vec(),
+        chunk_bytes: layout::CHUNK_BYTES as u64,
+        whole_chunks: 0,
+        first_chunks: 0,
+    }
+}
+
 impl Claims for Cluster {
     fn claim(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
         if !self.serving() {
             return Err(KvError::Unavailable("this node's lease is not current".into()));
         }
-        self.store.claim(fence_key, &self.config.node_id, self.epoch(), keys, preload)
+        if self.shards.len() > 1 {
+            return self.claim_sharded(fence_key, keys, preload);
+        }
+        self.claim_on(0, fence_key, keys, preload)
     }
 }

@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 use roost::cluster::{Cluster, ClusterConfig};
 use roost::kv::{
     Claims, Durability, FjallConfig, FjallStore, KvError, KvStore, PostgresConfig, PostgresStore,
+    ShardedStore,
 };
 use roost::server::{serve, AppState, Auth, ServeExit, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
@@ -51,9 +52,12 @@ pub struct ServeArgs {
     pub store: StoreKind,
     /// PostgreSQL to store actors in with `--store postgres`, e.g.
     /// `postgres://user:password@host:5432/database`; its tables are created on first start.
+    /// Give it several times to spread actors over several databases (shards, placed by the
+    /// actor id); every node must be given the same set, and a shard may be added (with every
+    /// node stopped) but not removed.
     #[arg(long, env = "ROOST_POSTGRES_URL", hide_env_values = true)]
-    pub postgres_url: Option<String>,
-    /// Most connections to PostgreSQL.
+    pub postgres_url: Vec<String>,
+    /// Most connections to each PostgreSQL shard.
     #[arg(long, env = "ROOST_POSTGRES_CONNECTIONS_MAX", default_value_t = 16)]
     pub postgres_connections_max: usize,
     /// Longest PostgreSQL call (waiting for a connection included); beyond it requests answer
@@ -341,15 +345,23 @@ fn open_store(args: &ServeArgs) -> Result<OpenStore, Failure> {
             Ok((Arc::new(store), None))
         }
         StoreKind::Postgres => {
-            let url = args.postgres_url.clone().ok_or_else(|| {
-                String::from("--store postgres needs --postgres-url (or ROOST_POSTGRES_URL)")
-            })?;
-            let mut config = PostgresConfig::new(url);
-            config.durability = args.durability;
-            config.connections_max = args.postgres_connections_max;
-            config.call_timeout_ms = args.postgres_timeout_ms;
-            let store =
-                PostgresStore::open(config).map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+            if args.postgres_url.is_empty() {
+                return Err(
+                    String::from("--store postgres needs --postgres-url (or ROOST_POSTGRES_URL)").into()
+                );
+            }
+            let mut shards = Vec::with_capacity(args.postgres_url.len());
+            for (at, url) in args.postgres_url.iter().enumerate() {
+                let mut config = PostgresConfig::new(url.clone());
+                config.durability = args.durability;
+                config.connections_max = args.postgres_connections_max;
+                config.call_timeout_ms = args.postgres_timeout_ms;
+                let store = PostgresStore::open(config)
+                    .map_err(|e| format!("cannot open PostgreSQL store {} of --postgres-url: {e}", at + 1))?;
+                shards.push(Arc::new(store));
+            }
+            let store = ShardedStore::new(shards, roost::vfs::layout::placement)
+                .map_err(|e| format!("cannot use these PostgreSQL stores together: {e}"))?;
             let store = Arc::new(store);
             let cluster = Cluster::join(store.clone(), cluster_config(args))
                 .map_err(|e| format!("cannot register this node in PostgreSQL: {e}"))?;

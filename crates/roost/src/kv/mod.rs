@@ -24,6 +24,7 @@ mod fjall;
 mod memory;
 mod postgres;
 mod postgres_nodes;
+mod shards;
 #[doc(hidden)]
 pub mod testing;
 
@@ -34,6 +35,7 @@ pub use self::fjall::{FjallConfig, FjallStore};
 pub use self::memory::MemoryStore;
 pub use self::postgres::{PostgresConfig, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use self::postgres_nodes::{LeaseSession, NodeClaims, NodeRow, OwnerRow, Renewal};
+pub use self::shards::{placement_id, score as placement_score, Placed, Placement, ShardedStore};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

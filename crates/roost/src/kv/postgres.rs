@@ -235,6 +235,10 @@ fn classify(err: &tokio_postgres::Error) -> KvError {
     let transient = ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) || code == "55P03";
     match code {
         FENCED_STATE => KvError::Fenced,
+        // Raised by `roost_register` with a sentence for the operator.
+        "RP001" => {
+            KvError::Io(err.as_db_error().map_or_else(|| describe(err), |db| db.message().to_string()))
+        }
         _ if transient => unavailable(describe(err)),
         _ => KvError::Io(describe(err)),
     }
@@ -633,6 +637,7 @@ async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
             client.batch_execute(SCHEMA_V1).await?;
             client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
             client.batch_execute(SCHEMA_V3).await?;
+            client.batch_execute(super::postgres_nodes::SCHEMA_V3_NODES).await?;
             client
                 .execute(
                     "INSERT INTO roost_meta (name, value) VALUES ('schema_version', $1)",
@@ -648,6 +653,7 @@ async fn migrate_locked(client: &Object) -> Result<(), SchemaError> {
                 client.batch_execute(super::postgres_nodes::SCHEMA_V2).await?;
             }
             client.batch_execute(SCHEMA_V3).await?;
+            client.batch_execute(super::postgres_nodes::SCHEMA_V3_NODES).await?;
             client
                 .execute("UPDATE roost_meta SET value = $1 WHERE name = 'schema_version'", &[&SCHEMA_VERSION])
                 .await?;

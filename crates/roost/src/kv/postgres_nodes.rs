@@ -95,11 +95,46 @@ END
 $$;
 "#;
 
-const REGISTER: &str = "INSERT INTO roost_nodes (node_id, epoch, address, expires_at) \
-     VALUES ($1, 1, $2, now() + $3::bigint * interval '1 millisecond') \
-     ON CONFLICT (node_id) DO UPDATE SET epoch = roost_nodes.epoch + 1, address = EXCLUDED.address, \
-       started_at = now(), expires_at = EXCLUDED.expires_at \
-     RETURNING epoch";
+/// Version 3: registration checks the placement of shards. A node may register only with
+/// every shard of the recorded placement among its own (removing a shard would strand its
+/// actors) and only while no live node of another id uses another placement (two placements
+/// would put one actor on two shards). Placement 0 is a node that predates placement: it
+/// knows this one shard only. The table lock serializes registrations on this shard.
+pub(super) const SCHEMA_V3_NODES: &str = r#"
+CREATE OR REPLACE FUNCTION roost_register(p_node text, p_address text, p_lease_ms bigint,
+  p_placement bigint, p_shards bigint[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  missing bigint;
+  other text;
+  new_epoch bigint;
+BEGIN
+  LOCK TABLE roost_placement IN EXCLUSIVE MODE;
+  SELECT p.shard_id INTO missing FROM roost_placement p WHERE p.shard_id <> ALL (p_shards) LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'shard % of the placement in use is not among this node''s PostgreSQL URLs (removing a shard is not supported)', missing
+      USING ERRCODE = 'RP001';
+  END IF;
+  SELECT n.node_id INTO other FROM roost_nodes n
+    WHERE n.node_id <> p_node AND n.expires_at > now() AND n.placement <> p_placement
+      AND NOT (n.placement = 0 AND cardinality(p_shards) = 1)
+    LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'live node % uses another set of PostgreSQL shards; stop every node before changing --postgres-url', other
+      USING ERRCODE = 'RP001';
+  END IF;
+  INSERT INTO roost_placement (shard_id) SELECT unnest(p_shards) ON CONFLICT DO NOTHING;
+  INSERT INTO roost_nodes (node_id, epoch, address, expires_at, placement)
+    VALUES (p_node, 1, p_address, now() + p_lease_ms * interval '1 millisecond', p_placement)
+    ON CONFLICT (node_id) DO UPDATE SET epoch = roost_nodes.epoch + 1, address = EXCLUDED.address,
+      started_at = now(), expires_at = EXCLUDED.expires_at, placement = EXCLUDED.placement
+    RETURNING epoch INTO new_epoch;
+  RETURN new_epoch;
+END
+$$;
+"#;
+
+const REGISTER: &str = "SELECT roost_register($1, $2, $3, $4, $5)";
 const RENEW: &str = "UPDATE roost_nodes SET expires_at = now() + $3::bigint * interval '1 millisecond' \
      WHERE node_id = $1 AND epoch = $2 AND expires_at > now() RETURNING epoch";
 const EPOCH_OF: &str = "SELECT epoch FROM roost_nodes WHERE node_id = $1";
@@ -182,14 +217,29 @@ impl Claims for NodeClaims {
 
 impl PostgresStore {
     /// Registers this process as `node_id` at `address` with a fresh epoch and a lease of
-    /// `lease_ms` from now (database clock). Any earlier process of the same id is replaced.
+    /// `lease_ms` from now (database clock), as a node of one shard (this one). Any earlier
+    /// process of the same id is replaced.
     pub fn register_node(&self, node_id: &str, address: &str, lease_ms: u64) -> KvResult<i64> {
+        self.register_sharded_node(node_id, address, lease_ms, &[self.shard_id()])
+    }
+
+    /// [`PostgresStore::register_node`] for a node whose shards are `shard_ids` (this one
+    /// among them). Refused while a live node uses other shards, or when a shard of the
+    /// recorded placement is missing.
+    pub fn register_sharded_node(
+        &self,
+        node_id: &str,
+        address: &str,
+        lease_ms: u64,
+        shard_ids: &[i64],
+    ) -> KvResult<i64> {
         let lease_ms = lease_ms as i64;
+        let placement = super::shards::placement_id(shard_ids);
         self.block_on(|deadline| async move {
             let client = self.connection(deadline).await?;
             let row = tokio::time::timeout_at(
                 deadline,
-                client.query_one(REGISTER, &[&node_id, &address, &lease_ms]),
+                client.query_one(REGISTER, &[&node_id, &address, &lease_ms, &placement, &shard_ids]),
             )
             .await;
             Ok(finish(client, row)?.get::<_, i64>(0))

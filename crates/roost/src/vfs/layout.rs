@@ -72,6 +72,23 @@ pub fn actor_of_key(key: &[u8]) -> Option<ActorId> {
     ActorId::new(std::str::from_utf8(id).ok()?).ok()
 }
 
+/// The key, on the shard an actor moved to, that names the shard it moved from until that
+/// shard's copy is deleted (only with several PostgreSQL shards): `'r' ++ actor prefix`.
+pub fn relocation_key(actor: &ActorId) -> Vec<u8> {
+    let mut key = vec![b'r'];
+    key.extend_from_slice(&actor_prefix(actor));
+    key
+}
+
+/// Places every key of an actor (and its relocation key) by the actor's id, so an actor's
+/// keys share one shard: the group is the actor prefix (after the `'r'` of a relocation key).
+pub fn placement(key: &[u8]) -> Option<crate::kv::Placed<'_>> {
+    let skip = usize::from(key.first() == Some(&b'r'));
+    let body = key[skip..].strip_prefix(b"a")?;
+    let id_len = body.iter().position(|b| *b == 0)?;
+    Some(crate::kv::Placed { group: &key[..skip + 1 + id_len + 1], name: &body[..id_len] })
+}
+
 /// The first key after every key of `actor`.
 pub fn actor_end(actor: &ActorId) -> Vec<u8> {
     let mut key = actor_prefix(actor);
