@@ -28,17 +28,14 @@ struct Node {
 
 impl Node {
     fn start(db: &TestDatabase, id: &str) -> Self {
+        Self::start_on(&[db], id)
+    }
+
+    /// A node storing actors on `shards` (one `--postgres-url` each).
+    fn start_on(shards: &[&TestDatabase], id: &str) -> Self {
         let port = free_port();
-        let data = tempfile::tempdir().unwrap();
-        let child = Command::new(ROOST)
-            .args(["serve", "--store", "postgres", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--data", data.path().to_str().unwrap(), "--node-id", id])
-            .args(["--lease-ms", &LEASE_MS.to_string(), "--postgres-timeout-ms", "3000"])
-            .env("ROOST_POSTGRES_URL", &db.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child =
+            serve_command(shards, id, port).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
         support::wait_listening(port);
         Self { id: id.to_string(), child: Some(child), url: format!("http://127.0.0.1:{port}") }
     }
@@ -66,6 +63,20 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+fn serve_command(shards: &[&TestDatabase], id: &str, port: u16) -> Command {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(ROOST);
+    command
+        .args(["serve", "--store", "postgres", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data", data.path().to_str().unwrap(), "--node-id", id])
+        .args(["--lease-ms", &LEASE_MS.to_string(), "--postgres-timeout-ms", "3000"])
+        .env_remove("ROOST_POSTGRES_URL");
+    for shard in shards {
+        command.args(["--postgres-url", &shard.url]);
+    }
+    command
 }
 
 /// An answer: status, the node that served it, the body.
@@ -363,4 +374,83 @@ fn a_hrana_websocket_to_another_node_is_tunnelled_to_the_owner() {
     });
     let through_a = ok(&agent, &a.url, "sock", "SELECT x FROM t");
     assert_eq!(through_a.body["rows"], json!([[42]]));
+}
+
+#[test]
+fn two_nodes_on_two_shards_serve_every_actor_and_an_added_shard_takes_its_share() {
+    let (Some(a), Some(b), Some(c)) =
+        (TestDatabase::create("shard_a"), TestDatabase::create("shard_b"), TestDatabase::create("shard_c"))
+    else {
+        return;
+    };
+    let agent = agent();
+    let nodes = [Node::start_on(&[&a, &b], "shard-1"), Node::start_on(&[&a, &b], "shard-2")];
+    let actors: Vec<String> = (0..24).map(|i| format!("sharded-{i}")).collect();
+    for (i, actor) in actors.iter().enumerate() {
+        let node = &nodes[i % 2];
+        ok(&agent, &node.url, actor, "CREATE TABLE t(v INTEGER)");
+        ok(&agent, &node.url, actor, &format!("INSERT INTO t VALUES ({i})"));
+    }
+    // A node given another set of shards is refused while these live.
+    let refused = serve_command(&[&a, &b, &c], "shard-3", free_port()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("another set of PostgreSQL shards"), "{stderr}");
+    // Every actor answers through either node, from whichever shard holds it.
+    for (i, actor) in actors.iter().enumerate() {
+        let answer = ok(&agent, &nodes[(i + 1) % 2].url, actor, "SELECT v FROM t");
+        assert_eq!(answer.body["rows"], json!([[i]]));
+    }
+    let [one, two] = nodes;
+    support::stop(one.into_child());
+    support::stop(two.into_child());
+
+    // A third shard: the nodes restart with it and move the actors it now wins.
+    let grown = Node::start_on(&[&a, &b, &c], "shard-1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved = loop {
+        let metrics =
+            agent.get(format!("{}/metrics", grown.url)).call().unwrap().body_mut().read_to_string().unwrap();
+        let moved = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("roost_cluster_actors_moved_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap();
+        let listed =
+            post(&agent, &grown.url, "/v1/actors/sharded-0/query", &json!({"sql": "SELECT 1"})).unwrap();
+        assert_eq!(listed.status, 200);
+        if moved > 0 && count_on(&c, "sharded-") == moved {
+            break moved;
+        }
+        assert!(Instant::now() < deadline, "actors did not move to the added shard: {moved}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("{moved} of {} actors moved to the added shard", actors.len());
+    let listing = agent
+        .get(format!("{}/v1/actors?limit=100", grown.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    for (i, actor) in actors.iter().enumerate() {
+        assert!(listing.to_string().contains(&format!("\"{actor}\"")), "{actor} not listed: {listing}");
+        let answer = ok(&agent, &grown.url, actor, "SELECT v FROM t");
+        assert_eq!(answer.body["rows"], json!([[i]]));
+    }
+    support::stop(grown.into_child());
+}
+
+/// Actors with a database on the shard `db` whose id starts with `prefix`.
+fn count_on(db: &TestDatabase, prefix: &str) -> u64 {
+    use roost::kv::KvStore;
+    use roost::vfs::layout;
+    let store = roost::kv::PostgresStore::open(roost::kv::PostgresConfig::new(db.url.clone())).unwrap();
+    let start = [b"a", prefix.as_bytes()].concat();
+    let end = [b"a", prefix.as_bytes(), &[0xff]].concat();
+    let pairs = store.scan(&start, &end, usize::MAX).unwrap();
+    let is_main_meta = |key: &[u8]| {
+        layout::actor_of_key(key).is_some_and(|id| key == layout::meta_key(&id, layout::FileTag::Main))
+    };
+    pairs.iter().filter(|(key, _)| is_main_meta(key)).count() as u64
 }

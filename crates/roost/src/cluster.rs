@@ -65,6 +65,8 @@ pub struct ClusterCounters {
     pub forwarded: AtomicU64,
     pub forward_failures: AtomicU64,
     pub owner_lookups: AtomicU64,
+    /// Actors moved to the shard they belong to (after a shard was added).
+    pub actors_moved: AtomicU64,
 }
 
 /// Where a request for an actor should run.
@@ -488,7 +490,7 @@ impl Cluster {
                 )))
             }
         };
-        tracing::info!(actor = %id, from = source.shard_id(), to = self.shards.shards()[home].shard_id(), "moving an actor to the shard it belongs to");
+        tracing::debug!(actor = %id, from = source.shard_id(), to = self.shards.shards()[home].shard_id(), "moving an actor to the shard it belongs to");
         let target = &self.shards.shards()[home];
         let fence = Fence { key: fence_key.to_vec(), expected: Some(generation) };
         let (mut start, end) = (layout::actor_prefix(id), layout::actor_end(id));
@@ -514,8 +516,7 @@ impl Cluster {
         }
         metadata.push(WriteOp::Put(layout::relocation_key(id), source.shard_id().to_be_bytes().to_vec()));
         target.write(WriteBatch { ops: metadata, fence: Some(fence.clone()), durable: true })?;
-        let from_id = source.shard_id().to_be_bytes();
-        self.finish_move_on(id, home, from, fence_key, &fence, source_generation, &from_id);
+        self.finish_move_on(id, home, from, fence_key, &fence, source_generation);
         Ok(())
     }
 
@@ -532,7 +533,7 @@ impl Cluster {
         match claimed {
             Ok(Claim::Mine { mut values, .. }) => {
                 let source_generation = values.pop().flatten();
-                self.finish_move_on(id, home, source, fence_key, &fence, source_generation, from);
+                self.finish_move_on(id, home, source, fence_key, &fence, source_generation);
             }
             Ok(Claim::Elsewhere(owner)) => {
                 tracing::warn!(actor = %id, owner = %owner.node_id, "the old copy of a moved actor is held by another node; deleting it later");
@@ -545,7 +546,6 @@ impl Cluster {
 
     /// Deletes the copy on `from` (fenced on its generation there), then the relocation key
     /// on `home`. Best effort (see [`Cluster::finish_move`]).
-    #[allow(clippy::too_many_arguments)]
     fn finish_move_on(
         &self,
         id: &ActorId,
@@ -554,7 +554,6 @@ impl Cluster {
         fence_key: &[u8],
         home_fence: &Fence,
         source_generation: Option<Vec<u8>>,
-        from_id: &[u8],
     ) {
         let source = &self.shards.shards()[from];
         let delete = WriteBatch {
@@ -576,11 +575,54 @@ impl Cluster {
             self.shards.shards()[home].write(done)
         });
         match result {
-            Ok(()) => tracing::info!(actor = %id, from = ?from_id, "moved an actor between shards"),
+            Ok(()) => {
+                self.counters.actors_moved.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(actor = %id, from = source.shard_id(), "moved an actor between shards");
+            }
             Err(e) => {
                 tracing::warn!(actor = %id, error = %e, "could not delete the old copy of a moved actor; the next claim retries")
             }
         }
+    }
+}
+
+impl Cluster {
+    /// Moves every actor held by a shard it does not belong to (after a shard was added), so
+    /// that actors nobody wakes move too and listings find them where they live. Claims each
+    /// such actor as a wake would; actors another node holds are left to it. Runs once after
+    /// the node joins, on a blocking thread; answers how many actors it moved.
+    pub fn rebalance(&self) -> u64 {
+        let before = self.counters.actors_moved.load(Ordering::Relaxed);
+        if self.shards.len() > 1 {
+            for shard in 0..self.shards.len() {
+                if let Err(e) = self.rebalance_shard(shard) {
+                    tracing::warn!(error = %e, "moving actors to their shards stopped; they move when next woken");
+                }
+            }
+        }
+        self.counters.actors_moved.load(Ordering::Relaxed) - before
+    }
+
+    fn rebalance_shard(&self, shard: usize) -> KvResult<()> {
+        let store = &self.shards.shards()[shard];
+        let (mut start, end) = (b"a".to_vec(), b"b".to_vec());
+        while let Some((key, _)) = store.scan(&start, &end, 1)?.pop() {
+            let Some(id) = layout::actor_of_key(&key) else {
+                start = [key.as_slice(), &[0]].concat();
+                continue;
+            };
+            start = layout::actor_end(&id);
+            let keys = layout::open_keys(&id);
+            if self.shards.shard_of(&keys[0]) == shard
+                || store.get_many(&keys[1..])?.iter().all(Option::is_none)
+            {
+                continue;
+            }
+            if let Err(e) = self.claim(&keys[0], &keys, &no_preload(&keys[0])) {
+                tracing::warn!(actor = %id, error = %e, "could not move an actor to its shard; it moves when next woken");
+            }
+        }
+        Ok(())
     }
 }
 

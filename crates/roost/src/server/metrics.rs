@@ -204,6 +204,18 @@ pub fn render_cluster(out: &mut String, state: &AppState) {
         read(&c.forward_failures),
     );
     counter(out, "roost_cluster_owner_lookups_total", "Owner lookups in the store.", read(&c.owner_lookups));
+    counter(
+        out,
+        "roost_cluster_actors_moved_total",
+        "Actors moved to the PostgreSQL shard they belong to.",
+        read(&c.actors_moved),
+    );
+    gauge(
+        out,
+        "roost_cluster_shards",
+        "PostgreSQL shards this node stores actors on.",
+        cluster.shards().len() as u64,
+    );
 }
 
 /// Disk use of the store, the free space left and failed writes by kind.

@@ -354,6 +354,13 @@ async fn stop_signal(
 /// Runs the cluster lease (forever without a cluster); resolves when this node was replaced.
 async fn lease_lost(state: AppState) -> String {
     let Some(cluster) = state.cluster().cloned() else { return std::future::pending().await };
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        let moved = mover.rebalance();
+        if moved > 0 {
+            tracing::info!(moved, "moved actors to the shards they belong to");
+        }
+    });
     match cluster.run_lease(state.host().clone()).await {
         crate::cluster::LeaseEnd::Replaced(why) => why,
     }

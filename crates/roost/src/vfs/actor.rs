@@ -91,12 +91,7 @@ impl ActorFiles {
         claims: Option<&dyn Claims>,
     ) -> Result<Self, Failure> {
         let gen_key = layout::generation_key(&id);
-        let keys = [
-            gen_key.clone(),
-            layout::meta_key(&id, FileTag::Main),
-            layout::meta_key(&id, FileTag::Journal),
-            layout::chunk_key(&id, FileTag::Journal, ChunkIndex(0)),
-        ];
+        let keys = layout::open_keys(&id);
         let (values, claimed_fresh, preloaded) = match claims {
             None => (store.get_many(&keys).map_err(Failure::Store)?, None, Preloaded::default()),
             Some(claims) => match claims.claim(&gen_key, &keys, &preload_of(&id)).map_err(Failure::Store)? {

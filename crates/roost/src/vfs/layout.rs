@@ -72,6 +72,17 @@ pub fn actor_of_key(key: &[u8]) -> Option<ActorId> {
     ActorId::new(std::str::from_utf8(id).ok()?).ok()
 }
 
+/// The keys read (or claimed) when an actor is opened: its generation, both files' metadata
+/// and the journal's first chunk (whether the journal is hot).
+pub fn open_keys(actor: &ActorId) -> [Vec<u8>; 4] {
+    [
+        generation_key(actor),
+        meta_key(actor, FileTag::Main),
+        meta_key(actor, FileTag::Journal),
+        chunk_key(actor, FileTag::Journal, ChunkIndex(0)),
+    ]
+}
+
 /// The key, on the shard an actor moved to, that names the shard it moved from until that
 /// shard's copy is deleted (only with several PostgreSQL shards): `'r' ++ actor prefix`.
 pub fn relocation_key(actor: &ActorId) -> Vec<u8> {
