@@ -33,6 +33,12 @@ fn memory_breakdown_follows_actors_waking_and_sleeping() {
     }
     let awake = memory(&server);
     assert_eq!(awake["actors"]["awake"], json!(1000));
+    // Each of those requests woke its actor and committed once (counters are per process).
+    let trips = &awake["store"]["round_trips"];
+    assert!(trips["wakes"].as_u64().unwrap() >= 1000, "{trips}");
+    assert!(trips["commits"].as_u64().unwrap() >= 1000, "{trips}");
+    assert!(trips["per_wake"].as_f64().unwrap() >= 1.0, "{trips}");
+    assert!(trips["per_commit"].as_f64().unwrap() >= 1.0, "{trips}");
     let sqlite_awake = awake["sqlite"]["used_bytes"].as_u64().unwrap();
     assert!(sqlite_awake > before["sqlite"]["used_bytes"].as_u64().unwrap() + ((1000 * 8) << 10));
     assert!(
@@ -92,6 +98,9 @@ fn metrics_parse_as_prometheus_text() {
     assert!(text.contains("roost_http_requests_total{route=\"/v1/actors/{id}/query\",status=\"4xx\"} 1"));
     assert!(text.contains("roost_wakes_total 1"));
     assert!(text.contains("roost_wake_duration_seconds_count 1"), "{text}");
+    for name in ["roost_wakes_measured_total", "roost_wake_store_calls_total", "roost_commits_total"] {
+        assert!(text.contains(&format!("\n{name} ")), "{name} missing");
+    }
     assert!(text.contains("roost_store_call_duration_seconds_count{op=\"read\"}"));
     let writes =
         text.lines().find(|l| l.starts_with("roost_store_call_duration_seconds_count{op=\"read\"}")).unwrap();

@@ -65,7 +65,8 @@ pub fn memory_json(state: &AppState) -> JsonValue {
             "write_buffer_bytes": m.store.write_buffer_bytes, "write_buffer_bytes_max": m.store.write_buffer_bytes_max,
             "disk_bytes": m.store.disk_bytes, "fs_free_bytes": m.store.disk.free_bytes,
             "fs_size_bytes": m.store.disk.total_bytes, "disk_reserve_bytes": m.store.disk.reserve_bytes,
-            "write_errors": write_errors(&m.store), "health": state.host().storage().store().health().reason()},
+            "write_errors": write_errors(&m.store), "health": state.host().storage().store().health().reason(),
+            "round_trips": round_trips_json()},
         "actors": {"awake": stats.actors_awake, "waking": stats.actors_waking, "queued": stats.wakes_queued,
             "known": stats.actors_known, "awake_max": stats.awake_max},
         "budget": {"budget_bytes": m.budget_bytes, "pools": pools},
@@ -226,4 +227,11 @@ pub async fn heap_profile(State(state): State<AppState>, headers: HeaderMap) -> 
         bytes,
     )
         .into_response())
+}
+
+/// Store round trips per wake and per commit since the start (see `vfs::RoundTrips`).
+fn round_trips_json() -> JsonValue {
+    let trips = crate::vfs::RoundTrips::now();
+    json!({"wakes": trips.wakes, "per_wake": trips.per_wake(), "commits": trips.commits,
+        "per_commit": trips.per_commit()})
 }

@@ -157,6 +157,7 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
         "Commits whose answer was lost and whose outcome was read back by commit id.",
         m.store.lost_answers,
     );
+    render_round_trips(&mut out, &crate::vfs::RoundTrips::now());
     render_store_latency(&mut out, &m.store);
     render_wake_latency(&mut out, &stats.wake_latency);
     render_store_capacity(&mut out, &m.store);
@@ -215,6 +216,24 @@ pub fn render_cluster(out: &mut String, state: &AppState) {
         "roost_cluster_shards",
         "PostgreSQL shards this node stores actors on.",
         cluster.shards().len() as u64,
+    );
+}
+
+/// Store round trips per wake and per durable commit, as two counter pairs.
+fn render_round_trips(out: &mut String, trips: &crate::vfs::RoundTrips) {
+    counter(out, "roost_wakes_measured_total", "Wakes whose first statement ended.", trips.wakes);
+    counter(
+        out,
+        "roost_wake_store_calls_total",
+        "Store calls of wakes: the claim or first read and every call of the first statement.",
+        trips.wake_calls,
+    );
+    counter(out, "roost_commits_total", "Durable commits of actors.", trips.commits);
+    counter(
+        out,
+        "roost_commit_store_calls_total",
+        "Store writes of durable commits, the transaction's earlier non-durable writes included.",
+        trips.commit_calls,
     );
 }
 

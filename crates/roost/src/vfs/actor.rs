@@ -12,7 +12,7 @@
 //! hold some, and [`ActorFiles::purge_file_keys`] removes them before the actor is used again,
 //! so a re-created database never sees stale pages.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,6 +28,36 @@ use crate::kv::{
 const PRELOAD_WHOLE_BYTES: u64 = 2 << 20;
 /// ... and the first this many pages of a bigger one (the schema and the first b-tree pages).
 const PRELOAD_FIRST_CHUNKS: u32 = 16;
+
+/// Store round trips made by actors in this process (every `Storage`), for `/metrics`.
+static ROUND_TRIPS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Store round trips made by actors: what a wake costs (the claim or first read, and every
+/// store call of the first statement after it) and what a durable commit costs (its write
+/// and the non-durable writes before it in the same transaction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoundTrips {
+    pub wakes: u64,
+    pub wake_calls: u64,
+    pub commits: u64,
+    pub commit_calls: u64,
+}
+
+impl RoundTrips {
+    /// The counters so far.
+    pub fn now() -> Self {
+        let read = |i: usize| ROUND_TRIPS[i].load(Ordering::Relaxed);
+        Self { wakes: read(0), wake_calls: read(1), commits: read(2), commit_calls: read(3) }
+    }
+
+    pub fn per_wake(&self) -> f64 {
+        self.wake_calls as f64 / self.wakes.max(1) as f64
+    }
+
+    pub fn per_commit(&self) -> f64 {
+        self.commit_calls as f64 / self.commits.max(1) as f64
+    }
+}
 
 /// Why the VFS failed an I/O call: the `Database` reads it to give a typed error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +102,10 @@ pub(crate) struct ActorFiles {
     failure: Mutex<Option<Failure>>,
     broken: AtomicBool,
     poisoned: AtomicBool,
+    /// Store calls since the attach, until its first statement ends (then `u64::MAX`).
+    wake_calls: AtomicU64,
+    /// Writes since the last durable one (the current transaction's so far).
+    pending_writes: AtomicU64,
 }
 
 impl std::fmt::Debug for ActorFiles {
@@ -130,6 +164,8 @@ impl ActorFiles {
             failure: Mutex::new(None),
             broken: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
+            wake_calls: AtomicU64::new(1),
+            pending_writes: AtomicU64::new(0),
         })
     }
 
@@ -139,6 +175,22 @@ impl ActorFiles {
         let preloaded = self.preloaded.lock();
         let at = preloaded.pairs.binary_search_by(|(k, _)| k.as_slice().cmp(key)).ok()?;
         Some(preloaded.pairs[at].1.clone())
+    }
+
+    /// Counts a store call for the wake's round trips while its first statement runs.
+    fn count_call(&self) {
+        let _ = self.wake_calls.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+    }
+
+    /// Ends a statement: what was read ahead is dropped, and the first one's store calls are
+    /// what the wake cost.
+    pub fn statement_done(&self) {
+        self.drop_preloaded();
+        let calls = self.wake_calls.swap(u64::MAX, Ordering::Relaxed);
+        if calls != u64::MAX {
+            ROUND_TRIPS[0].fetch_add(1, Ordering::Relaxed);
+            ROUND_TRIPS[1].fetch_add(calls, Ordering::Relaxed);
+        }
     }
 
     /// Forgets what was read ahead (and gives its bytes back to the store's cap).
@@ -174,6 +226,13 @@ impl ActorFiles {
             Some(next)
         };
         let batch = WriteBatch { fence: Some(Fence { key: gen_key, expected }), ops, durable };
+        self.count_call();
+        let pending = self.pending_writes.fetch_add(1, Ordering::Relaxed) + 1;
+        if durable {
+            self.pending_writes.store(0, Ordering::Relaxed);
+            ROUND_TRIPS[2].fetch_add(1, Ordering::Relaxed);
+            ROUND_TRIPS[3].fetch_add(pending, Ordering::Relaxed);
+        }
         match self.store.write(batch) {
             Ok(()) => {
                 ownership.stored = next;
@@ -200,6 +259,7 @@ impl ActorFiles {
         let mut removed = 0;
         loop {
             self.check_usable()?;
+            self.count_call();
             let found = self.store.scan(&from, &end, keys_per_batch.max(1));
             let found = found.map_err(|e| self.fail(Failure::Store(e)))?;
             let Some((last, _)) = found.last() else { return Ok(removed) };
@@ -214,6 +274,7 @@ impl ActorFiles {
     /// Reads values through the store, recording a failure.
     pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, Failure> {
         self.check_usable()?;
+        self.count_call();
         self.store.get_many(keys).map_err(|e| self.fail(Failure::Store(e)))
     }
 

@@ -623,7 +623,7 @@ impl Database {
         scratch::take_full();
         let result = op(&mut open.conn, &open.files, &open.vacuum);
         // Pages read ahead at the wake serve its first statement; later ones read the store.
-        open.files.drop_preloaded();
+        open.files.statement_done();
         if open.files.is_poisoned() {
             self.poisoned = true;
             self.disconnect();

@@ -17,6 +17,7 @@ pub mod layout;
 mod scratch;
 mod upload;
 
+pub use self::actor::RoundTrips;
 pub use self::answer::{value_cost, AnswerMeter, Unmetered, ROW_OVERHEAD_BYTES};
 pub use self::database::{
     ActorPage, Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
