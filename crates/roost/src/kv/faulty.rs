@@ -145,6 +145,9 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
         }
         self.inner.health()
     }
+    fn read_ahead_charge(&self, key: &[u8], bytes: u64) -> Option<super::Charge> {
+        self.inner.read_ahead_charge(key, bytes)
+    }
 }
 
 /// The reserve a store played full by [`FaultyStore::set_full`] reports.

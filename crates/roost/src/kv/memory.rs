@@ -12,11 +12,19 @@ use super::{CallCounters, Key, KvError, KvResult, KvStats, KvStore, Value, Write
 pub struct MemoryStore {
     map: RwLock<BTreeMap<Key, Value>>,
     counters: CallCounters,
+    /// Read-ahead allowed, as a remote store would (tests of the read-ahead path); 0: none.
+    read_ahead_bytes_max: u64,
+    read_ahead_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that lets the VFS read up to `bytes_max` ahead, like a remote store.
+    pub fn with_read_ahead(bytes_max: u64) -> Self {
+        Self { read_ahead_bytes_max: bytes_max, ..Self::default() }
     }
 
     /// Every pair in key order (fixtures and tests).
@@ -26,7 +34,7 @@ impl MemoryStore {
 
     /// Builds a store holding exactly `pairs`.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (Key, Value)>) -> Self {
-        Self { map: RwLock::new(pairs.into_iter().collect()), counters: CallCounters::default() }
+        Self { map: RwLock::new(pairs.into_iter().collect()), ..Self::default() }
     }
 }
 
@@ -49,7 +57,13 @@ impl KvStore for MemoryStore {
     fn stats(&self) -> KvStats {
         let mut stats = KvStats::default();
         self.counters.fill(&mut stats);
+        stats.cache_bytes = self.read_ahead_used.load(std::sync::atomic::Ordering::SeqCst);
+        stats.cache_bytes_max = self.read_ahead_bytes_max;
         stats
+    }
+
+    fn read_ahead_charge(&self, _key: &[u8], bytes: u64) -> Option<super::Charge> {
+        super::Charge::take(&self.read_ahead_used, bytes, self.read_ahead_bytes_max)
     }
 }
 

@@ -103,11 +103,12 @@ pub struct Preload {
     pub first_chunks: u32,
 }
 
-/// Pairs read ahead by a claim, charged to the store's read-ahead cap until dropped.
+/// Pairs read ahead (by a claim, or by a scan), charged to the store's read-ahead cap until
+/// dropped. `pairs` are sorted by key.
 #[derive(Debug, Default)]
 pub struct Preloaded {
     pub pairs: Vec<(Key, Value)>,
-    charge: Option<Charge>,
+    charges: Vec<Charge>,
 }
 
 impl PartialEq for Preloaded {
@@ -120,12 +121,21 @@ impl Eq for Preloaded {}
 
 impl Preloaded {
     pub fn new(pairs: Vec<(Key, Value)>, charge: Option<Charge>) -> Self {
-        Self { pairs, charge }
+        Self { pairs, charges: charge.into_iter().collect() }
     }
 
     /// Bytes charged for these pairs.
     pub fn charged_bytes(&self) -> u64 {
-        self.charge.as_ref().map_or(0, |c| c.bytes)
+        self.charges.iter().map(|c| c.bytes).sum()
+    }
+
+    /// Adds `pairs` (charged by `charge`), keeping the pairs sorted; a key already here keeps
+    /// its value.
+    pub fn extend(&mut self, pairs: Vec<(Key, Value)>, charge: Charge) {
+        self.pairs.extend(pairs);
+        self.pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        self.pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+        self.charges.push(charge);
     }
 }
 
@@ -145,6 +155,11 @@ impl Charge {
             })
             .ok()?;
         Some(Self { counter: counter.clone(), bytes })
+    }
+
+    /// Bytes this charge holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Gives back what is not needed of the charge, keeping `bytes`.
@@ -366,6 +381,12 @@ pub trait KvStore: Send + Sync + 'static {
     fn sync(&self) -> KvResult<()> {
         Ok(())
     }
+    /// Room for `bytes` of read-ahead near `key` (pages fetched before SQLite asks for them),
+    /// held until the charge drops. `None`: no room now, or this store reads ahead nothing
+    /// (local stores answer a page read cheaply; only remote ones gain from it).
+    fn read_ahead_charge(&self, _key: &[u8], _bytes: u64) -> Option<Charge> {
+        None
+    }
     /// Revives a stopped store in place, as a restart would (recovering what reached the
     /// disk). `Ok(false)`: this backend cannot; the process must restart. Callers put every
     /// actor to sleep first: caches built on the stopped store may hold writes it lost.
@@ -489,6 +510,9 @@ impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
     }
     fn reopen(&self) -> KvResult<bool> {
         (**self).reopen()
+    }
+    fn read_ahead_charge(&self, key: &[u8], bytes: u64) -> Option<Charge> {
+        (**self).read_ahead_charge(key, bytes)
     }
 }
 

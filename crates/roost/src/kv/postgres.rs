@@ -741,6 +741,10 @@ impl KvStore for PostgresStore {
         })
     }
 
+    fn read_ahead_charge(&self, _key: &[u8], bytes: u64) -> Option<super::Charge> {
+        super::Charge::take(&self.preload_used, bytes, self.config.preload_bytes_max)
+    }
+
     fn stats(&self) -> KvStats {
         let mut stats = KvStats::default();
         self.counters.fill(&mut stats);

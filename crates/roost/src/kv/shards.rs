@@ -271,6 +271,10 @@ impl KvStore for ShardedStore {
         self.shards[shard].write(batch)
     }
 
+    fn read_ahead_charge(&self, key: &[u8], bytes: u64) -> Option<super::Charge> {
+        self.shards[self.shard_of(key)].read_ahead_charge(key, bytes)
+    }
+
     fn stats(&self) -> KvStats {
         let mut stats = KvStats::default();
         for shard in &self.shards {

@@ -21,13 +21,16 @@ use super::file::KvFile;
 use super::layout::{self, ChunkIndex, FileMeta, FileTag, FormatError, Generation};
 use crate::actor_id::ActorId;
 use crate::kv::{
-    Claim, Claims, Fence, KvError, KvStore, NodeAddress, Preload, Preloaded, WriteBatch, WriteOp,
+    Charge, Claim, Claims, Fence, KvError, KvStore, NodeAddress, Preload, Preloaded, WriteBatch, WriteOp,
 };
 
 /// A claim reads a main database of at most this many bytes whole, in its round trip...
 const PRELOAD_WHOLE_BYTES: u64 = 2 << 20;
 /// ... and the first this many pages of a bigger one (the schema and the first b-tree pages).
 const PRELOAD_FIRST_CHUNKS: u32 = 16;
+/// Most bytes of pages read ahead (at the wake or by sequential reads) one actor holds; the
+/// claim's whole-database read ahead fits.
+const READ_AHEAD_HELD_BYTES_MAX: u64 = PRELOAD_WHOLE_BYTES + (1 << 20);
 
 /// Store round trips made by actors in this process (every `Storage`), for `/metrics`.
 static ROUND_TRIPS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
@@ -191,6 +194,16 @@ impl ActorFiles {
             ROUND_TRIPS[0].fetch_add(1, Ordering::Relaxed);
             ROUND_TRIPS[1].fetch_add(calls, Ordering::Relaxed);
         }
+    }
+
+    /// Keeps chunks a sequential read fetched ahead (charged by `charge`) for this statement.
+    /// Past [`READ_AHEAD_HELD_BYTES_MAX`] the older ones go first: a scan has passed them.
+    pub fn add_read_ahead(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, charge: Charge) {
+        let mut preloaded = self.preloaded.lock();
+        if preloaded.charged_bytes() + charge.bytes() > READ_AHEAD_HELD_BYTES_MAX {
+            *preloaded = Preloaded::default();
+        }
+        preloaded.extend(pairs, charge);
     }
 
     /// Forgets what was read ahead (and gives its bytes back to the store's cap).

@@ -63,6 +63,12 @@ impl Default for VfsLimits {
 /// every transaction start, and this answers that without a store round trip.
 const HEADER_BYTES: usize = 100;
 
+/// Most chunks one sequential read fetches ahead (256 KiB), reached by doubling from 4.
+const READ_AHEAD_CHUNKS_MAX: u64 = 64;
+/// Sequential chunk reads before read-ahead starts (a b-tree descent reads a few pages in
+/// any order; a scan reads on and on).
+const READ_AHEAD_AFTER_READS: u32 = 2;
+
 type Chunk = Box<[u8]>;
 
 fn zero_chunk() -> Chunk {
@@ -85,6 +91,9 @@ pub(crate) struct KvFile {
     /// SQLite's lock level on this file (`SQLITE_LOCK_*`), kept to check that the main file
     /// changes only under an EXCLUSIVE lock.
     lock: std::ffi::c_int,
+    /// The chunk right after the last read, and how many reads in a row started there.
+    next_read: u64,
+    sequential_reads: u32,
 }
 
 impl KvFile {
@@ -102,7 +111,26 @@ impl KvFile {
             atomic: None,
             header: None,
             lock: LOCK_NONE,
+            next_read: 0,
+            sequential_reads: 0,
         }
+    }
+
+    /// How many chunks after `last` a read of `first..=last` should fetch ahead: none until
+    /// reads have gone on sequentially for a while, then 4, doubling up to
+    /// [`READ_AHEAD_CHUNKS_MAX`]. Only the main file reads ahead (journals are read once,
+    /// at recovery).
+    fn plan_read_ahead(&mut self, first: ChunkIndex, last: ChunkIndex) -> u64 {
+        self.sequential_reads = match first.0 == self.next_read {
+            true => self.sequential_reads.saturating_add(1),
+            false => 0,
+        };
+        self.next_read = last.0 + 1;
+        if self.tag != FileTag::Main || self.sequential_reads < READ_AHEAD_AFTER_READS {
+            return 0;
+        }
+        let doublings = (self.sequential_reads - READ_AHEAD_AFTER_READS).min(4);
+        (4u64 << doublings).min(READ_AHEAD_CHUNKS_MAX)
     }
 
     /// The file's invariants (module docs), checked in debug builds after each change.
@@ -128,14 +156,20 @@ impl KvFile {
         error
     }
 
-    /// Loads the chunks in `wanted` that are neither dirty nor known to be zeros.
-    fn load(&self, wanted: &[ChunkIndex]) -> Result<BTreeMap<ChunkIndex, Chunk>, Failure> {
-        let fetch: Vec<ChunkIndex> = wanted
-            .iter()
-            .copied()
-            .filter(|i| !self.dirty.contains_key(i))
-            .filter(|i| self.stale_from.is_none_or(|s| *i < s) && i.start_offset() < self.persisted_size)
-            .collect();
+    /// Whether chunk `index` must come from the store (it is neither dirty nor known to be
+    /// zeros).
+    fn stored(&self, index: ChunkIndex) -> bool {
+        !self.dirty.contains_key(&index)
+            && self.stale_from.is_none_or(|s| index < s)
+            && index.start_offset() < self.persisted_size
+    }
+
+    /// Loads the chunks in `wanted` that are neither dirty nor known to be zeros. When some
+    /// must come from the store, the same call fetches up to `ahead` stored chunks after the
+    /// last wanted one, kept for this statement (see [`ActorFiles::add_read_ahead`]) if the
+    /// store has room for them.
+    fn load(&self, wanted: &[ChunkIndex], ahead: u64) -> Result<BTreeMap<ChunkIndex, Chunk>, Failure> {
+        let fetch: Vec<ChunkIndex> = wanted.iter().copied().filter(|i| self.stored(*i)).collect();
         let mut out = BTreeMap::new();
         if fetch.is_empty() {
             return Ok(out);
@@ -151,9 +185,17 @@ impl KvFile {
             }
         }
         if !missing.is_empty() {
-            let wanted: Vec<Vec<u8>> = missing.iter().map(|at| std::mem::take(&mut keys[*at])).collect();
-            for (at, value) in missing.into_iter().zip(self.actor.get_many(&wanted)?) {
+            let mut wanted: Vec<Vec<u8>> = missing.iter().map(|at| std::mem::take(&mut keys[*at])).collect();
+            let (extra, charge) = self.read_ahead_keys(fetch.last().copied(), ahead);
+            wanted.extend(extra.iter().cloned());
+            let mut values = self.actor.get_many(&wanted)?;
+            let ahead_values = values.split_off(missing.len());
+            for (at, value) in missing.into_iter().zip(values) {
                 fetched[at] = value;
+            }
+            if let Some(charge) = charge {
+                let pairs = extra.into_iter().zip(ahead_values).filter_map(|(k, v)| Some((k, v?))).collect();
+                self.actor.add_read_ahead(pairs, charge);
             }
         }
         for (index, value) in fetch.into_iter().zip(fetched) {
@@ -166,6 +208,28 @@ impl KvFile {
             out.insert(index, value.into_boxed_slice());
         }
         Ok(out)
+    }
+
+    /// The keys of up to `ahead` stored chunks after `last`, and the store's charge for them
+    /// (none, and no keys, when the store has no room or reads nothing ahead).
+    fn read_ahead_keys(
+        &self,
+        last: Option<ChunkIndex>,
+        ahead: u64,
+    ) -> (Vec<Vec<u8>>, Option<crate::kv::Charge>) {
+        let Some(last) = last.filter(|_| ahead > 0) else { return (Vec::new(), None) };
+        let keys: Vec<Vec<u8>> = (last.0 + 1..=last.0 + ahead)
+            .map(ChunkIndex)
+            .take_while(|i| self.stored(*i))
+            .map(|i| layout::chunk_key(&self.actor.id, self.tag, i))
+            .filter(|key| self.actor.preloaded(key).is_none())
+            .collect();
+        let Some(first) = keys.first() else { return (Vec::new(), None) };
+        let bytes = keys.iter().map(|k| (k.len() + CHUNK_BYTES) as u64).sum();
+        match self.actor.store.read_ahead_charge(first, bytes) {
+            Some(charge) => (keys, Some(charge)),
+            None => (Vec::new(), None),
+        }
     }
 
     fn remember_header(&mut self, index: ChunkIndex, chunk: &[u8]) {
@@ -237,7 +301,8 @@ impl FileBackend for KvFile {
         let first = ChunkIndex::of_offset(offset);
         let last = ChunkIndex::of_offset(avail_end - 1);
         let wanted: Vec<ChunkIndex> = (first.0..=last.0).map(ChunkIndex).collect();
-        let loaded = self.load(&wanted).map_err(|f| self.io(f, IoError::Read))?;
+        let ahead = self.plan_read_ahead(first, last);
+        let loaded = self.load(&wanted, ahead).map_err(|f| self.io(f, IoError::Read))?;
         for index in wanted {
             let chunk = self.dirty.get(&index).or_else(|| loaded.get(&index));
             let Some(chunk) = chunk else { continue };
@@ -269,7 +334,7 @@ impl FileBackend for KvFile {
             .into_iter()
             .filter(|i| offset > i.start_offset() || end < i.start_offset() + CHUNK_BYTES as u64)
             .collect();
-        let mut loaded = self.load(&partial).map_err(|f| self.io(f, IoError::Write))?;
+        let mut loaded = self.load(&partial, 0).map_err(|f| self.io(f, IoError::Write))?;
         for index in (first.0..=last.0).map(ChunkIndex) {
             let mut chunk = match self.dirty.remove(&index) {
                 Some(chunk) => chunk,
@@ -311,7 +376,7 @@ impl FileBackend for KvFile {
         if tail != 0 {
             // Keep the partial last chunk as dirty, its tail zeroed, so stale bytes never return.
             let last = ChunkIndex(keep.0 - 1);
-            let mut loaded = self.load(&[last]).map_err(|f| self.io(f, IoError::Truncate))?;
+            let mut loaded = self.load(&[last], 0).map_err(|f| self.io(f, IoError::Truncate))?;
             let mut chunk =
                 self.dirty.remove(&last).or_else(|| loaded.remove(&last)).unwrap_or_else(zero_chunk);
             chunk[tail..].fill(0);
