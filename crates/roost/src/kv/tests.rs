@@ -865,7 +865,7 @@ fn postgres_staging_cut_midway_answers_unavailable_and_its_rows_are_pruned() {
     outage.join().unwrap();
     assert!(matches!(&result, Err(KvError::Unavailable(_))), "{result:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(4), "took {:?}", started.elapsed());
-    assert!(staged_rows(&db.url) > 1, "some uploads committed before the cut");
+    assert!(staged_rows(&db.url) > 0, "some uploads committed before the cut");
     assert_eq!(store.stats().staged_writes, 0);
     assert!(store.stats().staged_uploads > 0);
 
@@ -874,9 +874,10 @@ fn postgres_staging_cut_midway_answers_unavailable_and_its_rows_are_pruned() {
     // Nothing of the batch is visible, and its rows and the orphan's go.
     assert_eq!(store.get_many(&[b"k".to_vec(), page(0)]).unwrap(), vec![Some(b"before".to_vec()), None]);
     assert_eq!(wait_unstaged(&db.url), 0);
-    store.write(batch([pages(80, 9), vec![put(b"k", b"after")]].concat())).unwrap();
+    // Staged again, in well under the 2 s retention (the pruner would roll it back).
+    store.write(batch([pages(20, 9), vec![put(b"k", b"after")]].concat())).unwrap();
     assert_eq!(
-        store.get_many(&[b"k".to_vec(), page(79)]).unwrap(),
+        store.get_many(&[b"k".to_vec(), page(19)]).unwrap(),
         vec![Some(b"after".to_vec()), Some(vec![9; 4096])]
     );
 }
