@@ -280,8 +280,24 @@ proptest! {
 /// case (skipped without a reachable server, see `roost::kv::testing`).
 #[test]
 fn roost_on_postgres_matches_sqlite_on_a_plain_file() {
-    let Some(db) = TestDatabase::create("differential") else { return };
-    let store: Arc<dyn KvStore> = Arc::new(PostgresStore::open(PostgresConfig::new(db.url.clone())).unwrap());
+    on_postgres("differential", |_| {});
+}
+
+/// The same with commits above 16 KiB staged (uploaded in 8 KiB calls, then published).
+#[test]
+fn roost_on_postgres_with_staged_commits_matches_sqlite_on_a_plain_file() {
+    let stats = on_postgres("differential_staged", |config| {
+        config.stage_bytes_min = 16 << 10;
+        config.statement_bytes_max = 8 << 10;
+    });
+    assert!(stats.is_none_or(|s| s.staged_writes > 0), "{stats:?}");
+}
+
+fn on_postgres(tag: &str, configure: impl Fn(&mut PostgresConfig)) -> Option<roost::kv::KvStats> {
+    let db = TestDatabase::create(tag)?;
+    let mut config = PostgresConfig::new(db.url.clone());
+    configure(&mut config);
+    let store: Arc<dyn KvStore> = Arc::new(PostgresStore::open(config).unwrap());
     let cases = AtomicU32::new(0);
     let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..ProptestConfig::default() });
     let result = runner.run(&case(), |(tables, ops, cache)| {
@@ -289,6 +305,7 @@ fn roost_on_postgres_matches_sqlite_on_a_plain_file() {
         check(store.clone(), &|| {}, &actor, tables, ops, cache)
     });
     let stats = store.stats();
-    eprintln!("postgres differential: {stats:?}");
+    eprintln!("postgres differential ({tag}): {stats:?}");
     result.unwrap();
+    Some(stats)
 }

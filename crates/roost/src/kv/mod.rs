@@ -305,6 +305,11 @@ pub struct KvStats {
     /// Commits whose answer was lost (connection gone at COMMIT) and whose outcome was then
     /// read back by commit id (remote backends only).
     pub lost_answers: u64,
+    /// Writes too big for one call, whose puts were uploaded ahead of the transaction that
+    /// publishes them (PostgreSQL staging); each also took `staged_uploads` round trips.
+    pub staged_writes: u64,
+    /// Upload round trips of staged writes (one per chunk of puts), on top of `write_calls`.
+    pub staged_uploads: u64,
     /// Block cache bytes in use, and its cap.
     pub cache_bytes: u64,
     pub cache_bytes_max: u64,
@@ -403,6 +408,8 @@ pub(crate) struct CallCounters {
     pub group_commits: AtomicU64,
     pub syncs: AtomicU64,
     pub lost_answers: AtomicU64,
+    pub staged_writes: AtomicU64,
+    pub staged_uploads: AtomicU64,
     read_latency: LatencyCounters,
     write_latency: LatencyCounters,
     write_errors: [AtomicU64; 4],
@@ -486,6 +493,8 @@ impl CallCounters {
         stats.group_commits = self.group_commits.load(Ordering::Relaxed);
         stats.syncs = self.syncs.load(Ordering::Relaxed);
         stats.lost_answers = self.lost_answers.load(Ordering::Relaxed);
+        stats.staged_writes = self.staged_writes.load(Ordering::Relaxed);
+        stats.staged_uploads = self.staged_uploads.load(Ordering::Relaxed);
     }
 }
 

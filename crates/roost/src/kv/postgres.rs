@@ -11,20 +11,35 @@
 //!   after `commit_retention_s`.
 //! - `roost_meta(name, value)`: the schema version and `shard_id`, a random number naming
 //!   this database among the shards of a cluster (placement hashes it, not the URL).
-//! - `roost_staged(commit_id, key, value, staged_at)`: pairs of a large write uploaded ahead
-//!   of the transaction that publishes them; rows of writes that never published are pruned
-//!   with the commit ids.
+//! - `roost_staged(commit_id, key, value, staged_at)`: the puts of a large write uploaded ahead
+//!   of the transaction that publishes them (see Staging); rows of writes that never published
+//!   are deleted after them, or pruned after `commit_retention_s` with the commit ids.
 //! - `roost_placement(shard_id)`: the shard ids of the placement the live nodes use.
 //! - `roost_fence(key, expected)`: a PL/pgSQL function that raises SQLSTATE `RF001` unless the
 //!   fence holds, locking the fence row (`FOR UPDATE`) until the transaction ends.
 //!
-//! One `write` is one PostgreSQL transaction sent as one pipeline (one round trip once the
-//! connection's statements are prepared): `BEGIN`, the commit id insert, the fence check, the
-//! range deletes, one `DELETE .. = ANY($1)` and `INSERT .. SELECT unnest($1, $2) ON CONFLICT
-//! DO UPDATE` per chunk of puts, `COMMIT`. The batch is first folded into that normal form
-//! (ranges first, then the last point op per key), which gives the same result as applying
-//! the ops in order. A failed statement aborts the transaction, so every later statement of
-//! the pipeline fails and `COMMIT` rolls back: a fenced batch changes nothing.
+//! One `write` (unless staged, below) is one PostgreSQL transaction sent as one pipeline (one
+//! round trip once the connection's statements are prepared): `BEGIN`, the commit id insert,
+//! the fence check, the range deletes, one `DELETE .. = ANY($1)` and `INSERT .. SELECT
+//! unnest($1, $2) ON CONFLICT DO UPDATE` per chunk of puts, `COMMIT`. The batch is first
+//! folded into that normal form (ranges first, then the last point op per key), which gives
+//! the same result as applying the ops in order. A failed statement aborts the transaction,
+//! so every later statement of the pipeline fails and `COMMIT` rolls back: a fenced batch
+//! changes nothing.
+//!
+//! Staging: a batch whose puts carry more than `stage_bytes_min` payload bytes would not fit
+//! one call's deadline over a slow link. Its puts are uploaded first into `roost_staged` under
+//! the batch's commit id, in chunks of `statement_bytes_max`, each chunk its own short
+//! transaction and call, committed without waiting for a WAL flush (the publish's flush covers
+//! them, see `stage_chunk`). Then one publish transaction, pipelined as above, runs the same
+//! statements except that the puts are one `INSERT .. SELECT` from `roost_staged` (after
+//! checking under lock that every staged row is there), followed by deleting the staged rows.
+//! It raises its own deadline and `statement_timeout` by the staged bytes at an assumed floor
+//! rate. So the batch still applies in one transaction, in the same normal form, fenced and
+//! resolved by commit id like any other. Staged rows are invisible to reads; when staging
+//! fails (the batch did not apply) or the publish rolls back, they are deleted in the
+//! background, and the pruner deletes any left older than the retention. A publish never
+//! applies part of a batch: a missing row aborts it.
 //!
 //! Fences: an expected value is checked under the fence row's lock, so two writers fenced on
 //! the same generation serialize and the second sees the first's bump. An expected absence is
@@ -40,9 +55,10 @@
 //! Until every such id is resolved, every call answers [`KvError::Unavailable`], so nothing is
 //! read while a lost commit might still land.
 //!
-//! Bounded time: each call has a deadline (`call_timeout_ms`) covering the pool wait, the
-//! connection and the round trip; sessions carry `statement_timeout` and
-//! `idle_in_transaction_session_timeout` so an orphaned server-side transaction ends too.
+//! Bounded time: each call has a deadline (`call_timeout_ms`; a publish's is longer, see
+//! Staging) covering the pool wait, the connection and the round trip; sessions carry
+//! `statement_timeout` and `idle_in_transaction_session_timeout` so an orphaned server-side
+//! transaction ends too.
 //! Calls on an unreachable server answer [`KvError::Unavailable`] and the pool reconnects once
 //! it is back. Calls block the caller's thread on the store's own small runtime.
 
@@ -55,6 +71,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime as PoolRuntime};
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Statement};
 
 use super::{CallCounters, Durability, Key, KvError, KvResult, KvStats, KvStore, Value, WriteBatch, WriteOp};
@@ -84,6 +101,10 @@ pub struct PostgresConfig {
     /// Most payload bytes in one statement of a pipeline; bigger batches use several
     /// statements in the same transaction.
     pub statement_bytes_max: usize,
+    /// A batch whose puts carry more payload bytes (keys and values) than this is staged:
+    /// uploaded in chunks of `statement_bytes_max`, one call each, then published by one
+    /// transaction (see the module docs), so no single call has to carry it all.
+    pub stage_bytes_min: usize,
     /// Pages read ahead by claims (waking actors) and not consumed yet, at most; the store's
     /// "cache" in memory reports.
     pub preload_bytes_max: u64,
@@ -99,6 +120,7 @@ impl PostgresConfig {
             durability: Durability::Sync,
             commit_retention_s: 3_600,
             statement_bytes_max: 8 << 20,
+            stage_bytes_min: 8 << 20,
             preload_bytes_max: 32 << 20,
         }
     }
@@ -170,12 +192,50 @@ const TAKE_COMMIT_ID: &str = "INSERT INTO roost_commits (id, committed) VALUES (
                               RETURNING committed";
 const PRUNE: &str =
     "DELETE FROM roost_commits WHERE committed_at < now() - make_interval(secs => $1::float8)";
+/// Uploads one chunk of a staged batch's puts.
+const STAGE: &str = "INSERT INTO roost_staged (commit_id, key, value) \
+                     SELECT $1, * FROM unnest($2::bytea[], $3::bytea[])";
+/// Raises the server's bound for the statements of a publish (`statement_timeout` in ms).
+const PUBLISH_TIMEOUT: &str = "SELECT set_config('statement_timeout', $1, true)";
+/// Locks the staged rows of a publish and checks that none is missing (pruned): the cast of
+/// the message fails, aborting the transaction, rather than publishing part of a batch.
+const STAGED_CHECK: &str = "SELECT CASE WHEN count(*) = $2::bigint THEN 0 \
+                            ELSE ('roost: ' || count(*) || ' staged rows, expected ' || $2::bigint)::int END \
+                            FROM (SELECT 1 FROM roost_staged WHERE commit_id = $1 FOR UPDATE) AS staged";
+/// Moves a staged batch's puts into place, in key order (the lock order of every writer).
+const PUBLISH: &str = "INSERT INTO roost_kv (key, value) \
+                       SELECT key, value FROM roost_staged WHERE commit_id = $1 ORDER BY key \
+                       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+const UNSTAGE: &str = "DELETE FROM roost_staged WHERE commit_id = $1";
+/// Staged rows of writes that never published (their cleanup failed too).
+const PRUNE_STAGED: &str =
+    "DELETE FROM roost_staged WHERE staged_at < now() - make_interval(secs => $1::float8)";
 
-const STATEMENTS: [&str; 10] =
-    [GET, SCAN, BEGIN, RELAXED, COMMIT_ID, FENCE, DELETE_RANGE, DELETE, UPSERT, COMMIT];
+/// Bytes per second a publish is assumed to move server-side at least (`INSERT .. SELECT`
+/// from `roost_staged` into `roost_kv`, WAL included): its deadline is `call_timeout_ms` plus
+/// the staged bytes at this rate, e.g. 10 s + 16 s for 64 MiB.
+const PUBLISH_BYTES_PER_S_MIN: u64 = 4 << 20;
+
+const STATEMENTS: [&str; 15] = [
+    GET,
+    SCAN,
+    BEGIN,
+    RELAXED,
+    COMMIT_ID,
+    FENCE,
+    DELETE_RANGE,
+    DELETE,
+    UPSERT,
+    COMMIT,
+    STAGE,
+    PUBLISH_TIMEOUT,
+    STAGED_CHECK,
+    PUBLISH,
+    UNSTAGE,
+];
 
 /// A connection's prepared statements, in the order of [`STATEMENTS`].
-struct Prepared([Statement; 10]);
+struct Prepared([Statement; 15]);
 
 impl Prepared {
     fn get(&self) -> &Statement {
@@ -345,6 +405,11 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// Payload bytes (keys and values) of the puts.
+    fn put_bytes(&self) -> usize {
+        self.puts.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
     /// The puts cut into statements of at most `bytes_max` payload bytes.
     fn put_chunks(&self, bytes_max: usize) -> Vec<PutChunk<'a>> {
         let mut chunks = Vec::new();
@@ -363,6 +428,14 @@ impl<'a> Plan<'a> {
         }
         chunks
     }
+}
+
+/// A batch whose puts wait in `roost_staged` under its commit id, to be published.
+#[derive(Debug, Clone, Copy)]
+struct Staged {
+    rows: i64,
+    /// The publish's deadline, client and server side (see [`PUBLISH_BYTES_PER_S_MIN`]).
+    timeout: Duration,
 }
 
 /// How a pipelined commit ended.
@@ -428,7 +501,15 @@ impl PostgresStore {
     where
         F: Future<Output = T> + 'a,
     {
-        let deadline = Instant::now() + self.call_timeout();
+        self.block_on_for(self.call_timeout(), call)
+    }
+
+    /// Runs a call on the store's runtime with a deadline `timeout` from now.
+    fn block_on_for<'a, T, F>(&'a self, timeout: Duration, call: impl FnOnce(Instant) -> F) -> T
+    where
+        F: Future<Output = T> + 'a,
+    {
+        let deadline = Instant::now() + timeout;
         self.handle().block_on(call(deadline))
     }
 
@@ -473,20 +554,37 @@ impl PostgresStore {
                 if let Err(e) = client.execute(PRUNE, &[&retention_s]).await {
                     tracing::debug!(error = %describe(&e), "pruning commit ids failed; retrying later");
                 }
+                // Rows of writes that never published and whose own cleanup failed. A publish
+                // still running has them locked, and one starting later finds some missing and
+                // rolls back (`STAGED_CHECK`): pruning never publishes part of a batch.
+                if let Err(e) = client.execute(PRUNE_STAGED, &[&retention_s]).await {
+                    tracing::debug!(error = %describe(&e), "pruning staged rows failed; retrying later");
+                }
             }
         });
     }
 
-    /// Sends the whole transaction as one pipeline and reads its outcome.
-    async fn commit(&self, batch: &WriteBatch, id: i64, deadline: Instant) -> KvResult<Outcome> {
+    /// Sends the whole transaction as one pipeline and reads its outcome. A staged batch's
+    /// puts are moved from `roost_staged` instead of sent.
+    async fn commit(
+        &self,
+        batch: &WriteBatch,
+        plan: &Plan<'_>,
+        id: i64,
+        staged: Option<Staged>,
+        deadline: Instant,
+    ) -> KvResult<Outcome> {
         let (client, st) = self.checkout(deadline).await?;
-        let plan = Plan::of(batch);
-        let chunks = plan.put_chunks(self.config.statement_bytes_max.max(1));
         let relaxed = !batch.durable || self.config.durability == Durability::Relaxed;
-        let [_, _, begin, set_relaxed, commit_id, fence, delete_range, delete, upsert, commit] = &st.0;
+        let [_, _, begin, set_relaxed, commit_id, fence, delete_range, delete, upsert, commit, ..] = &st.0;
+        let [.., publish_timeout, staged_check, publish, unstage] = &st.0;
         let mut calls: Vec<Call<'_>> = vec![Box::pin(client.execute_raw(begin, Vec::<i64>::new()))];
         if relaxed {
             calls.push(Box::pin(client.execute_raw(set_relaxed, Vec::<i64>::new())));
+        }
+        if let Some(staged) = staged {
+            let ms = staged.timeout.as_millis().to_string();
+            calls.push(Box::pin(client.execute_raw(publish_timeout, [ms])));
         }
         calls.push(Box::pin(client.execute_raw(commit_id, [id])));
         if let Some(f) = &batch.fence {
@@ -498,8 +596,19 @@ impl PostgresStore {
         for keys in plan.deletes.chunks(8192) {
             calls.push(Box::pin(client.execute_raw(delete, [keys.to_vec()])));
         }
-        for (keys, values) in chunks {
-            calls.push(Box::pin(client.execute_raw(upsert, [keys, values])));
+        // Puts last, as in the plan. The plan keeps one op per key, so no key is both put and
+        // deleted here, staged or not.
+        match staged {
+            None => {
+                for (keys, values) in plan.put_chunks(self.config.statement_bytes_max.max(1)) {
+                    calls.push(Box::pin(client.execute_raw(upsert, [keys, values])));
+                }
+            }
+            Some(staged) => {
+                calls.push(Box::pin(client.execute_raw(staged_check, [id, staged.rows])));
+                calls.push(Box::pin(client.execute_raw(publish, [id])));
+                calls.push(Box::pin(client.execute_raw(unstage, [id])));
+            }
         }
         calls.push(Box::pin(client.execute_raw(commit, Vec::<i64>::new())));
         let results = tokio::time::timeout_at(deadline, in_order(calls)).await;
@@ -518,6 +627,78 @@ impl PostgresStore {
             Outcome::Known(Err(_)) => {}
         }
         Ok(outcome)
+    }
+
+    /// Stages the plan's puts when they are more than one call should carry.
+    fn stage_if_big(&self, plan: &Plan<'_>, id: i64) -> KvResult<Option<Staged>> {
+        let bytes = plan.put_bytes();
+        if bytes <= self.config.stage_bytes_min {
+            return Ok(None);
+        }
+        for (keys, values) in plan.put_chunks(self.config.statement_bytes_max.max(1)) {
+            if let Err(e) = self.block_on(|deadline| self.stage_chunk(id, &keys, &values, deadline)) {
+                // Nothing is published without its publish: the batch did not apply.
+                self.unstage_later(id);
+                return Err(e);
+            }
+            CallCounters::bump(&self.counters.staged_uploads);
+        }
+        CallCounters::bump(&self.counters.staged_writes);
+        let extra = Duration::from_secs_f64(bytes as f64 / PUBLISH_BYTES_PER_S_MIN as f64);
+        Ok(Some(Staged { rows: plan.puts.len() as i64, timeout: self.call_timeout() + extra }))
+    }
+
+    /// Uploads one chunk of a staged batch in its own short transaction (one pipeline).
+    async fn stage_chunk(
+        &self,
+        id: i64,
+        keys: &[&[u8]],
+        values: &[&[u8]],
+        deadline: Instant,
+    ) -> KvResult<()> {
+        let (client, st) = self.checkout(deadline).await?;
+        let [_, _, begin, set_relaxed, _, _, _, _, _, commit, stage, ..] = &st.0;
+        let params: [&(dyn ToSql + Sync); 3] = [&id, &keys, &values];
+        let calls: Vec<Call<'_>> = vec![
+            Box::pin(client.execute_raw(begin, Vec::<i64>::new())),
+            // No flush of its own: staged rows matter only once a publish commits, and a
+            // durable publish flushes the WAL up to its own commit record, which covers every
+            // record written before it (WAL is one sequence, flushed in order); the published
+            // pairs are also logged again by the publish's own inserts. A crash losing this
+            // commit loses every later one, the publish included.
+            Box::pin(client.execute_raw(set_relaxed, Vec::<i64>::new())),
+            Box::pin(client.execute_raw(stage, params)),
+            Box::pin(client.execute_raw(commit, Vec::<i64>::new())),
+        ];
+        let results = tokio::time::timeout_at(deadline, in_order(calls)).await;
+        match results.map(|results| read_outcome(&results)) {
+            Ok(Outcome::Known(result)) => result,
+            Ok(Outcome::Unknown(why)) => {
+                Err(CallFailure { error: unavailable(why), detach: true }.settle(client))
+            }
+            Err(_) => {
+                let failure =
+                    CallFailure { error: unavailable("PostgreSQL did not answer in time"), detach: true };
+                Err(failure.settle(client))
+            }
+        }
+    }
+
+    /// Deletes the staged rows of a batch that will never publish, in the background: best
+    /// effort (the server may be gone), the pruner removes what this misses.
+    fn unstage_later(&self, id: i64) {
+        let pool = self.pool.clone();
+        let timeout = self.call_timeout();
+        self.handle().spawn(async move {
+            let deleted = tokio::time::timeout(timeout, async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                client.execute(UNSTAGE, &[&id]).await.map_err(|e| describe(&e))
+            })
+            .await;
+            if !matches!(deleted, Ok(Ok(_))) {
+                tracing::debug!(commit = id, "deleting staged rows failed; the pruner will");
+            }
+        });
     }
 
     /// Decides a lost commit: `true` if it committed. Waits for a still-running original.
@@ -565,21 +746,37 @@ impl PostgresStore {
 
     fn write_once(&self, batch: &WriteBatch) -> KvResult<()> {
         let id: i64 = rand::random();
-        let why = match self.block_on(|deadline| self.commit(batch, id, deadline))? {
-            Outcome::Known(result) => return result,
-            Outcome::Unknown(why) => why,
-        };
+        let plan = Plan::of(batch);
+        let staged = self.stage_if_big(&plan, id)?;
+        let timeout = staged.map_or(self.call_timeout(), |s| s.timeout);
+        let (result, decided) =
+            match self.block_on_for(timeout, |deadline| self.commit(batch, &plan, id, staged, deadline)) {
+                Ok(Outcome::Known(result)) => (result, true),
+                Ok(Outcome::Unknown(why)) => self.read_back(id, &why),
+                Err(e) => (Err(e), true),
+            };
+        if staged.is_some() && result.is_err() && decided {
+            // The publish rolled back or never ran: its staged rows are garbage. An undecided
+            // one keeps them (it may still commit) until the pruner.
+            self.unstage_later(id);
+        }
+        result
+    }
+
+    /// Reads back the outcome of a commit whose answer was lost, by its id (see the module
+    /// docs); `false` with the result when it cannot be decided yet.
+    fn read_back(&self, id: i64, why: &str) -> (KvResult<()>, bool) {
         tracing::warn!(commit = id, reason = %why, "lost the answer to a commit; reading it back");
         CallCounters::bump(&self.counters.lost_answers);
         match self.block_on(|deadline| self.resolve(id, deadline)) {
             Ok(true) => {
                 CallCounters::bump(&self.counters.group_commits);
-                Ok(())
+                (Ok(()), true)
             }
-            Ok(false) => Err(unavailable(format!("the commit did not apply: {why}"))),
+            Ok(false) => (Err(unavailable(format!("the commit did not apply: {why}"))), true),
             Err(e) => {
                 self.lost.lock().push(Lost { id, since: Instant::now() });
-                Err(unavailable(format!("the commit's outcome is not known yet ({why}): {e}")))
+                (Err(unavailable(format!("the commit's outcome is not known yet ({why}): {e}"))), false)
             }
         }
     }

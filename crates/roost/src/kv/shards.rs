@@ -212,6 +212,8 @@ impl KvStats {
         self.group_commits += other.group_commits;
         self.syncs += other.syncs;
         self.lost_answers += other.lost_answers;
+        self.staged_writes += other.staged_writes;
+        self.staged_uploads += other.staged_uploads;
         self.cache_bytes += other.cache_bytes;
         self.cache_bytes_max += other.cache_bytes_max;
         self.write_buffer_bytes += other.write_buffer_bytes;

@@ -735,3 +735,266 @@ fn postgres_claims_read_small_files_whole_and_the_start_of_big_ones_within_the_c
     drop((small, big, held));
     assert_eq!(store.stats().cache_bytes, 0);
 }
+
+/// The first column of the one row `sql` answers on the database at `url`.
+fn query_i64(url: &str, sql: &str) -> i64 {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    })
+}
+
+/// Runs `sql` (several statements) on the database at `url`.
+fn run_sql(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    })
+}
+
+fn staged_rows(url: &str) -> i64 {
+    query_i64(url, "SELECT count(*) FROM roost_staged")
+}
+
+/// Waits up to 10 s for `roost_staged` to be empty (cleanups run in the background).
+fn wait_unstaged(url: &str) -> i64 {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = staged_rows(url);
+        if rows == 0 || std::time::Instant::now() > until {
+            return rows;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn page(i: u32) -> Key {
+    [b"p".as_slice(), &i.to_be_bytes()].concat()
+}
+
+/// A batch of `pages` 4 KiB pages filled with `fill`: 160 KiB for 40 pages.
+fn pages(pages: u32, fill: u8) -> Vec<WriteOp> {
+    (0..pages).map(|i| WriteOp::Put(page(i), vec![fill; 4096])).collect()
+}
+
+/// A store that stages batches above 64 KiB, uploading 16 KiB (3 pages) per call.
+fn staging(config: &mut PostgresConfig) {
+    config.stage_bytes_min = 64 << 10;
+    config.statement_bytes_max = 16 << 10;
+}
+
+#[test]
+fn postgres_stages_big_batches_and_publishes_them_in_one_transaction() {
+    let Some((db, mut config)) = postgres("staged") else { return };
+    staging(&mut config);
+    let store = PostgresStore::open(config).unwrap();
+    let oracle = MemoryStore::new();
+    let both = |b: WriteBatch| {
+        oracle.write(b.clone()).unwrap();
+        store.write(b).unwrap();
+    };
+    both(batch(vec![put(b"old1", b"x"), put(b"old2", b"x"), put(b"q", b"keep"), put(&page(5), b"small")]));
+    assert_eq!(store.stats().staged_writes, 0, "a small batch goes in one call");
+    // Ranges, deletes and puts in one staged batch, with later ops on the same keys winning.
+    let mut ops =
+        vec![WriteOp::DeleteRange { start: b"old".to_vec(), end: b"olf".to_vec() }, put(b"old2", b"new")];
+    ops.extend(pages(40, 7));
+    ops.extend([WriteOp::Delete(page(3)), WriteOp::Delete(page(4)), WriteOp::Put(page(4), vec![8; 10])]);
+    both(batch(ops));
+    let stats = store.stats();
+    assert_eq!(stats.staged_writes, 1, "{stats:?}");
+    // 39 pages (page 3 is deleted) and two small puts, 3 pages per upload.
+    assert_eq!(stats.staged_uploads, 13, "{stats:?}");
+    assert_eq!(store.scan(b"", b"\xff", 1000).unwrap(), oracle.scan(b"", b"\xff", 1000).unwrap());
+    assert_eq!(store.get_many(&[page(3), page(4)]).unwrap(), vec![None, Some(vec![8; 10])]);
+    // The publish moved the rows out of the staging table in the same transaction.
+    assert_eq!(staged_rows(&db.url), 0);
+}
+
+#[test]
+fn postgres_fenced_staged_batch_changes_nothing_and_leaves_no_staged_rows() {
+    let Some((db, mut config)) = postgres("staged_fenced") else { return };
+    staging(&mut config);
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch([pages(40, 7), vec![put(b"gen", b"1")]].concat())).unwrap();
+    let mut doomed = batch(
+        [vec![WriteOp::DeleteRange { start: b"".to_vec(), end: b"\xff".to_vec() }], pages(40, 9)].concat(),
+    );
+    doomed.fence = Some(Fence { key: b"gen".to_vec(), expected: Some(b"2".to_vec()) });
+    assert_eq!(store.write(doomed), Err(KvError::Fenced));
+    let all = store.scan(b"", b"\xff", 1000).unwrap();
+    assert_eq!(all.len(), 41);
+    assert!(all.iter().filter(|(k, _)| k[0] == b'p').all(|(_, v)| *v == vec![7; 4096]));
+    assert_eq!(store.stats().staged_writes, 2);
+    // Its uploads had committed; the follow-up delete removes them.
+    assert_eq!(wait_unstaged(&db.url), 0);
+}
+
+#[test]
+fn postgres_staging_cut_midway_answers_unavailable_and_its_rows_are_pruned() {
+    let Some((db, mut config)) = postgres("staged_outage") else { return };
+    let proxy = Arc::new(testing::Proxy::start(&db.url));
+    config.url = proxy.url(&db.url);
+    staging(&mut config);
+    config.statement_bytes_max = 8 << 10; // one page per upload
+    config.call_timeout_ms = 1_000;
+    config.connect_timeout_ms = 300;
+    config.commit_retention_s = 2;
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(vec![put(b"k", b"before")])).unwrap();
+    // Rows an earlier process left behind: only the pruner can remove them.
+    let orphan = "INSERT INTO roost_staged (commit_id, key, value, staged_at) \
+                  VALUES (42, 'x', 'y', now() - interval '1 hour') RETURNING commit_id";
+    assert_eq!(query_i64(&db.url, orphan), 42);
+
+    // 80 uploads of 100 ms each; the link goes down after about 5 of them.
+    proxy.delay_answers(std::time::Duration::from_millis(100));
+    let outage = {
+        let proxy = proxy.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(600));
+            proxy.down();
+        })
+    };
+    let started = std::time::Instant::now();
+    let result = store.write(batch([pages(80, 9), vec![put(b"k", b"during")]].concat()));
+    outage.join().unwrap();
+    assert!(matches!(&result, Err(KvError::Unavailable(_))), "{result:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(staged_rows(&db.url) > 0, "some uploads committed before the cut");
+    assert_eq!(store.stats().staged_writes, 0);
+    assert!(store.stats().staged_uploads > 0);
+
+    proxy.delay_answers(std::time::Duration::ZERO);
+    proxy.up();
+    // Nothing of the batch is visible, and its rows and the orphan's go.
+    assert_eq!(store.get_many(&[b"k".to_vec(), page(0)]).unwrap(), vec![Some(b"before".to_vec()), None]);
+    assert_eq!(wait_unstaged(&db.url), 0);
+    // Staged again, in well under the 2 s retention (the pruner would roll it back).
+    store.write(batch([pages(20, 9), vec![put(b"k", b"after")]].concat())).unwrap();
+    assert_eq!(
+        store.get_many(&[b"k".to_vec(), page(19)]).unwrap(),
+        vec![Some(b"after".to_vec()), Some(vec![9; 4096])]
+    );
+}
+
+/// A small deterministic generator (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+
+    fn key(&mut self) -> Key {
+        vec![b'k', self.below(24) as u8]
+    }
+}
+
+/// A random batch over a few keys: puts of various sizes, deletes, ranges, the same keys
+/// again, sometimes a fence that holds (`current` of the key `gen`) and sometimes not.
+fn random_batch(rng: &mut Rng, current: Option<Value>) -> WriteBatch {
+    let mut ops = Vec::new();
+    for _ in 0..rng.below(12) + 1 {
+        let op = match rng.below(10) {
+            0..=5 => WriteOp::Put(rng.key(), vec![rng.below(256) as u8; rng.below(300) as usize]),
+            6 | 7 => WriteOp::Delete(rng.key()),
+            _ => {
+                let (a, b) = (rng.key(), rng.key());
+                WriteOp::DeleteRange { start: a.clone().min(b.clone()), end: a.max(b) }
+            }
+        };
+        ops.push(op);
+    }
+    let fence = match rng.below(4) {
+        0 => Some(Fence { key: b"gen".to_vec(), expected: current }),
+        1 => Some(Fence { key: b"gen".to_vec(), expected: Some(vec![rng.below(3) as u8]) }),
+        _ => None,
+    };
+    if fence.is_some() {
+        ops.push(WriteOp::Put(b"gen".to_vec(), vec![rng.below(3) as u8]));
+    }
+    WriteBatch { fence, ops, durable: rng.below(2) == 0 }
+}
+
+#[test]
+fn postgres_staged_and_unstaged_writes_give_identical_stores() {
+    let Some((_staged_db, mut config)) = postgres("staged_diff") else { return };
+    let Some((_plain_db, plain_config)) = postgres("plain_diff") else { return };
+    // Every batch with a put is staged, in uploads of a few pairs.
+    config.stage_bytes_min = 0;
+    config.statement_bytes_max = 400;
+    let staged = PostgresStore::open(config).unwrap();
+    let plain = PostgresStore::open(plain_config).unwrap();
+    let oracle = MemoryStore::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut fenced = 0;
+    for round in 0..80 {
+        let current = oracle.get_many(&[b"gen".to_vec()]).unwrap().pop().flatten();
+        let b = random_batch(&mut rng, current);
+        let expected = oracle.write(b.clone());
+        fenced += usize::from(expected.is_err());
+        assert_eq!(staged.write(b.clone()), expected, "round {round}: {b:?}");
+        assert_eq!(plain.write(b.clone()), expected, "round {round}: {b:?}");
+        let want = oracle.scan(b"", b"\xff", 1000).unwrap();
+        assert_eq!(staged.scan(b"", b"\xff", 1000).unwrap(), want, "round {round}: {b:?}");
+        assert_eq!(plain.scan(b"", b"\xff", 1000).unwrap(), want, "round {round}: {b:?}");
+    }
+    assert!(fenced > 0 && staged.stats().staged_writes > 40, "{fenced} fenced, {:?}", staged.stats());
+    assert_eq!(plain.stats().staged_writes, 0);
+}
+
+#[test]
+fn postgres_never_publishes_a_staged_batch_with_rows_missing() {
+    let Some((db, mut config)) = postgres("staged_missing") else { return };
+    staging(&mut config);
+    let store = PostgresStore::open(config).unwrap();
+    store.write(batch(pages(40, 7))).unwrap();
+    // What a pruner racing a slow batch would do: one staged row vanishes before the publish.
+    let lose_one = "CREATE FUNCTION lose_page_5() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                      IF NEW.key = '\\x7000000005' THEN RETURN NULL; END IF; RETURN NEW; END $$; \
+                    CREATE TRIGGER lose_page_5 BEFORE INSERT ON roost_staged \
+                      FOR EACH ROW EXECUTE FUNCTION lose_page_5()";
+    run_sql(&db.url, lose_one);
+    let result = store.write(batch(pages(40, 9)));
+    assert!(
+        matches!(&result, Err(KvError::Io(m)) if m.contains("39 staged rows, expected 40")),
+        "{result:?}"
+    );
+    assert!(store.scan(b"", b"\xff", 1000).unwrap().iter().all(|(_, v)| *v == vec![7; 4096]));
+    assert_eq!(wait_unstaged(&db.url), 0);
+}
+
+#[test]
+fn postgres_publish_deadline_grows_with_the_staged_bytes_on_both_sides() {
+    let Some((db, mut config)) = postgres("staged_slow") else { return };
+    config.call_timeout_ms = 1_000;
+    config.stage_bytes_min = 1 << 20;
+    config.statement_bytes_max = 1 << 20;
+    let store = PostgresStore::open(config).unwrap();
+    // Writing page 0 takes 1.5 s on the server: more than a call, less than a publish of 8 MiB
+    // (1 s + 8 MiB at 4 MiB/s = 3 s).
+    run_sql(
+        &db.url,
+        "CREATE FUNCTION slow_page_0() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.key = '\\x7000000000' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER slow_page_0 BEFORE INSERT ON roost_kv \
+           FOR EACH ROW EXECUTE FUNCTION slow_page_0()",
+    );
+    let big = (0..128u32).map(|i| WriteOp::Put(page(i), vec![5; 64 << 10])).collect();
+    store.write(batch(big)).unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.staged_writes, stats.lost_answers), (1, 0), "{stats:?}");
+    assert_eq!(store.get_many(&[page(127)]).unwrap(), vec![Some(vec![5; 64 << 10])]);
+    // A small write of page 0 has one call's time, on the server too: it does not apply.
+    let small = store.write(batch(vec![WriteOp::Put(page(0), vec![1])]));
+    assert!(matches!(&small, Err(KvError::Unavailable(_))), "{small:?}");
+    assert_eq!(store.get_many(&[page(0)]).unwrap(), vec![Some(vec![5; 64 << 10])]);
+}

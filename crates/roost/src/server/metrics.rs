@@ -158,6 +158,18 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
         m.store.lost_answers,
     );
     render_round_trips(&mut out, &crate::vfs::RoundTrips::now());
+    counter(
+        &mut out,
+        "roost_store_staged_writes_total",
+        "Writes too big for one call, uploaded in chunks ahead of their commit.",
+        m.store.staged_writes,
+    );
+    counter(
+        &mut out,
+        "roost_store_staged_uploads_total",
+        "Upload round trips of staged writes (on top of the write calls).",
+        m.store.staged_uploads,
+    );
     render_store_latency(&mut out, &m.store);
     render_wake_latency(&mut out, &stats.wake_latency);
     render_store_capacity(&mut out, &m.store);
