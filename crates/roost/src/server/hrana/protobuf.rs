@@ -412,45 +412,51 @@ pub struct StepError {
 
 // ---- Decoding ----------------------------------------------------------------------------
 
-/// What decoding may allocate per field of a body: the largest decoded structure (a batch
+/// What decoding may allocate per length-delimited field of a body (messages, texts, blobs:
+/// scalars live inside the message that holds them): the largest decoded structure (a batch
 /// step with its statement) twice (the protobuf one and the JSON path's one it becomes) and a
-/// growing vector's slack. Every field takes at least two bytes of the body.
+/// growing vector's slack. Each such field takes at least two bytes of the body.
 const PARSE_BYTES_PER_FIELD: u64 = 320;
 
 /// Nesting deeper than prost decodes (its recursion limit) fails anyway.
 const SCAN_DEPTH_MAX: usize = 100;
 
-/// An upper bound of the memory that decoding `body` takes, beyond the body: the fields it may
-/// hold are counted without a schema, a length-delimited field being looked into as a message
-/// when it reads as one (a text or blob that happens to is overcounted, never undercounted).
+/// An upper bound of the memory that decoding `body` takes, beyond the body: its
+/// length-delimited fields are counted without a schema, each looked into as a message (a text
+/// or blob that reads as fields is overcounted, never undercounted).
 pub fn parse_bytes_bound(body: &[u8]) -> u64 {
-    body.len() as u64 + PARSE_BYTES_PER_FIELD * (count_fields(body, 0).unwrap_or(0) + 1)
+    body.len() as u64 + PARSE_BYTES_PER_FIELD * (count_fields(body, 0) + 1)
 }
 
-/// The fields in `bytes` and in what they nest, if `bytes` reads as a message.
-fn count_fields(mut bytes: &[u8], depth: usize) -> Option<u64> {
+/// The length-delimited fields in `bytes` and in what they nest, up to the first bytes that
+/// cannot be a field: decoding stops there too, but keeps what it allocated before, so the
+/// fields before count.
+fn count_fields(mut bytes: &[u8], depth: usize) -> u64 {
+    use prost::encoding::decode_varint;
     let mut fields = 0u64;
-    while !bytes.is_empty() {
-        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
-        fields += 1;
-        match key & 7 {
-            0 => {
-                prost::encoding::decode_varint(&mut bytes).ok()?;
-            }
-            1 => bytes = bytes.get(8..)?,
-            5 => bytes = bytes.get(4..)?,
-            2 => {
-                let length = usize::try_from(prost::encoding::decode_varint(&mut bytes).ok()?).ok()?;
-                let payload = bytes.get(..length)?;
+    while let Ok(key) = decode_varint(&mut bytes) {
+        let rest = match key & 7 {
+            0 => decode_varint(&mut bytes).ok().map(|_| bytes),
+            1 => bytes.get(8..),
+            5 => bytes.get(4..),
+            // Group markers carry nothing; a group's fields are counted as they come.
+            3 | 4 => Some(bytes),
+            2 => decode_varint(&mut bytes).ok().and_then(|length| {
+                let payload = bytes.get(..usize::try_from(length).ok()?)?;
+                fields += 1;
                 if depth < SCAN_DEPTH_MAX {
-                    fields += count_fields(payload, depth + 1).unwrap_or(0);
+                    fields += count_fields(payload, depth + 1);
                 }
-                bytes = &bytes[length..];
-            }
-            _ => return None,
+                Some(&bytes[payload.len()..])
+            }),
+            _ => None,
+        };
+        match rest {
+            Some(rest) => bytes = rest,
+            None => break,
         }
     }
-    Some(fields)
+    fields
 }
 
 fn invalid(what: &str) -> ApiError {
@@ -629,6 +635,7 @@ fn error(error: &HError) -> Error {
     Error { message: error.message.clone(), code: error.code.to_string() }
 }
 
+/// A SQL value; unlike JSON (which answers `null`), a double carries infinities as they are.
 fn value(value: SqlValue) -> Value {
     Value {
         kind: Some(match value {
@@ -893,6 +900,14 @@ mod tests {
         let bound = parse_bytes_bound(&pipeline(vec![blob]));
         assert!(bound < 1100 + 8 * PARSE_BYTES_PER_FIELD, "{bound}");
         assert_eq!(parse_bytes_bound(&[0xff]), 1 + PARSE_BYTES_PER_FIELD);
+        // Fields before a malformed end are decoded before decoding fails: they count.
+        let mut broken = many.clone();
+        broken.push(0x07);
+        assert_eq!(parse_bytes_bound(&broken), parse_bytes_bound(&many) + 1);
+        // Scalars add nothing but their bytes.
+        let ints = pipeline(vec![Value { kind: Some(ValueKind::Integer(-1)) }; 100]);
+        let nulls_bound = parse_bytes_bound(&many) - many.len() as u64;
+        assert_eq!(parse_bytes_bound(&ints) - ints.len() as u64, nulls_bound - 100 * PARSE_BYTES_PER_FIELD);
     }
 
     #[test]
@@ -907,6 +922,18 @@ mod tests {
             decode::<PipelineReqBody>(&typeless).and_then(json::PipelineReqBody::try_from).unwrap_err();
         assert_eq!(refused.code, "bad_request");
         assert!(decode::<PipelineReqBody>(&[0x12, 0x05]).is_err(), "truncated");
+    }
+
+    #[test]
+    fn a_request_id_is_read_without_the_request() {
+        let stmt = Stmt { sql: Some("SELECT 1".into()), ..Stmt::default() };
+        let execute = WsRequest::Execute(WsStmtReq { stream_id: 1, stmt: Some(stmt) });
+        let request = RequestMsg { request_id: 42, request: Some(execute) };
+        let message = ClientMsg { kind: Some(ClientMsgKind::Request(request)) }.encode_to_vec();
+        let only = decode::<RequestIdOnly>(&message).unwrap();
+        assert_eq!(only.request.map(|r| r.request_id), Some(42));
+        let hello = ClientMsg { kind: Some(ClientMsgKind::Hello(HelloMsg { jwt: None })) }.encode_to_vec();
+        assert_eq!(decode::<RequestIdOnly>(&hello).unwrap().request, None);
     }
 
     #[test]
