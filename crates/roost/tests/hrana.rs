@@ -1,7 +1,10 @@
-//! Hrana over HTTP against a real server on loopback: raw JSON pipelines and cursors, batons
-//! and transactions across requests, limits and auth, then the real libSQL clients (the Rust
-//! `libsql` crate's remote client, and `@libsql/client` through Node when it is installed).
+//! Hrana over HTTP against a real server on loopback: raw JSON and protobuf pipelines and
+//! cursors, batons and transactions across requests, limits and auth, then the real libSQL
+//! clients (the Rust `libsql` crate's remote client, which speaks JSON, and `@libsql/client`
+//! through Node when it is installed, which speaks protobuf once `v3-protobuf` answers).
 
+#[path = "support/hrana_pb.rs"]
+mod pb;
 mod support;
 
 use std::path::Path;
@@ -9,6 +12,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use roost::server::{Auth, ServerConfig, Token};
 use roost::{HostConfig, StorageConfig};
 use serde_json::{json, Value};
@@ -66,8 +70,8 @@ fn version_checks() {
         assert_eq!(response.status(), 200, "{path}");
         assert!(response.body_mut().read_to_string().unwrap().contains("Hrana"));
     }
-    // Protobuf is not served: clients that probe it fall back to JSON.
-    assert_eq!(get(&format!("{}/db/a/v3-protobuf", server.url), None).status, 404);
+    // The protobuf version check answers as sqld's.
+    assert_eq!(get(&format!("{}/db/a/v3-protobuf", server.url), None).status, 200);
     assert_eq!(get(&format!("{}/db/.bad/v3", server.url), None).code(), "invalid_actor_id");
 }
 
@@ -721,6 +725,13 @@ async fn libsql_rust_client() {
 /// summary, or `None` when Node or its packages are missing (a failure under
 /// ROOST_REQUIRE_NODE=1).
 fn run_node_client(url: &str) -> Option<Value> {
+    run_node("client.mjs", &[url])
+}
+
+/// Runs `script` of `tests/node` with `args` and the test token; the JSON summary it prints
+/// last, or `None` when Node or its packages are missing (a failure under
+/// ROOST_REQUIRE_NODE=1).
+fn run_node(script: &str, args: &[&str]) -> Option<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     let required = std::env::var("ROOST_REQUIRE_NODE").is_ok_and(|v| v == "1");
     if !dir.join("node_modules/@libsql/client").exists() {
@@ -729,12 +740,12 @@ fn run_node_client(url: &str) -> Option<Value> {
             "ROOST_REQUIRE_NODE=1 but {} has no node_modules: run `npm ci` there",
             dir.display()
         );
-        eprintln!("warning: skipping the @libsql/client test: run `npm ci` in {}", dir.display());
+        eprintln!("warning: skipping the {script} test: run `npm ci` in {}", dir.display());
         return None;
     }
     let output = match Command::new("node")
-        .arg("client.mjs")
-        .arg(url)
+        .arg(script)
+        .args(args)
         .env("ROOST_TOKEN", TOKEN)
         .current_dir(&dir)
         .output()
@@ -742,7 +753,7 @@ fn run_node_client(url: &str) -> Option<Value> {
         Ok(output) => output,
         Err(e) => {
             assert!(!required, "ROOST_REQUIRE_NODE=1 but node cannot run: {e}");
-            eprintln!("warning: skipping the @libsql/client test: node cannot run: {e}");
+            eprintln!("warning: skipping the {script} test: node cannot run: {e}");
             return None;
         }
     };
@@ -752,7 +763,7 @@ fn run_node_client(url: &str) -> Option<Value> {
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
         panic!("no JSON summary ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}");
     });
-    eprintln!("@libsql/client summary ({url}): {summary}");
+    eprintln!("{script} summary ({args:?}): {summary}");
     Some(summary)
 }
 
@@ -801,4 +812,415 @@ fn libsql_node_client_websocket() {
     // The socket reader refuses the frame before Roost sees it, so the client only sees the
     // socket go away (code 1006).
     assert_eq!(summary["httpError"]["code"], "HRANA_WEBSOCKET_ERROR", "{summary}");
+}
+
+/// `@libsql/hrana-client` (what `@libsql/client` is built on) asked for Hrana 3, which makes it
+/// speak protobuf: over HTTP it finds `v3-protobuf`; over WebSocket it offers only
+/// `hrana3-protobuf`.
+#[test]
+fn hrana_client_protobuf() {
+    let server = TestServer::start(token_config(), HostConfig::default(), StorageConfig::default());
+    let ws = server.url.replacen("http://", "ws://", 1);
+    let runs = [
+        ("http", format!("{}/db/team-pb-node/", server.url), "protobuf"),
+        ("ws", format!("{ws}/db/team-pb-node-ws"), "hrana3-protobuf"),
+    ];
+    for (transport, url, encoding) in runs {
+        let Some(summary) = run_node("hrana_protobuf.mjs", &[&url, transport]) else { return };
+        assert_eq!((summary["version"].clone(), summary["encoding"].clone()), (json!(3), json!(encoding)));
+        assert_eq!(summary["insert"], json!({"affected": 1, "rowid": "1"}), "{summary}");
+        let select = &summary["select"];
+        assert_eq!(select["columns"], json!(["i", "f", "s", "b", "n"]), "{summary}");
+        assert_eq!(select["decltypes"], json!(["INTEGER", "REAL", "TEXT", "BLOB", null]), "{summary}");
+        assert_eq!(select["first"], json!(["-9223372036854775808", 1.5, "hé", [0, 255], null]), "{summary}");
+        assert_eq!(select["second"], json!(["9223372036854775807", "named"]), "{summary}");
+        assert_eq!(summary["error"], "SQLITE_ERROR", "{summary}");
+        let batch = json!({"bad": "SQLITE_ERROR", "count": "2"});
+        assert_eq!(
+            (summary["batch"].clone(), summary["cursor"].clone()),
+            (batch.clone(), batch),
+            "{summary}"
+        );
+        assert_eq!(summary["describe"], json!({"params": 1, "cols": ["s"], "readonly": true}), "{summary}");
+        assert_eq!((summary["autocommit"].clone(), summary["stored"].clone()), (json!(true), json!("2")));
+    }
+}
+
+// ---- Hrana 3 over protobuf (`/v3-protobuf/...`) ---------------------------------------------
+
+/// Status, content type and body of a protobuf `POST`.
+fn post_pb(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    let mut request = agent().post(url).header("content-type", "application/x-protobuf");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let mut response = request.send(&body[..]).expect("transport error");
+    let content_type = response.headers().get("content-type").map_or("", |v| v.to_str().unwrap()).to_string();
+    (response.status().as_u16(), content_type, response.body_mut().read_to_vec().unwrap())
+}
+
+/// A protobuf pipeline that must succeed as an HTTP request.
+fn pb_pipeline(
+    server: &TestServer,
+    path: &str,
+    baton: Option<&str>,
+    requests: Vec<pb::StreamRequest>,
+) -> pb::PipelineRespBody {
+    let body = pb::PipelineReqBody { baton: baton.map(String::from), requests }.encode_to_vec();
+    let (status, content_type, bytes) = post_pb(&format!("{}{path}", server.url), None, body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(content_type, "application/x-protobuf");
+    pb::PipelineRespBody::decode(&bytes[..]).expect("a PipelineRespBody")
+}
+
+/// The response of result `i`, asserting it is ok.
+fn pb_ok(answer: &pb::PipelineRespBody, i: usize) -> pb::Resp {
+    match &answer.results[i].res {
+        Some(pb::Res::Ok(response)) => response.resp.clone().expect("a response type"),
+        other => panic!("result {i}: {other:?}"),
+    }
+}
+
+fn pb_error(answer: &pb::PipelineRespBody, i: usize) -> pb::Error {
+    match &answer.results[i].res {
+        Some(pb::Res::Error(error)) => error.clone(),
+        other => panic!("result {i} is no error: {other:?}"),
+    }
+}
+
+fn pb_result(answer: &pb::PipelineRespBody, i: usize) -> pb::StmtResult {
+    match pb_ok(answer, i) {
+        pb::Resp::Execute(pb::ExecuteResp { result: Some(result) }) => result,
+        other => panic!("result {i} is no execute result: {other:?}"),
+    }
+}
+
+fn pb_stmt(sql: &str) -> pb::StreamRequest {
+    pb::execute(pb::stmt(sql, vec![]))
+}
+
+#[test]
+fn protobuf_version_checks_and_routes() {
+    let server = TestServer::start(token_config(), HostConfig::default(), StorageConfig::default());
+    for path in ["/v3-protobuf", "/db/team-a/v3-protobuf"] {
+        let answer = get(&format!("{}{path}", server.url), None);
+        assert_eq!(answer.status, 200, "{path}");
+    }
+    // The token is checked as for JSON, and `x-namespace` routes to the same actor.
+    let body =
+        pb::PipelineReqBody { baton: None, requests: vec![pb_stmt("CREATE TABLE t(x)")] }.encode_to_vec();
+    let (status, content_type, bytes) =
+        post_pb(&format!("{}/db/team-a/v3-protobuf/pipeline", server.url), None, body.clone());
+    assert_eq!((status, content_type.as_str()), (401, "application/json"));
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["code"], "unauthorized", "{error}");
+    let (status, _, _) =
+        post_pb(&format!("{}/db/team-a/v3-protobuf/pipeline", server.url), Some(TOKEN), body.clone());
+    assert_eq!(status, 200);
+    let request = agent()
+        .post(format!("{}/v3-protobuf/pipeline", server.url))
+        .header("x-namespace", "team-a")
+        .header("authorization", format!("Bearer {TOKEN}"));
+    let query = pb::PipelineReqBody { baton: None, requests: vec![pb_stmt("SELECT count(*) FROM t")] };
+    let mut response = request.send(&query.encode_to_vec()[..]).unwrap();
+    assert_eq!(response.status(), 200);
+    let answer = pb::PipelineRespBody::decode(&response.body_mut().read_to_vec().unwrap()[..]).unwrap();
+    assert_eq!(pb_result(&answer, 0).rows[0].values, vec![pb::int(0)]);
+}
+
+#[test]
+fn protobuf_execute_values_args_and_errors() {
+    let server = TestServer::default_config();
+    let path = "/db/pb-a/v3-protobuf/pipeline";
+    let values = vec![
+        pb::null(),
+        pb::int(i64::MIN),
+        pb::int(i64::MAX),
+        pb::int(0),
+        pb::float(-2.5),
+        pb::text("hé\"\n"),
+        pb::blob(&[0, 1, 255]),
+        pb::blob(&[]),
+    ];
+    let insert = pb::stmt("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values.clone());
+    let named = pb::Stmt {
+        sql: Some("INSERT INTO t(a, b) VALUES (:a, @b)".into()),
+        named_args: vec![
+            pb::NamedArg { name: ":a".into(), value: Some(pb::text("named")) },
+            pb::NamedArg { name: "@b".into(), value: Some(pb::int(-7)) },
+        ],
+        ..pb::Stmt::default()
+    };
+    let quiet = pb::Stmt { want_rows: Some(false), ..pb::stmt("SELECT * FROM t", vec![]) };
+    let answer = pb_pipeline(
+        &server,
+        path,
+        None,
+        vec![
+            pb_stmt("CREATE TABLE t(a, b INTEGER, c, d, e REAL, f TEXT, g BLOB, h)"),
+            pb::execute(insert),
+            pb::execute(named),
+            pb_stmt("SELECT * FROM t ORDER BY rowid"),
+            pb::execute(quiet),
+            pb_stmt("SELEC nothing"),
+            pb::execute(pb::stmt("SELECT ?", vec![pb::int(1)])),
+            pb::req(pb::Req::GetAutocommit(pb::Empty {})),
+        ],
+    );
+    let created = pb_result(&answer, 0);
+    assert_eq!((created.affected_row_count, created.last_insert_rowid), (0, None));
+    let inserted = pb_result(&answer, 1);
+    assert_eq!((inserted.affected_row_count, inserted.last_insert_rowid), (1, Some(1)));
+    assert_eq!(pb_result(&answer, 2).last_insert_rowid, Some(2));
+    let selected = pb_result(&answer, 3);
+    let names: Vec<_> = selected.cols.iter().map(|c| c.name.clone().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e", "f", "g", "h"]);
+    assert_eq!(selected.cols[1].decltype.as_deref(), Some("INTEGER"));
+    assert_eq!(selected.cols[0].decltype, None);
+    assert_eq!(selected.rows[0].values, values, "every value type round-trips");
+    assert_eq!(selected.rows[1].values[..2], [pb::text("named"), pb::int(-7)]);
+    assert_eq!(selected.rows[1].values[2], pb::null());
+    let quiet = pb_result(&answer, 4);
+    assert!(quiet.rows.is_empty() && quiet.cols.len() == 8, "{quiet:?}");
+    assert_eq!(pb_error(&answer, 5).code, "SQLITE_ERROR");
+    assert!(pb_error(&answer, 5).message.contains("syntax"), "{:?}", pb_error(&answer, 5));
+    assert_eq!(pb_result(&answer, 6).rows.len(), 1, "the stream goes on after an error");
+    assert_eq!(pb_ok(&answer, 7), pb::Resp::GetAutocommit(pb::GetAutocommitResp { is_autocommit: true }));
+    let baton = answer.baton.clone().expect("a baton");
+    assert_eq!(answer.base_url, None);
+
+    // The stream's transaction spans requests; `close` ends it and its baton.
+    let answer = pb_pipeline(
+        &server,
+        path,
+        Some(&baton),
+        vec![pb_stmt("BEGIN"), pb::req(pb::Req::GetAutocommit(pb::Empty {})), pb_stmt("ROLLBACK")],
+    );
+    assert_eq!(pb_ok(&answer, 1), pb::Resp::GetAutocommit(pb::GetAutocommitResp { is_autocommit: false }));
+    let answer =
+        pb_pipeline(&server, path, answer.baton.as_deref(), vec![pb::req(pb::Req::Close(pb::Empty {}))]);
+    assert_eq!(pb_ok(&answer, 0), pb::Resp::Close(pb::Empty {}));
+    assert_eq!(answer.baton, None);
+
+    // Both kinds of arguments at once is a statement error, as in JSON.
+    let both = pb::Stmt {
+        named_args: vec![pb::NamedArg { name: ":a".into(), value: Some(pb::int(1)) }],
+        ..pb::stmt("SELECT ?", vec![pb::int(1)])
+    };
+    let answer = pb_pipeline(&server, path, None, vec![pb::execute(both)]);
+    assert_eq!(pb_error(&answer, 0).code, "ARGS_BOTH_POSITIONAL_AND_NAMED");
+}
+
+#[test]
+fn protobuf_batch_conditions() {
+    let server = TestServer::default_config();
+    use pb::C;
+    let steps = vec![
+        pb::step(None, "CREATE TABLE t(x NOT NULL)"),
+        pb::step(Some(pb::cond(C::Ok(0))), "INSERT INTO t VALUES (NULL)"),
+        pb::step(Some(pb::cond(C::Error(1))), "INSERT INTO t VALUES (1)"),
+        pb::step(Some(pb::cond(C::Not(Box::new(pb::cond(C::Ok(2)))))), "INSERT INTO t VALUES (2)"),
+        pb::step(
+            Some(pb::cond(C::And(pb::CondList { conds: vec![pb::cond(C::Ok(2)), pb::cond(C::Error(1))] }))),
+            "INSERT INTO t VALUES (3)",
+        ),
+        pb::step(
+            Some(pb::cond(C::Or(pb::CondList { conds: vec![pb::cond(C::Ok(1)), pb::cond(C::Error(2))] }))),
+            "INSERT INTO t VALUES (4)",
+        ),
+        pb::step(Some(pb::cond(C::IsAutocommit(pb::Empty {}))), "SELECT x FROM t ORDER BY x"),
+    ];
+    let batch = pb::req(pb::Req::Batch(pb::BatchReq { batch: Some(pb::Batch { steps }) }));
+    let answer = pb_pipeline(&server, "/db/pb-batch/v3-protobuf/pipeline", None, vec![batch]);
+    let pb::Resp::Batch(pb::BatchResp { result: Some(result) }) = pb_ok(&answer, 0) else {
+        panic!("no batch result: {answer:?}")
+    };
+    assert_eq!(result.step_results.keys().copied().collect::<Vec<_>>(), [0, 2, 4, 6]);
+    assert_eq!(result.step_errors.keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(result.step_errors[&1].code, "SQLITE_CONSTRAINT");
+    // Step 0 has an empty result, present all the same.
+    assert_eq!(result.step_results[&0], pb::StmtResult::default());
+    let rows: Vec<_> = result.step_results[&6].rows.iter().map(|r| r.values.clone()).collect();
+    assert_eq!(rows, [vec![pb::int(1)], vec![pb::int(3)]]);
+
+    // A condition on a later step breaks the protocol: the whole request fails, as in JSON.
+    let steps = vec![pb::step(Some(pb::cond(C::Ok(1))), "SELECT 1"), pb::step(None, "SELECT 2")];
+    let batch = pb::req(pb::Req::Batch(pb::BatchReq { batch: Some(pb::Batch { steps }) }));
+    let body = pb::PipelineReqBody { baton: None, requests: vec![batch] }.encode_to_vec();
+    let (status, _, bytes) = post_pb(&format!("{}/db/pb-batch/v3-protobuf/pipeline", server.url), None, body);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((status, error["code"].as_str()), (400, Some("bad_request")), "{error}");
+}
+
+#[test]
+fn protobuf_stored_sql_sequence_and_describe() {
+    let server = TestServer::default_config();
+    let path = "/db/pb-sql/v3-protobuf/pipeline";
+    let sql = |sql: &str| pb::SqlReq { sql: Some(sql.into()), sql_id: None };
+    let answer = pb_pipeline(
+        &server,
+        path,
+        None,
+        vec![
+            pb::req(pb::Req::Sequence(sql(
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a');",
+            ))),
+            pb::req(pb::Req::StoreSql(pb::StoreSqlReq {
+                sql_id: 5,
+                sql: "SELECT v FROM t WHERE id = ?".into(),
+            })),
+            pb::execute(pb::Stmt { sql_id: Some(5), args: vec![pb::int(1)], ..pb::Stmt::default() }),
+            pb::req(pb::Req::Describe(pb::SqlReq { sql: None, sql_id: Some(5) })),
+            pb::req(pb::Req::Describe(sql("INSERT INTO t(v) VALUES (:v)"))),
+            pb::req(pb::Req::Describe(sql("EXPLAIN SELECT 1"))),
+            pb::req(pb::Req::CloseSql(pb::CloseSqlReq { sql_id: 5 })),
+            pb::req(pb::Req::Sequence(sql("SELEC"))),
+        ],
+    );
+    assert_eq!(pb_ok(&answer, 0), pb::Resp::Sequence(pb::Empty {}));
+    assert_eq!(pb_ok(&answer, 1), pb::Resp::StoreSql(pb::Empty {}));
+    assert_eq!(pb_result(&answer, 2).rows[0].values, [pb::text("a")]);
+    let describe = |i: usize| match pb_ok(&answer, i) {
+        pb::Resp::Describe(pb::DescribeResp { result: Some(result) }) => result,
+        other => panic!("result {i} is no description: {other:?}"),
+    };
+    let select = describe(3);
+    assert_eq!((select.params.len(), select.params[0].name.clone()), (1, None));
+    assert_eq!(select.cols, [pb::Col { name: Some("v".into()), decltype: Some("TEXT".into()) }]);
+    assert!(select.is_readonly && !select.is_explain);
+    let insert = describe(4);
+    assert_eq!(insert.params[0].name.as_deref(), Some(":v"));
+    assert!(!insert.is_readonly && insert.cols.is_empty());
+    assert!(describe(5).is_explain);
+    assert_eq!(pb_ok(&answer, 6), pb::Resp::CloseSql(pb::Empty {}));
+    assert_eq!(pb_error(&answer, 7).code, "SQLITE_ERROR");
+
+    // A closed SQL text is gone: naming it breaks the protocol.
+    let baton = answer.baton.clone().unwrap();
+    let body = pb::PipelineReqBody {
+        baton: Some(baton),
+        requests: vec![pb::execute(pb::Stmt { sql_id: Some(5), ..pb::Stmt::default() })],
+    };
+    let (status, _, bytes) = post_pb(&format!("{}{path}", server.url), None, body.encode_to_vec());
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((status, error["code"].as_str()), (400, Some("bad_request")), "{error}");
+}
+
+/// Splits a protobuf cursor answer into its length-delimited messages.
+fn split_delimited(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    while !bytes.is_empty() {
+        let length = prost::decode_length_delimiter(&mut bytes).unwrap();
+        messages.push(bytes[..length].to_vec());
+        bytes = &bytes[length..];
+    }
+    messages
+}
+
+#[test]
+fn protobuf_cursor_frames_entries() {
+    let server = TestServer::default_config();
+    let url = format!("{}/db/pb-cursor/v3-protobuf/cursor", server.url);
+    let steps = vec![
+        pb::step(None, "CREATE TABLE t(x INTEGER)"),
+        pb::BatchStep {
+            condition: None,
+            stmt: Some(pb::stmt("INSERT INTO t VALUES (?), (?)", vec![pb::int(1), pb::int(-1)])),
+        },
+        pb::step(None, "SELECT x FROM t ORDER BY x"),
+        pb::step(None, "SELEC"),
+        pb::step(Some(pb::cond(pb::C::Ok(3))), "SELECT 1"),
+    ];
+    let body = pb::CursorReqBody { baton: None, batch: Some(pb::Batch { steps }) }.encode_to_vec();
+    let (status, content_type, bytes) = post_pb(&url, None, body);
+    assert_eq!((status, content_type.as_str()), (200, "application/octet-stream"));
+    let messages = split_delimited(&bytes);
+    let head = pb::CursorRespBody::decode(&messages[0][..]).unwrap();
+    assert!(head.baton.is_some() && head.base_url.is_none());
+    let entries: Vec<pb::Entry> =
+        messages[1..].iter().map(|m| pb::CursorEntry::decode(&m[..]).unwrap().entry.unwrap()).collect();
+    let begin = |step: u32, cols: Vec<pb::Col>| pb::Entry::StepBegin(pb::StepBegin { step, cols });
+    let end = |affected_row_count, last_insert_rowid| {
+        pb::Entry::StepEnd(pb::StepEnd { affected_row_count, last_insert_rowid })
+    };
+    let col = pb::Col { name: Some("x".into()), decltype: Some("INTEGER".into()) };
+    assert_eq!(
+        entries[..7],
+        [
+            begin(0, vec![]),
+            end(0, None),
+            begin(1, vec![]),
+            end(2, Some(2)),
+            begin(2, vec![col]),
+            pb::Entry::Row(pb::Row { values: vec![pb::int(-1)] }),
+            pb::Entry::Row(pb::Row { values: vec![pb::int(1)] }),
+        ]
+    );
+    assert_eq!(entries[7], end(0, None));
+    let pb::Entry::StepError(error) = &entries[8] else { panic!("{:?}", entries[8]) };
+    assert_eq!((error.step, error.error.as_ref().unwrap().code.as_str()), (3, "SQLITE_ERROR"));
+    assert_eq!(entries.len(), 9, "the skipped step has no entries");
+
+    // The baton carries on to a pipeline on the same stream.
+    let answer = pb_pipeline(
+        &server,
+        "/db/pb-cursor/v3-protobuf/pipeline",
+        head.baton.as_deref(),
+        vec![pb_stmt("SELECT count(*) FROM t")],
+    );
+    assert_eq!(pb_result(&answer, 0).rows[0].values, [pb::int(2)]);
+}
+
+#[test]
+fn protobuf_malformed_bodies_and_batons() {
+    let server = TestServer::start(
+        ServerConfig { body_bytes_max: 64 << 10, statement_bytes_max: 100, ..ServerConfig::default() },
+        HostConfig::default(),
+        StorageConfig::default(),
+    );
+    let url = format!("{}/db/pb-bad/v3-protobuf/pipeline", server.url);
+    let refused = |url: &str, body: Vec<u8>| {
+        let (status, content_type, bytes) = post_pb(url, None, body);
+        let error: Value = serde_json::from_slice(&bytes).expect("a JSON error body");
+        assert_eq!(content_type, "application/json");
+        (status, error["code"].as_str().unwrap_or("").to_string())
+    };
+    let bad = (400, "bad_request".to_string());
+    // Truncated, a wrong wire type, a JSON body, a request or a value without a type.
+    let whole = pb::PipelineReqBody { baton: None, requests: vec![pb_stmt("SELECT 1")] }.encode_to_vec();
+    assert_eq!(refused(&url, whole[..whole.len() - 1].to_vec()), bad);
+    assert_eq!(refused(&url, vec![0x0d, 1, 2, 3, 4]), bad, "baton as fixed32");
+    assert_eq!(refused(&url, br#"{"requests": []}"#.to_vec()), bad);
+    let empty_request = pb::PipelineReqBody { baton: None, requests: vec![pb::StreamRequest { req: None }] };
+    assert_eq!(refused(&url, empty_request.encode_to_vec()), bad);
+    let typeless = pb::execute(pb::stmt("SELECT ?", vec![pb::Value { v: None }]));
+    assert_eq!(
+        refused(&url, pb::PipelineReqBody { baton: None, requests: vec![typeless] }.encode_to_vec()),
+        bad
+    );
+    let no_stmt = pb::req(pb::Req::Execute(pb::ExecuteReq { stmt: None }));
+    assert_eq!(
+        refused(&url, pb::PipelineReqBody { baton: None, requests: vec![no_stmt] }.encode_to_vec()),
+        bad
+    );
+    let cursor = format!("{}/db/pb-bad/v3-protobuf/cursor", server.url);
+    assert_eq!(refused(&cursor, pb::CursorReqBody { baton: None, batch: None }.encode_to_vec()), bad);
+    assert_eq!(refused(&cursor, vec![0xff]), bad);
+    // Unknown batons, as in JSON.
+    for forged in ["", "not-a-baton"] {
+        let body = pb::PipelineReqBody { baton: Some(forged.into()), requests: vec![pb_stmt("SELECT 1")] };
+        assert_eq!(refused(&url, body.encode_to_vec()), bad, "{forged:?}");
+    }
+    // The body and statement limits hold.
+    let big = pb::PipelineReqBody {
+        baton: None,
+        requests: vec![pb::execute(pb::stmt("SELECT ?", vec![pb::blob(&[0; 70 << 10])]))],
+    };
+    assert_eq!(refused(&url, big.encode_to_vec()).0, 413);
+    let long = format!("SELECT '{}'", "x".repeat(200));
+    let answer = pb_pipeline(&server, "/db/pb-bad/v3-protobuf/pipeline", None, vec![pb_stmt(&long)]);
+    assert_eq!(pb_error(&answer, 0).code, "SQLITE_TOOBIG");
+    // An empty body is an empty pipeline: a new stream, nothing run.
+    let answer = pb_pipeline(&server, "/db/pb-bad/v3-protobuf/pipeline", None, vec![]);
+    assert!(answer.results.is_empty() && answer.baton.is_some());
 }

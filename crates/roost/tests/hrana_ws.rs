@@ -1,11 +1,14 @@
-//! Hrana over WebSocket (raw protocol, through tokio-tungstenite) and sqld's HTTP API v1
-//! (`/v1/execute`, `/v1/batch`) against a real server on loopback.
+//! Hrana over WebSocket (raw protocol, through tokio-tungstenite; JSON and `hrana3-protobuf`)
+//! and sqld's HTTP API v1 (`/v1/execute`, `/v1/batch`) against a real server on loopback.
 
+#[path = "support/hrana_pb.rs"]
+mod pb;
 mod support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
 use roost::server::{Auth, ServerConfig, Token};
 use roost::{HostConfig, StorageConfig};
 use serde_json::{json, Value};
@@ -250,9 +253,9 @@ async fn protocol_errors_close_the_socket() {
     let (mut ws, _) = connect(&server, "/db/ws-p", "hrana3").await;
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(closed(&mut ws).await.0, CloseCode::Unsupported);
-    // Only protobuf asked: refused before the upgrade; a bad id too.
+    // An unknown subprotocol only: refused before the upgrade; a bad id too.
     let mut request = ws_url(&server, "/db/ws-p").into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", "hrana3-protobuf".parse().unwrap());
+    request.headers_mut().insert("sec-websocket-protocol", "hrana4".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_err());
     assert!(tokio_tungstenite::connect_async(ws_url(&server, "/db/.bad")).await.is_err());
 }
@@ -396,4 +399,187 @@ async fn draining_closes_sockets_going_away() {
     assert_eq!(code, CloseCode::Away);
     assert!(reason.contains("shutting down"), "{reason}");
     tokio::task::spawn_blocking(move || stopping.join().unwrap()).await.unwrap();
+}
+
+// ---- hrana3-protobuf ---------------------------------------------------------------------
+
+async fn send_pb(socket: &mut Socket, message: pb::Client) {
+    let bytes = pb::ClientMsg { msg: Some(message) }.encode_to_vec();
+    socket.send(Message::binary(bytes)).await.unwrap();
+}
+
+/// The next binary message, decoded; panics on a close or a text message.
+async fn recv_pb(socket: &mut Socket) -> pb::Server {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap();
+        match message.expect("socket open").unwrap() {
+            Message::Binary(bytes) => {
+                return pb::ServerMsg::decode(&bytes[..]).unwrap().msg.expect("a message type")
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Sends request `id`; the answer, which must be for it.
+async fn request_pb(socket: &mut Socket, id: i32, request: pb::WsReq) -> pb::Server {
+    send_pb(socket, pb::Client::Request(pb::RequestMsg { request_id: id, request: Some(request) })).await;
+    let answer = recv_pb(socket).await;
+    match &answer {
+        pb::Server::ResponseOk(ok) => assert_eq!(ok.request_id, id),
+        pb::Server::ResponseError(error) => assert_eq!(error.request_id, id),
+        other => panic!("not an answer: {other:?}"),
+    }
+    answer
+}
+
+/// A request that must succeed: its response.
+async fn ok_pb(socket: &mut Socket, id: i32, request: pb::WsReq) -> pb::WsResp {
+    match request_pb(socket, id, request).await {
+        pb::Server::ResponseOk(ok) => ok.response.expect("a response type"),
+        other => panic!("request {id} failed: {other:?}"),
+    }
+}
+
+async fn result_pb(socket: &mut Socket, id: i32, stream_id: i32, stmt: pb::Stmt) -> pb::StmtResult {
+    let request = pb::WsReq::Execute(pb::WsExecute { stream_id, stmt: Some(stmt) });
+    match ok_pb(socket, id, request).await {
+        pb::WsResp::Execute(pb::ExecuteResp { result: Some(result) }) => result,
+        other => panic!("request {id}: {other:?}"),
+    }
+}
+
+fn pb_error_code(answer: &pb::Server) -> &str {
+    match answer {
+        pb::Server::ResponseError(error) => &error.error.as_ref().expect("an error").code,
+        other => panic!("not an error: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hrana3_protobuf_session() {
+    let auth =
+        Auth { tokens: vec![Token { secret: TOKEN.into(), prefix: Some("team-".into()) }], admin: None };
+    let server = TestServer::with_auth(auth);
+    // sqld prefers protobuf when it is offered.
+    let (mut ws, chosen) = connect(&server, "/db/team-pb", "hrana3, hrana3-protobuf, hrana2").await;
+    assert_eq!(chosen.as_deref(), Some("hrana3-protobuf"));
+    send_pb(&mut ws, pb::Client::Hello(pb::HelloMsg { jwt: Some("wrong-token-wrong-token".into()) })).await;
+    let pb::Server::HelloError(refused) = recv_pb(&mut ws).await else { panic!("hello was not refused") };
+    assert_eq!(refused.error.unwrap().code, "AUTH_JWT_INVALID");
+
+    let (mut ws, _) = connect(&server, "/db/team-pb", "hrana3-protobuf").await;
+    send_pb(&mut ws, pb::Client::Hello(pb::HelloMsg { jwt: Some(TOKEN.into()) })).await;
+    assert_eq!(recv_pb(&mut ws).await, pb::Server::HelloOk(pb::Empty {}));
+    let open = pb::WsReq::OpenStream(pb::StreamId { stream_id: 3 });
+    assert_eq!(ok_pb(&mut ws, 1, open).await, pb::WsResp::OpenStream(pb::Empty {}));
+    result_pb(&mut ws, 2, 3, pb::stmt("CREATE TABLE t(a, b)", vec![])).await;
+    let values = vec![pb::int(i64::MIN), pb::blob(&[9, 0]), pb::null(), pb::float(0.25), pb::text("x")];
+    let insert = pb::stmt("INSERT INTO t VALUES (?, ?), (?, ?), (?, NULL)", values.clone());
+    let inserted = result_pb(&mut ws, 3, 3, insert).await;
+    assert_eq!((inserted.affected_row_count, inserted.last_insert_rowid), (3, Some(3)));
+    let selected = result_pb(&mut ws, 4, 3, pb::stmt("SELECT a, b FROM t ORDER BY rowid", vec![])).await;
+    let flat: Vec<_> = selected.rows.iter().flat_map(|r| r.values.clone()).collect();
+    assert_eq!(flat, [values, vec![pb::null()]].concat());
+    let failed = request_pb(
+        &mut ws,
+        5,
+        pb::WsReq::Execute(pb::WsExecute { stream_id: 3, stmt: Some(pb::stmt("SELEC", vec![])) }),
+    )
+    .await;
+    assert_eq!(pb_error_code(&failed), "SQLITE_ERROR");
+
+    // Stored SQL, named arguments, describe, autocommit, a batch.
+    let store = pb::WsReq::StoreSql(pb::StoreSqlReq {
+        sql_id: 9,
+        sql: "SELECT count(*) FROM t WHERE a IS :a".into(),
+    });
+    assert_eq!(ok_pb(&mut ws, 6, store).await, pb::WsResp::StoreSql(pb::Empty {}));
+    let named = pb::Stmt {
+        sql_id: Some(9),
+        named_args: vec![pb::NamedArg { name: ":a".into(), value: Some(pb::null()) }],
+        ..pb::Stmt::default()
+    };
+    assert_eq!(result_pb(&mut ws, 7, 3, named).await.rows[0].values, [pb::int(1)]);
+    let describe = pb::WsReq::Describe(pb::WsSql { stream_id: 3, sql: None, sql_id: Some(9) });
+    let pb::WsResp::Describe(pb::DescribeResp { result: Some(description) }) =
+        ok_pb(&mut ws, 8, describe).await
+    else {
+        panic!("no description")
+    };
+    assert_eq!(description.params[0].name.as_deref(), Some(":a"));
+    assert!(description.is_readonly);
+    result_pb(&mut ws, 9, 3, pb::stmt("BEGIN", vec![])).await;
+    let autocommit = pb::WsReq::GetAutocommit(pb::StreamId { stream_id: 3 });
+    assert_eq!(
+        ok_pb(&mut ws, 10, autocommit).await,
+        pb::WsResp::GetAutocommit(pb::GetAutocommitResp { is_autocommit: false })
+    );
+    let steps = vec![
+        pb::step(None, "INSERT INTO t VALUES (1, 1)"),
+        pb::step(Some(pb::cond(pb::C::Ok(0))), "COMMIT"),
+        pb::step(Some(pb::cond(pb::C::Not(Box::new(pb::cond(pb::C::Ok(1)))))), "ROLLBACK"),
+    ];
+    let batch = pb::WsReq::Batch(pb::WsBatch { stream_id: 3, batch: Some(pb::Batch { steps }) });
+    let pb::WsResp::Batch(pb::BatchResp { result: Some(result) }) = ok_pb(&mut ws, 11, batch).await else {
+        panic!("no batch result")
+    };
+    assert_eq!(result.step_results.keys().copied().collect::<Vec<_>>(), [0, 1]);
+    assert!(result.step_errors.is_empty());
+
+    // A cursor, fetched two entries at a time.
+    let steps = vec![pb::step(None, "SELECT a FROM t WHERE a IS NOT NULL ORDER BY a")];
+    let cursor = pb::WsReq::OpenCursor(pb::WsOpenCursor {
+        stream_id: 3,
+        cursor_id: 4,
+        batch: Some(pb::Batch { steps }),
+    });
+    assert_eq!(ok_pb(&mut ws, 12, cursor).await, pb::WsResp::OpenCursor(pb::Empty {}));
+    let mut entries = Vec::new();
+    for id in 13.. {
+        let fetch = pb::WsReq::FetchCursor(pb::WsFetchCursor { cursor_id: 4, max_count: 2 });
+        let pb::WsResp::FetchCursor(fetched) = ok_pb(&mut ws, id, fetch).await else { panic!("no entries") };
+        assert!(fetched.entries.len() <= 2);
+        entries.extend(fetched.entries.into_iter().map(|e| e.entry.unwrap()));
+        if fetched.done {
+            break;
+        }
+    }
+    let rows: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match e {
+            pb::Entry::Row(row) => Some(row.values.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, [vec![pb::int(i64::MIN)], vec![pb::int(1)], vec![pb::text("x")]]);
+    assert!(
+        matches!(entries.first(), Some(pb::Entry::StepBegin(_)))
+            && matches!(entries.last(), Some(pb::Entry::StepEnd(_)))
+    );
+    let close = pb::WsReq::CloseCursor(pb::CursorId { cursor_id: 4 });
+    assert_eq!(ok_pb(&mut ws, 100, close).await, pb::WsResp::CloseCursor(pb::Empty {}));
+    let close = pb::WsReq::CloseStream(pb::StreamId { stream_id: 3 });
+    assert_eq!(ok_pb(&mut ws, 101, close).await, pb::WsResp::CloseStream(pb::Empty {}));
+    let sql = pb::WsReq::CloseSql(pb::CloseSqlReq { sql_id: 9 });
+    assert_eq!(ok_pb(&mut ws, 102, sql).await, pb::WsResp::CloseSql(pb::Empty {}));
+
+    // A text message on a protobuf socket; a binary one that does not decode.
+    send(&mut ws, json!({"type": "hello"})).await;
+    assert_eq!(closed(&mut ws).await.0, CloseCode::Unsupported);
+    let (mut ws, _) = connect(&server, "/db/team-pb", "hrana3-protobuf").await;
+    ws.send(Message::binary(vec![0x12, 0x05, 0x08])).await.unwrap();
+    assert_eq!(closed(&mut ws).await.0, CloseCode::Invalid);
+    // A request before hello breaks the protocol.
+    let (mut ws, _) = connect(&server, "/db/team-pb", "hrana3-protobuf").await;
+    send_pb(
+        &mut ws,
+        pb::Client::Request(pb::RequestMsg {
+            request_id: 1,
+            request: Some(pb::WsReq::OpenStream(pb::StreamId { stream_id: 1 })),
+        }),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await.0, CloseCode::Policy);
 }

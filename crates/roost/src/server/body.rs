@@ -168,18 +168,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let memory = request_memory(state, &req);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("request body is larger than the limit")
-            } else {
-                ApiError::bad_request("cannot read the request body")
-            }
-        })?;
+        let (bytes, memory) = body_bytes(req, state).await?;
         memory.charge(parse_bytes_bound(&bytes)).map_err(|e| buffer_error(e, "parsing the request body"))?;
         let value = parse_json(&bytes)?;
         Ok(Self { value, memory })
     }
+}
+
+/// A request's body (buffered and charged already, see the module docs) and its account; a
+/// decoder charges what decoding it takes before it runs.
+pub async fn body_bytes(req: Request, state: &AppState) -> Result<(Bytes, RequestMemory), ApiError> {
+    let memory = request_memory(state, &req);
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("request body is larger than the limit")
+        } else {
+            ApiError::bad_request("cannot read the request body")
+        }
+    })?;
+    Ok((bytes, memory))
 }
 
 /// Parses a request body as `T`: UTF-8 JSON only. (`serde_json::from_slice` skips the strings

@@ -61,7 +61,7 @@ fn actor_of(request: &Request) -> Option<ActorId> {
     let raw = match segments.as_slice() {
         ["v1", "actors", id, ..] => Some((*id).to_string()),
         ["db", id, _, ..] => Some((*id).to_string()),
-        ["v2" | "v3", "pipeline" | "cursor"] | ["v1", "execute" | "batch"] => {
+        ["v2" | "v3" | "v3-protobuf", "pipeline" | "cursor"] | ["v1", "execute" | "batch"] => {
             request.headers().get("x-namespace").and_then(|v| v.to_str().ok()).map(str::to_string)
         }
         _ => None,
@@ -397,6 +397,8 @@ mod tests {
         assert_eq!(id("/db/a2/v3/pipeline", None).as_deref(), Some("a2"));
         assert_eq!(id("/db/a2/v1/execute", None).as_deref(), Some("a2"));
         assert_eq!(id("/v3/pipeline", Some("a3")).as_deref(), Some("a3"));
+        assert_eq!(id("/v3-protobuf/cursor", Some("a5")).as_deref(), Some("a5"));
+        assert_eq!(id("/db/a6/v3-protobuf/pipeline", None).as_deref(), Some("a6"));
         assert_eq!(id("/v1/execute", Some("a4")).as_deref(), Some("a4"));
         assert_eq!(id("/v1/actors", None), None);
         assert_eq!(id("/metrics", None), None);

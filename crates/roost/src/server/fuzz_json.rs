@@ -64,12 +64,42 @@ fn decode_all(bytes: &[u8]) {
     super::fuzzing::hrana_json(bytes);
 }
 
+/// A protobuf pipeline with one execute of `sql` and `args` (raw `Value` messages), written by
+/// hand so that the property below can put any bytes where a value goes.
+fn protobuf_pipeline(sql: &str, args: &[Vec<u8>]) -> Vec<u8> {
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2];
+        prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+    let mut stmt = field(1, sql.as_bytes());
+    for arg in args {
+        stmt.extend(field(3, arg));
+    }
+    field(2, &field(2, &field(1, &stmt)))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_decode_or_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         decode_all(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_protobuf_in_request_shapes_decodes_or_errors(
+        sql in any::<String>(),
+        args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..4),
+        flip in any::<usize>(),
+    ) {
+        let mut bytes = protobuf_pipeline(&sql, &args);
+        super::fuzzing::hrana_protobuf(&bytes);
+        let at = flip % bytes.len();
+        bytes[at] ^= 0x5a;
+        super::fuzzing::hrana_protobuf(&bytes);
+        super::fuzzing::hrana_protobuf(&bytes[..at]);
     }
 
     #[test]

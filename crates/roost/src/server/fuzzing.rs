@@ -14,11 +14,11 @@ use crate::vfs::{Params, Statement};
 pub const STATEMENT_BYTES_MAX: usize = 64;
 
 /// Decodes `bytes` as every Hrana request body and WebSocket message (HTTP pipeline and
-/// cursor, sqld's v1 execute and batch, every protocol version) and resolves the requests'
-/// statements, batches and stored SQL texts. Answers how many decodings succeeded: text that
-/// is not JSON decodes as nothing.
+/// cursor, sqld's v1 execute and batch, every protocol version, JSON and protobuf) and resolves
+/// the requests' statements, batches and stored SQL texts. Answers how many JSON decodings
+/// succeeded: text that is not JSON decodes as nothing in JSON.
 pub fn hrana_json(bytes: &[u8]) -> usize {
-    let decoded = super::hrana::decode_for_fuzzing(bytes, STATEMENT_BYTES_MAX);
+    let decoded = super::hrana::decode_for_fuzzing(bytes, STATEMENT_BYTES_MAX).json;
     if decoded > 0 {
         // Syntax only: a number too big for `Value` (1e999) in an ignored field is still JSON,
         // and the decoders rightly skip it without converting it.
@@ -28,6 +28,12 @@ pub fn hrana_json(bytes: &[u8]) -> usize {
         );
     }
     decoded
+}
+
+/// [`hrana_json`]'s decoders, answering how many protobuf decodings succeeded (most bytes
+/// decode as some protobuf message: fields are optional and unknown ones are skipped).
+pub fn hrana_protobuf(bytes: &[u8]) -> usize {
+    super::hrana::decode_for_fuzzing(bytes, STATEMENT_BYTES_MAX).protobuf
 }
 
 /// What [`api_json`] made of a body.

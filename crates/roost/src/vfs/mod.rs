@@ -20,8 +20,8 @@ mod upload;
 pub use self::actor::RoundTrips;
 pub use self::answer::{value_cost, AnswerMeter, Unmetered, ROW_OVERHEAD_BYTES};
 pub use self::database::{
-    ActorPage, Database, InterruptHandle, Params, QueryResult, Statement, Storage, StorageConfig, Value,
-    LIST_SKIPPED_MAX,
+    ActorPage, Database, Description, InterruptHandle, Params, QueryResult, Statement, Storage,
+    StorageConfig, Value, LIST_SKIPPED_MAX,
 };
 pub use self::error::Error;
 pub use self::ffi::{set_sqlite_heap_limits, sqlite_memory, ConnectionMemory, SqliteMemory};

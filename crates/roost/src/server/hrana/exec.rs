@@ -16,14 +16,23 @@ use serde_json::{json, Value as Json};
 use super::super::body::{buffer_error, encode};
 use super::super::error::ApiError;
 use super::proto::{self, BatchCond, HError, Reply, ResponseJson, StmtResultJson, StreamRequest};
+use super::protobuf;
 use super::stream::Stream;
 use crate::host::RequestMemory;
-use crate::vfs::{self, AnswerMeter, Database, Params, QueryResult, Value};
+use crate::vfs::{self, AnswerMeter, Database, Description, Params, QueryResult, Value};
+
+/// How answers are written: both encodings come out of the same executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Protobuf,
+}
 
 /// Settings of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub version: u8,
+    pub encoding: Encoding,
     pub statement_bytes_max: usize,
     pub sql_texts_max: usize,
 }
@@ -343,30 +352,83 @@ pub fn cursor_entries(steps: &[Step], outcomes: &[Outcome]) -> Vec<u8> {
 
 /// Describes a statement from SQLite's prepared statement (parameters, columns with their
 /// declared types, `is_explain`, `is_readonly`), without running it.
-pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Json, HError>, vfs::Error> {
+pub fn describe(db: &mut Database, sql: &str) -> Result<Result<Description, HError>, vfs::Error> {
     if crate::sql::scan(sql).empty {
         return Ok(Err(no_statement()));
     }
-    let description = match db.describe(sql) {
-        Ok(description) => description,
-        Err(error) => return statement_error(error).map(Err),
-    };
+    match db.describe(sql) {
+        Ok(description) => Ok(Ok(description)),
+        Err(error) => statement_error(error).map(Err),
+    }
+}
+
+/// A `DescribeResult` in JSON.
+fn describe_json(description: &Description) -> Json {
     let params: Vec<Json> = description.params.iter().map(|name| json!({"name": name})).collect();
     let cols: Vec<Json> = description
         .columns
         .iter()
         .map(|(name, decltype)| json!({"name": name, "decltype": decltype}))
         .collect();
-    Ok(Ok(json!({
+    json!({
         "params": params,
         "cols": cols,
         "is_explain": description.is_explain,
         "is_readonly": description.is_readonly,
-    })))
+    })
 }
 
-/// Runs a batch for a cursor: its newline-delimited entries (a step that cannot run ends the
-/// batch there, reported as that step's error).
+/// A `describe` response body.
+fn describe_answer(description: Description, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => {
+            encode(&proto::response("describe", json!({"result": describe_json(&description)})))
+        }
+        Encoding::Protobuf => protobuf::describe_body(description),
+    }
+}
+
+/// The body of a response of `kind` in `encoding`: JSON carries the `type` (and `fields`);
+/// protobuf leaves the kind to the envelope (its field number), and `pb` gives the body.
+fn simple_answer(kind: &str, fields: Json, encoding: Encoding, pb: impl FnOnce() -> Vec<u8>) -> Reply {
+    Ok(match encoding {
+        Encoding::Json => encode(&proto::response(kind, fields)),
+        Encoding::Protobuf => pb(),
+    })
+}
+
+/// A cursor's entries in `encoding`: JSON lines, or length-delimited protobuf messages.
+fn entries(steps: &[Step], outcomes: Vec<Outcome>, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => cursor_entries(steps, &outcomes),
+        Encoding::Protobuf => protobuf::cursor_entries(steps, outcomes),
+    }
+}
+
+/// An `execute` response body.
+fn execute_answer(result: QueryResult, want_rows: bool, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => {
+            let value = StmtResultJson { result: &result, want_rows };
+            encode(&ResponseJson { kind: "execute", field: "result", value })
+        }
+        Encoding::Protobuf => protobuf::execute_body(result, want_rows),
+    }
+}
+
+/// A `batch` response body.
+fn batch_answer(steps: &[Step], outcomes: Vec<Outcome>, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => {
+            let value = BatchJson { steps, outcomes: &outcomes };
+            encode(&ResponseJson { kind: "batch", field: "result", value })
+        }
+        Encoding::Protobuf => protobuf::batch_body(steps, outcomes),
+    }
+}
+
+/// Runs a batch for a cursor: its entries, newline-delimited JSON or length-delimited protobuf
+/// (a step that cannot run ends the batch there, reported as that step's error).
 pub async fn cursor(
     stream: &mut Stream,
     batch: proto::Batch,
@@ -375,16 +437,19 @@ pub async fn cursor(
 ) -> Result<Vec<u8>, ApiError> {
     match prepare_batch(&stream.sqls, batch, ctx)? {
         Ok(steps) => {
-            let meter = memory.clone();
+            let (meter, encoding) = (memory.clone(), ctx.encoding);
             let entries = stream
                 .run(move |db| {
                     let outcomes = run_batch(db, &steps, &meter)?;
-                    Ok(cursor_entries(&steps, &outcomes))
+                    Ok(entries(&steps, outcomes, encoding))
                 })
                 .await?;
             Ok(entries)
         }
-        Err((step, error)) => Ok(step_error_entry(step, &error)),
+        Err((step, error)) => Ok(match ctx.encoding {
+            Encoding::Json => step_error_entry(step, &error),
+            Encoding::Protobuf => protobuf::step_error_entry(step, &error),
+        }),
     }
 }
 
@@ -400,8 +465,8 @@ pub async fn handle(
     if stream.closed {
         return Err(ApiError::bad_request("the stream is closed"));
     }
-    let kind = request.kind();
-    let answer = |fields: Json| Ok(Ok(encode(&proto::response(kind, fields))));
+    let (kind, encoding) = (request.kind(), ctx.encoding);
+    let answer = |fields: Json| Ok(simple_answer(kind, fields, encoding, Vec::new));
     match request {
         StreamRequest::Close {} => {
             stream.closed = true;
@@ -415,10 +480,8 @@ pub async fn handle(
             let meter = memory.clone();
             Ok(stream
                 .run(move |db| {
-                    Ok(run_statement(db, &stmt, &meter)?.map(|result| {
-                        let value = StmtResultJson { result: &result, want_rows: stmt.want_rows };
-                        encode(&ResponseJson { kind: "execute", field: "result", value })
-                    }))
+                    Ok(run_statement(db, &stmt, &meter)?
+                        .map(|result| execute_answer(result, stmt.want_rows, encoding)))
                 })
                 .await?)
         }
@@ -431,8 +494,7 @@ pub async fn handle(
             Ok(Ok(stream
                 .run(move |db| {
                     let outcomes = run_batch(db, &steps, &meter)?;
-                    let value = BatchJson { steps: &steps, outcomes: &outcomes };
-                    Ok(encode(&ResponseJson { kind: "batch", field: "result", value }))
+                    Ok(batch_answer(&steps, outcomes, encoding))
                 })
                 .await?))
         }
@@ -455,7 +517,7 @@ pub async fn handle(
                 return Ok(Err(error));
             }
             match stream.run(move |db| describe(db, &sql)).await? {
-                Ok(result) => answer(json!({"result": result})),
+                Ok(description) => Ok(Ok(describe_answer(description, encoding))),
                 Err(error) => Ok(Err(error)),
             }
         }
@@ -477,7 +539,10 @@ pub async fn handle(
             if ctx.version < 3 {
                 return Err(ApiError::bad_request("`get_autocommit` needs Hrana 3 (use /v3)"));
             }
-            answer(json!({"is_autocommit": !stream.in_transaction()}))
+            let is_autocommit = !stream.in_transaction();
+            Ok(simple_answer(kind, json!({"is_autocommit": is_autocommit}), encoding, || {
+                protobuf::autocommit_body(is_autocommit)
+            }))
         }
     }
 }

@@ -1,23 +1,31 @@
-//! Hrana over HTTP, JSON encoding, versions 2 and 3 (libSQL's HRANA_3_SPEC.md and
-//! HTTP_V2_SPEC.md), answering as sqld does so that libSQL clients work against Roost:
+//! Hrana over HTTP, versions 2 and 3 (libSQL's HRANA_3_SPEC.md and HTTP_V2_SPEC.md), in JSON
+//! and (version 3) protobuf, answering as sqld does so that libSQL clients work against Roost:
 //!
-//! - `GET /db/{id}/v2`, `GET /db/{id}/v3` (and `/v2`, `/v3`): version checks (2xx);
+//! - `GET /db/{id}/v2`, `GET /db/{id}/v3`, `GET /db/{id}/v3-protobuf` (and `/v2`, `/v3`,
+//!   `/v3-protobuf`): version checks (2xx); `@libsql/client` probes `v3-protobuf` first;
 //! - `POST /db/{id}/v2/pipeline`, `POST /db/{id}/v3/pipeline`: a pipeline of stream requests;
 //! - `POST /db/{id}/v3/cursor`: a batch whose results come back as newline-delimited JSON;
-//! - `POST /v2/pipeline`, `POST /v3/pipeline`, `POST /v3/cursor`: the same, with the actor
-//!   taken from the `x-namespace` header.
+//! - `POST /db/{id}/v3-protobuf/pipeline`, `POST /db/{id}/v3-protobuf/cursor`: the same in
+//!   protobuf ([`protobuf`]; `application/x-protobuf`), the cursor's answer a sequence of
+//!   length-delimited messages (`CursorRespBody`, then `CursorEntry`s);
+//! - `POST /v2/pipeline`, `POST /v3/pipeline`, `POST /v3/cursor` and their `v3-protobuf`
+//!   twins: the same, with the actor taken from the `x-namespace` header.
 //!
 //! - `GET /db/{id}` (and `GET /` with `x-namespace`) upgraded to a WebSocket: Hrana over
-//!   WebSocket, subprotocols `hrana1`..`hrana3` ([`ws`]);
+//!   WebSocket, subprotocols `hrana1`..`hrana3` (JSON) and `hrana3-protobuf` ([`ws`]);
 //! - `POST /db/{id}/v1/execute`, `POST /db/{id}/v1/batch` (and `/v1/...` with `x-namespace`):
 //!   sqld's HTTP API v1 ([`v1`]).
 //!
-//! Protobuf (`v3-protobuf`, `hrana3-protobuf`) is not served: clients that probe for it fall
-//! back to JSON. Streams and batons live in [`stream`]; requests are served by [`exec`], the
-//! same for every transport.
+//! Both encodings share one executor: protobuf requests become the JSON path's structures
+//! ([`proto`]) as they are decoded, and [`exec`] writes answers in the request's encoding.
+//! Failures of a whole HTTP request (bad baton, malformed body, auth, limits) answer with the
+//! same status and JSON error body in both encodings: `@libsql/client` reads a JSON error body
+//! whatever the encoding, and nothing reads sqld's protobuf-encoded ones. Streams and batons
+//! live in [`stream`].
 
 mod exec;
 mod proto;
+mod protobuf;
 mod stream;
 mod v1;
 mod ws;
@@ -34,14 +42,15 @@ use axum::Router;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use self::exec::Ctx;
+use self::exec::{Ctx, Encoding};
 use self::proto::{CursorReqBody, PipelineReqBody};
 use self::stream::{Stream, Streams};
 use super::api::actor_id;
-use super::body::{answer_with_type, encode, json_answer, parse_json, JsonBody};
+use super::body::{answer_with_type, body_bytes, buffer_error, encode, json_answer, parse_json, JsonBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::actor_id::ActorId;
+use crate::host::RequestMemory;
 
 #[derive(Clone)]
 struct Hrana {
@@ -51,31 +60,55 @@ struct Hrana {
     sockets: Arc<Semaphore>,
 }
 
-/// Decodes `bytes` as each Hrana request body and message (HTTP pipeline and cursor bodies,
-/// sqld's v1 bodies, WebSocket messages) and resolves what decoded the way the handlers do,
-/// for every protocol version, with `statement_bytes_max`. Answers how many decodings
-/// succeeded. The fuzz targets (`server::fuzzing`) require that this never panics.
-pub(super) fn decode_for_fuzzing(bytes: &[u8], statement_bytes_max: usize) -> usize {
-    let mut decoded = 0;
+/// How many of [`decode_for_fuzzing`]'s decodings succeeded, by encoding.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Decoded {
+    pub json: usize,
+    pub protobuf: usize,
+}
+
+/// Decodes `bytes` as each Hrana request body and message, JSON and protobuf (HTTP pipeline
+/// and cursor bodies, sqld's v1 bodies, WebSocket messages) and resolves what decoded the way
+/// the handlers do, for every protocol version, with `statement_bytes_max`. Answers how many
+/// decodings succeeded. The fuzz targets (`server::fuzzing`) require that this never panics.
+pub(super) fn decode_for_fuzzing(bytes: &[u8], statement_bytes_max: usize) -> Decoded {
+    let mut decoded = Decoded::default();
     for version in 1..=3 {
-        let ctx = Ctx { version, statement_bytes_max, sql_texts_max: 4 };
+        let ctx = Ctx { version, encoding: Encoding::Json, statement_bytes_max, sql_texts_max: 4 };
         if let Ok(body) = parse_json::<PipelineReqBody>(bytes) {
-            decoded += 1;
-            let mut sqls = std::collections::HashMap::new();
-            for request in body.requests {
-                if exec::resolve_for_fuzzing(&mut sqls, request, &ctx).is_err() {
-                    break;
-                }
-            }
+            decoded.json += 1;
+            resolve_all_for_fuzzing(body.requests, &ctx);
         }
         if let Ok(body) = parse_json::<CursorReqBody>(bytes) {
-            decoded += 1;
-            let request = proto::StreamRequest::Batch { batch: body.batch };
-            let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, &ctx);
+            decoded.json += 1;
+            resolve_all_for_fuzzing(vec![proto::StreamRequest::Batch { batch: body.batch }], &ctx);
         }
-        decoded += v1::decode_for_fuzzing(bytes, &ctx) + ws::decode_for_fuzzing(bytes, &ctx);
+        decoded.json += v1::decode_for_fuzzing(bytes, &ctx) + ws::decode_for_fuzzing(bytes, &ctx);
     }
+    let ctx = Ctx { version: 3, encoding: Encoding::Protobuf, statement_bytes_max, sql_texts_max: 4 };
+    let _ = protobuf::parse_bytes_bound(bytes);
+    let pipeline = protobuf::decode::<protobuf::PipelineReqBody>(bytes).and_then(PipelineReqBody::try_from);
+    if let Ok(body) = pipeline {
+        decoded.protobuf += 1;
+        resolve_all_for_fuzzing(body.requests, &ctx);
+    }
+    let cursor = protobuf::decode::<protobuf::CursorReqBody>(bytes).and_then(CursorReqBody::try_from);
+    if let Ok(body) = cursor {
+        decoded.protobuf += 1;
+        resolve_all_for_fuzzing(vec![proto::StreamRequest::Batch { batch: body.batch }], &ctx);
+    }
+    decoded.protobuf += ws::decode_protobuf_for_fuzzing(bytes, &ctx);
     decoded
+}
+
+/// Resolves `requests` in order on one stream's stored texts, as a pipeline would.
+fn resolve_all_for_fuzzing(requests: Vec<proto::StreamRequest>, ctx: &Ctx) {
+    let mut sqls = std::collections::HashMap::new();
+    for request in requests {
+        if exec::resolve_for_fuzzing(&mut sqls, request, ctx).is_err() {
+            break;
+        }
+    }
 }
 
 /// The Hrana routes, with their own stream registry.
@@ -91,12 +124,18 @@ pub(super) fn router(state: &AppState) -> Router<AppState> {
         .route("/v3", get(version))
         .route("/db/{id}/v2", get(version_of))
         .route("/db/{id}/v3", get(version_of))
+        .route("/v3-protobuf", get(version))
+        .route("/db/{id}/v3-protobuf", get(version_of))
         .route("/v2/pipeline", post(pipeline_v2))
         .route("/v3/pipeline", post(pipeline_v3))
         .route("/v3/cursor", post(cursor_v3))
         .route("/db/{id}/v2/pipeline", post(pipeline_v2_of))
         .route("/db/{id}/v3/pipeline", post(pipeline_v3_of))
         .route("/db/{id}/v3/cursor", post(cursor_v3_of))
+        .route("/v3-protobuf/pipeline", post(pipeline_protobuf))
+        .route("/v3-protobuf/cursor", post(cursor_protobuf))
+        .route("/db/{id}/v3-protobuf/pipeline", post(pipeline_protobuf_of))
+        .route("/db/{id}/v3-protobuf/cursor", post(cursor_protobuf_of))
         .route("/", get(websocket))
         .route("/db/{id}", get(websocket_of))
         .route("/db/{id}/", get(websocket_of))
@@ -110,27 +149,51 @@ pub(super) fn router(state: &AppState) -> Router<AppState> {
 }
 
 async fn pipeline_v2(State(hrana): State<Hrana>, request: Request) -> Response {
-    pipeline(hrana, 2, None, request).await
+    pipeline(hrana, 2, Encoding::Json, None, request).await
 }
 
 async fn pipeline_v3(State(hrana): State<Hrana>, request: Request) -> Response {
-    pipeline(hrana, 3, None, request).await
+    pipeline(hrana, 3, Encoding::Json, None, request).await
 }
 
 async fn cursor_v3(State(hrana): State<Hrana>, request: Request) -> Response {
-    cursor(hrana, None, request).await
+    cursor(hrana, Encoding::Json, None, request).await
 }
 
 async fn pipeline_v2_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
-    pipeline(hrana, 2, Some(id), request).await
+    pipeline(hrana, 2, Encoding::Json, Some(id), request).await
 }
 
 async fn pipeline_v3_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
-    pipeline(hrana, 3, Some(id), request).await
+    pipeline(hrana, 3, Encoding::Json, Some(id), request).await
 }
 
 async fn cursor_v3_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
-    cursor(hrana, Some(id), request).await
+    cursor(hrana, Encoding::Json, Some(id), request).await
+}
+
+async fn pipeline_protobuf(State(hrana): State<Hrana>, request: Request) -> Response {
+    pipeline(hrana, 3, Encoding::Protobuf, None, request).await
+}
+
+async fn cursor_protobuf(State(hrana): State<Hrana>, request: Request) -> Response {
+    cursor(hrana, Encoding::Protobuf, None, request).await
+}
+
+async fn pipeline_protobuf_of(
+    State(hrana): State<Hrana>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    pipeline(hrana, 3, Encoding::Protobuf, Some(id), request).await
+}
+
+async fn cursor_protobuf_of(
+    State(hrana): State<Hrana>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    cursor(hrana, Encoding::Protobuf, Some(id), request).await
 }
 
 async fn execute_v1(State(hrana): State<Hrana>, request: Request) -> Response {
@@ -231,10 +294,11 @@ fn actor_of(path: Option<String>, headers: &HeaderMap) -> Result<ActorId, ApiErr
 }
 
 impl Hrana {
-    fn ctx(&self, version: u8) -> Ctx {
+    fn ctx(&self, version: u8, encoding: Encoding) -> Ctx {
         let config = self.app.config();
         Ctx {
             version,
+            encoding,
             statement_bytes_max: config.statement_bytes_max,
             sql_texts_max: config.hrana_sql_texts_max,
         }
@@ -259,17 +323,54 @@ impl Hrana {
     }
 }
 
-async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Request) -> Response {
+/// Reads a request body in `encoding`: JSON into `J`, or protobuf into `P` converted to `J`;
+/// what decoding takes is charged to the request's account first.
+async fn read_body<J, P>(
+    hrana: &Hrana,
+    encoding: Encoding,
+    request: Request,
+) -> Result<(J, RequestMemory), ApiError>
+where
+    J: serde::de::DeserializeOwned,
+    P: prost::Message + Default + TryInto<J, Error = ApiError>,
+{
+    match encoding {
+        Encoding::Json => {
+            let JsonBody { value, memory } = JsonBody::<J>::from_request(request, &hrana.app).await?;
+            Ok((value, memory))
+        }
+        Encoding::Protobuf => {
+            let (bytes, memory) = body_bytes(request, &hrana.app).await?;
+            memory
+                .charge(protobuf::parse_bytes_bound(&bytes))
+                .map_err(|e| buffer_error(e, "decoding the request body"))?;
+            let value = protobuf::decode::<P>(&bytes)?.try_into()?;
+            Ok((value, memory))
+        }
+    }
+}
+
+async fn pipeline(
+    hrana: Hrana,
+    version: u8,
+    encoding: Encoding,
+    path: Option<String>,
+    request: Request,
+) -> Response {
     let served = async {
         let id = authorized_actor(&hrana, path, request.headers())?;
-        let JsonBody { value: body, memory } =
-            JsonBody::<PipelineReqBody>::from_request(request, &hrana.app).await?;
+        let (body, memory) =
+            read_body::<PipelineReqBody, protobuf::PipelineReqBody>(&hrana, encoding, request).await?;
         let mut stream = hrana.stream(body.baton.as_deref(), id)?;
-        let ctx = hrana.ctx(version);
+        let ctx = hrana.ctx(version, encoding);
         let mut results = Vec::with_capacity(body.requests.len());
         for request in body.requests {
+            let kind = request.kind();
             match exec::handle(&mut stream, request, &ctx, &memory).await {
-                Ok(reply) => results.push(proto::wrap_ok(&reply)),
+                Ok(reply) => results.push(match encoding {
+                    Encoding::Json => proto::wrap_ok(&reply),
+                    Encoding::Protobuf => protobuf::stream_result(kind, &reply),
+                }),
                 Err(error) => {
                     stream.close().await;
                     return Err(error);
@@ -277,7 +378,13 @@ async fn pipeline(hrana: Hrana, version: u8, path: Option<String>, request: Requ
             }
         }
         let baton = hrana.finish(stream).await;
-        Ok::<_, ApiError>(json_answer(pipeline_answer(baton, &results), memory))
+        Ok::<_, ApiError>(match encoding {
+            Encoding::Json => json_answer(pipeline_answer(baton, &results), memory),
+            Encoding::Protobuf => {
+                let body = protobuf::pipeline_answer(baton.as_deref(), &results);
+                answer_with_type(body, memory, "application/x-protobuf")
+            }
+        })
     };
     served.await.unwrap_or_else(ApiError::into_hrana_response)
 }
@@ -299,13 +406,13 @@ fn pipeline_answer(baton: Option<String>, results: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Response {
+async fn cursor(hrana: Hrana, encoding: Encoding, path: Option<String>, request: Request) -> Response {
     let served = async {
         let id = authorized_actor(&hrana, path, request.headers())?;
-        let JsonBody { value: body, memory } =
-            JsonBody::<CursorReqBody>::from_request(request, &hrana.app).await?;
+        let (body, memory) =
+            read_body::<CursorReqBody, protobuf::CursorReqBody>(&hrana, encoding, request).await?;
         let mut stream = hrana.stream(body.baton.as_deref(), id)?;
-        let ctx = hrana.ctx(3);
+        let ctx = hrana.ctx(3, encoding);
         let ran = exec::cursor(&mut stream, body.batch, &ctx, &memory).await;
         let entries = match ran {
             Ok(entries) => entries,
@@ -315,10 +422,17 @@ async fn cursor(hrana: Hrana, path: Option<String>, request: Request) -> Respons
             }
         };
         let baton = hrana.finish(stream).await;
-        let mut body = encode(&json!({"baton": baton, "base_url": null}));
-        body.push(b'\n');
+        // sqld's content types: the JSON cursor is text lines, the protobuf one a byte stream.
+        let (mut body, content_type) = match encoding {
+            Encoding::Json => {
+                let mut head = encode(&json!({"baton": baton, "base_url": null}));
+                head.push(b'\n');
+                (head, "text/plain")
+            }
+            Encoding::Protobuf => (protobuf::cursor_head(baton.as_deref()), "application/octet-stream"),
+        };
         body.extend(entries);
-        Ok::<_, ApiError>(answer_with_type(body, memory, "text/plain"))
+        Ok::<_, ApiError>(answer_with_type(body, memory, content_type))
     };
     served.await.unwrap_or_else(ApiError::into_hrana_response)
 }

@@ -44,7 +44,7 @@ pub(super) async fn execute(hrana: Hrana, path: Option<String>, request: Request
         let id = authorized_actor(&hrana, path, request.headers())?;
         let JsonBody { value: body, memory } =
             JsonBody::<ExecuteBody>::from_request(request, &hrana.app).await?;
-        let ctx = hrana.ctx(VERSION);
+        let ctx = hrana.ctx(VERSION, exec::Encoding::Json);
         let stmt = exec::prepare(&Default::default(), body.stmt, &ctx)?.map_err(statement_failed)?;
         let mut stream = hrana.streams.open(id, hrana.app.host().clone())?;
         let meter = memory.clone();
@@ -69,7 +69,7 @@ pub(super) async fn batch(hrana: Hrana, path: Option<String>, request: Request) 
         let id = authorized_actor(&hrana, path, request.headers())?;
         let JsonBody { value: body, memory } =
             JsonBody::<BatchBody>::from_request(request, &hrana.app).await?;
-        let ctx = hrana.ctx(VERSION);
+        let ctx = hrana.ctx(VERSION, exec::Encoding::Json);
         let steps = exec::prepare_batch(&Default::default(), body.batch, &ctx)?
             .map_err(|(_, e)| statement_failed(e))?;
         let mut stream = hrana.streams.open(id, hrana.app.host().clone())?;

@@ -1,5 +1,7 @@
-//! Hrana over WebSocket (HRANA_3_SPEC.md, "Hrana over WebSocket"), JSON encoding, subprotocols
-//! `hrana1`, `hrana2` and `hrana3`, answering as sqld does.
+//! Hrana over WebSocket (HRANA_3_SPEC.md, "Hrana over WebSocket"), subprotocols `hrana1`,
+//! `hrana2` and `hrana3` (JSON text messages) and `hrana3-protobuf` (the same as `hrana3` in
+//! binary protobuf messages, [`super::protobuf`]), answering as sqld does: it prefers
+//! `hrana3-protobuf` when a client offers it.
 //!
 //! One socket is one session on one actor: `hello` authorizes it (the JWT is the bearer token),
 //! then `request` messages open streams and run statements on them. Each stream is a task owning
@@ -14,10 +16,11 @@
 //! - SQL texts stored with `store_sql` belong to the session (as in sqld) and are charged to the
 //!   session's account until closed; a statement naming one gets a copy, charged to its request;
 //! - protocol errors close the socket with a close frame (1007 for a message that does not
-//!   parse, 1003 for a binary message, 1008 otherwise) whose reason says why; statement errors
-//!   are `response_error` and the stream goes on; a host failure (`overloaded`, `timeout`...)
-//!   is a `response_error` with Roost's code and breaks that stream only (its transaction is
-//!   rolled back; later requests on it get `STREAM_BROKEN`);
+//!   parse, 1003 for a binary message on a JSON socket or a text one on a protobuf socket, 1008
+//!   otherwise) whose reason says why; statement errors are `response_error` and the stream
+//!   goes on; a host failure (`overloaded`, `timeout`...) is a `response_error` with Roost's
+//!   code and breaks that stream only (its transaction is rolled back; later requests on it get
+//!   `STREAM_BROKEN`);
 //! - a socket is closed when it sends no request for `hrana_ws_idle_ms` while no request is
 //!   pending (`hrana_stream_idle_ms` while one of its streams holds a transaction), when a ping
 //!   stays unanswered for `hrana_ws_ping_ms`, and when the server drains; closing it drops its
@@ -32,21 +35,32 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::super::body::{buffer_error, parse_bytes_bound};
+use super::super::body::{buffer_error, encode, parse_bytes_bound};
 use super::super::error::ApiError;
 use super::super::{Phase, ServerConfig};
-use super::exec::{self, Ctx};
+use super::exec::{self, Ctx, Encoding};
 use super::proto::{self, Batch, HError, Reply, Stmt, StreamRequest};
+use super::protobuf::{self as pb, WsRequest as PbRequest};
 use super::stream::{stored_sql_bytes, Stream};
 use super::Hrana;
 use crate::actor_id::ActorId;
 use crate::host::RequestMemory;
 
-/// Subprotocols served, most preferred first.
-const PROTOCOLS: [&str; 3] = ["hrana3", "hrana2", "hrana1"];
+/// Subprotocols served, most preferred first (sqld's order).
+const PROTOCOLS: [&str; 4] = ["hrana3-protobuf", "hrana3", "hrana2", "hrana1"];
+
+/// The version and encoding of a subprotocol served.
+fn protocol(name: &str) -> (u8, Encoding) {
+    match name {
+        "hrana3-protobuf" => (3, Encoding::Protobuf),
+        "hrana3" => (3, Encoding::Json),
+        "hrana2" => (2, Encoding::Json),
+        _ => (1, Encoding::Json),
+    }
+}
 
 /// Requests queued on one stream before the socket stops reading (backpressure).
 const STREAM_QUEUE: usize = 16;
@@ -197,14 +211,14 @@ impl Clock {
     }
 }
 
-/// A message for the socket task to write.
+/// A message for the socket task to write (text or binary as the session's encoding says).
 struct Outgoing {
-    text: Vec<u8>,
+    bytes: Vec<u8>,
     /// The request's account, held until the message is written.
     _memory: Option<RequestMemory>,
     /// The reply ends a request (the socket counts pending requests).
     answers: bool,
-    /// Close the socket after this message (or instead of it, when `text` is empty).
+    /// Close the socket after this message (or instead of it, when `bytes` is empty).
     close: Option<Closing>,
 }
 
@@ -228,9 +242,9 @@ pub(super) fn upgrade(hrana: Hrana, actor: ActorId, headers: &HeaderMap, ws: Web
     let asked = ws.requested_protocols().count() > 0;
     let ws = ws.protocols(PROTOCOLS);
     // A client that names no subprotocol speaks Hrana 1 (as sqld assumes).
-    let version = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
-        Some(name) => name.trim_start_matches("hrana").parse().unwrap_or(1),
-        None if !asked => 1,
+    let (version, encoding) = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(name) => protocol(name),
+        None if !asked => (1, Encoding::Json),
         None => {
             return ApiError::bad_request(format!(
                 "no supported WebSocket subprotocol; this server speaks {}",
@@ -247,7 +261,7 @@ pub(super) fn upgrade(hrana: Hrana, actor: ActorId, headers: &HeaderMap, ws: Web
     let bytes_max = hrana.app.config().body_bytes_max;
     let bearer = headers.get(header::AUTHORIZATION).cloned();
     ws.max_message_size(bytes_max).max_frame_size(bytes_max).on_upgrade(move |socket| async move {
-        Session::new(hrana, actor, version, bearer, permit).run(socket).await;
+        Session::new(hrana, actor, (version, encoding), bearer, permit).run(socket).await;
     })
 }
 
@@ -275,14 +289,14 @@ impl Session {
     fn new(
         hrana: Hrana,
         actor: ActorId,
-        version: u8,
+        (version, encoding): (u8, Encoding),
         bearer: Option<HeaderValue>,
         permit: OwnedSemaphorePermit,
     ) -> Self {
         let (replies, replies_rx) = mpsc::unbounded_channel();
         let sqls_memory = hrana.app.host().request_memory();
         Self {
-            ctx: hrana.ctx(version),
+            ctx: hrana.ctx(version, encoding),
             hrana,
             actor,
             bearer,
@@ -324,7 +338,8 @@ impl Session {
                         self.pending -= 1;
                         clock.answered();
                     }
-                    if !out.text.is_empty() && send_text(&mut socket, out.text).await.is_err() {
+                    let encoding = self.ctx.encoding;
+                    if !out.bytes.is_empty() && send_out(&mut socket, out.bytes, encoding).await.is_err() {
                         break None;
                     }
                     if let Some(closing) = out.close {
@@ -382,32 +397,38 @@ impl Session {
 
     /// Handles one message; `Ok(false)` ends the session normally.
     fn on_message(&mut self, message: Message) -> Result<bool, Closing> {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return Err(Closing {
-                    code: CLOSE_UNSUPPORTED,
-                    reason: "binary messages need hrana3-protobuf, which is not served".into(),
-                })
+        let bytes = match (message, self.ctx.encoding) {
+            (Message::Text(text), Encoding::Json) => text.into(),
+            (Message::Binary(bytes), Encoding::Protobuf) => bytes,
+            (Message::Text(_) | Message::Binary(_), encoding) => {
+                let reason = match encoding {
+                    Encoding::Json => "binary messages need the hrana3-protobuf subprotocol",
+                    Encoding::Protobuf => "text messages need a JSON subprotocol (hrana1..hrana3)",
+                };
+                return Err(Closing { code: CLOSE_UNSUPPORTED, reason: reason.into() });
             }
-            Message::Close(_) => return Ok(false),
+            (Message::Close(_), _) => return Ok(false),
             // Pongs to client pings are sent by the socket itself.
-            Message::Ping(_) | Message::Pong(_) => return Ok(true),
+            (Message::Ping(_) | Message::Pong(_), _) => return Ok(true),
         };
         let memory = self.hrana.app.host().request_memory();
-        let bytes = text.as_bytes();
-        if let Err(error) = memory.charge(parse_bytes_bound(bytes)) {
-            let request_id = serde_json::from_slice::<RequestIdOnly>(bytes).ok().and_then(|r| r.request_id);
-            let Some(request_id) = request_id else {
+        if let Err(error) = memory.charge(self.decode_bound(&bytes)) {
+            let Some(request_id) = request_id_only(&bytes, self.ctx.encoding) else {
                 return Err(Closing::protocol("request memory is busy; cannot read a message"));
             };
             let error = buffer_error(error, "reading a Hrana message");
             self.pending += 1;
-            self.reply(request_id, Err(api_hrana_error(&error)), None);
+            self.reply(request_id, "", Err(api_hrana_error(&error)), None);
             return Ok(true);
         }
-        let message: ClientMsg = serde_json::from_slice(bytes)
-            .map_err(|e| Closing { code: CLOSE_INVALID, reason: format!("invalid message: {e}") })?;
+        let message = match self.ctx.encoding {
+            Encoding::Json => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            Encoding::Protobuf => pb::decode::<pb::ClientMsg>(&bytes)
+                .map_err(|e| e.message)
+                .and_then(|m| from_protobuf(m).map_err(|e| e.message)),
+        };
+        let message =
+            message.map_err(|e| Closing { code: CLOSE_INVALID, reason: format!("invalid message: {e}") })?;
         match message {
             ClientMsg::Hello { jwt } => self.hello(jwt),
             ClientMsg::Request { request_id, request } => {
@@ -418,6 +439,14 @@ impl Session {
                 self.request(request_id, request, memory)?;
                 Ok(true)
             }
+        }
+    }
+
+    /// What decoding a message may take, beyond the message.
+    fn decode_bound(&self, bytes: &[u8]) -> u64 {
+        match self.ctx.encoding {
+            Encoding::Json => parse_bytes_bound(bytes),
+            Encoding::Protobuf => pb::parse_bytes_bound(bytes),
         }
     }
 
@@ -436,15 +465,21 @@ impl Session {
         match self.hrana.app.auth().check_actor(&headers, &self.actor) {
             Ok(()) => {
                 self.authorized = true;
-                self.send(json!({"type": "hello_ok"}), None, false);
+                self.send(match self.ctx.encoding {
+                    Encoding::Json => encode(&json!({"type": "hello_ok"})),
+                    Encoding::Protobuf => pb::hello_ok(),
+                });
                 Ok(true)
             }
             Err(error) => {
                 let error = HError::new("AUTH_JWT_INVALID", error.message);
-                self.send(json!({"type": "hello_error", "error": error.json()}), None, false);
+                self.send(match self.ctx.encoding {
+                    Encoding::Json => encode(&json!({"type": "hello_error", "error": error.json()})),
+                    Encoding::Protobuf => pb::hello_error(&error),
+                });
                 // sqld ends the session after a failed hello.
                 let _ = self.replies.send(Outgoing {
-                    text: Vec::new(),
+                    bytes: Vec::new(),
                     _memory: None,
                     answers: false,
                     close: Some(Closing { code: CLOSE_NORMAL, reason: "authentication failed".into() }),
@@ -535,7 +570,7 @@ impl Session {
         let stream = match self.hrana.streams.open(self.actor.clone(), self.hrana.app.host().clone()) {
             Ok(stream) => stream,
             Err(error) => {
-                self.reply(request_id, Err(api_hrana_error(&error)), None);
+                self.reply(request_id, "", Err(api_hrana_error(&error)), None);
                 return Ok(());
             }
         };
@@ -580,12 +615,12 @@ impl Session {
             return Err(Closing::protocol(format!("SQL text {sql_id} is already stored")));
         }
         if let Some(error) = exec::store_refused(self.sqls.len(), &sql, &self.ctx) {
-            self.reply(request_id, Err(error), None);
+            self.reply(request_id, "", Err(error), None);
             return Ok(());
         }
         if let Err(error) = self.sqls_memory.charge(stored_sql_bytes(&sql)) {
             let error = buffer_error(error, "storing a SQL text");
-            self.reply(request_id, Err(api_hrana_error(&error)), None);
+            self.reply(request_id, "", Err(api_hrana_error(&error)), None);
             return Ok(());
         }
         self.sqls.insert(sql_id, sql);
@@ -643,20 +678,17 @@ impl Session {
     }
 
     fn respond(&self, request_id: i32, kind: &str, memory: Option<RequestMemory>) {
-        self.reply(
-            request_id,
-            Ok(serde_json::to_vec(&json!({"type": kind})).expect("JSON serializes")),
-            memory,
-        );
+        self.reply(request_id, kind, Ok(empty_response(kind, self.ctx.encoding)), memory);
     }
 
-    fn reply(&self, request_id: i32, reply: Reply, memory: Option<RequestMemory>) {
-        let _ = self.replies.send(reply_message(request_id, &reply, memory));
+    /// Answers request `request_id` of `kind` (which only protobuf needs, and only for `Ok`).
+    fn reply(&self, request_id: i32, kind: &str, reply: Reply, memory: Option<RequestMemory>) {
+        let _ = self.replies.send(reply_message(self.ctx.encoding, request_id, kind, &reply, memory));
     }
 
-    fn send(&self, message: Json, memory: Option<RequestMemory>, answers: bool) {
-        let text = serde_json::to_vec(&message).expect("JSON serializes");
-        let _ = self.replies.send(Outgoing { text, _memory: memory, answers, close: None });
+    /// A message that answers no request (`hello_ok`, `hello_error`).
+    fn send(&self, bytes: Vec<u8>) {
+        let _ = self.replies.send(Outgoing { bytes, _memory: None, answers: false, close: None });
     }
 }
 
@@ -673,23 +705,42 @@ fn api_hrana_error(error: &ApiError) -> HError {
     HError::new(error.code, error.message.clone())
 }
 
-/// `response_ok` / `response_error` around a reply.
-fn reply_message(request_id: i32, reply: &Reply, memory: Option<RequestMemory>) -> Outgoing {
-    let text = match reply {
-        Ok(bytes) => {
-            proto::wrap(&json!({"type": "response_ok", "request_id": request_id}), "response", bytes)
-        }
-        Err(error) => serde_json::to_vec(
-            &json!({"type": "response_error", "request_id": request_id, "error": error.json()}),
-        )
-        .expect("JSON serializes"),
-    };
-    Outgoing { text, _memory: memory, answers: true, close: None }
+/// The response of `kind` that carries nothing but its kind.
+fn empty_response(kind: &str, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => encode(&json!({"type": kind})),
+        // The envelope's field number says the kind; the message itself is empty.
+        Encoding::Protobuf => Vec::new(),
+    }
 }
 
-async fn send_text(socket: &mut WebSocket, text: Vec<u8>) -> Result<(), axum::Error> {
-    let text = String::from_utf8(text).expect("JSON is UTF-8");
-    socket.send(Message::Text(Utf8Bytes::from(text))).await
+/// `response_ok` / `response_error` around a reply to a request of `kind`.
+fn reply_message(
+    encoding: Encoding,
+    request_id: i32,
+    kind: &str,
+    reply: &Reply,
+    memory: Option<RequestMemory>,
+) -> Outgoing {
+    let bytes = match (encoding, reply) {
+        (Encoding::Protobuf, reply) => pb::ws_reply(request_id, kind, reply),
+        (Encoding::Json, Ok(bytes)) => {
+            proto::wrap(&json!({"type": "response_ok", "request_id": request_id}), "response", bytes)
+        }
+        (Encoding::Json, Err(error)) => {
+            encode(&json!({"type": "response_error", "request_id": request_id, "error": error.json()}))
+        }
+    };
+    Outgoing { bytes, _memory: memory, answers: true, close: None }
+}
+
+/// Sends a text message (JSON) or a binary one (protobuf).
+async fn send_out(socket: &mut WebSocket, bytes: Vec<u8>, encoding: Encoding) -> Result<(), axum::Error> {
+    let message = match encoding {
+        Encoding::Json => Message::Text(Utf8Bytes::from(String::from_utf8(bytes).expect("JSON is UTF-8"))),
+        Encoding::Protobuf => Message::Binary(bytes.into()),
+    };
+    socket.send(message).await
 }
 
 /// A close reason fits in a control frame (125 bytes, 2 of them the code).
@@ -742,12 +793,9 @@ impl StreamTask {
     }
 
     async fn serve(&mut self, job: Job) -> Outgoing {
+        let encoding = self.ctx.encoding;
         let ok = |request_id: i32, kind: &str| {
-            reply_message(
-                request_id,
-                &Ok(serde_json::to_vec(&json!({"type": kind})).expect("JSON serializes")),
-                None,
-            )
+            reply_message(encoding, request_id, kind, &Ok(empty_response(kind, encoding)), None)
         };
         match job {
             Job::Close { request_id } => ok(request_id, "close_stream"),
@@ -757,7 +805,7 @@ impl StreamTask {
             }
             Job::FetchCursor { request_id, max_count, memory } => self.fetch(request_id, max_count, memory),
             Job::OpenCursor { request_id, batch, memory } => {
-                let Some(stream) = self.stream.as_mut() else { return broken(request_id) };
+                let Some(stream) = self.stream.as_mut() else { return broken(encoding, request_id) };
                 match exec::cursor(stream, batch, &self.ctx, &memory).await {
                     Ok(entries) => {
                         self.cursor = Some((entries, 0, memory));
@@ -767,9 +815,10 @@ impl StreamTask {
                 }
             }
             Job::Request { request_id, request, memory } => {
-                let Some(stream) = self.stream.as_mut() else { return broken(request_id) };
+                let Some(stream) = self.stream.as_mut() else { return broken(encoding, request_id) };
+                let kind = request.kind();
                 match exec::handle(stream, request, &self.ctx, &memory).await {
-                    Ok(reply) => reply_message(request_id, &reply, Some(memory)),
+                    Ok(reply) => reply_message(encoding, request_id, kind, &reply, Some(memory)),
                     Err(error) => self.failed(request_id, error).await,
                 }
             }
@@ -784,60 +833,116 @@ impl StreamTask {
         }
         if error.code == "bad_request" {
             return Outgoing {
-                text: Vec::new(),
+                bytes: Vec::new(),
                 _memory: None,
                 answers: true,
                 close: Some(Closing::protocol(error.message)),
             };
         }
-        reply_message(request_id, &Err(api_hrana_error(&error)), None)
+        reply_message(self.ctx.encoding, request_id, "", &Err(api_hrana_error(&error)), None)
     }
 
     /// Up to `max_count` entries of the open cursor.
     fn fetch(&mut self, request_id: i32, max_count: u32, memory: RequestMemory) -> Outgoing {
+        let encoding = self.ctx.encoding;
         let Some((entries, at, _)) = self.cursor.as_mut() else {
-            return reply_message(
-                request_id,
-                &Err(HError::new("CURSOR_CLOSED", "the cursor is not open")),
-                None,
-            );
+            let error = HError::new("CURSOR_CLOSED", "the cursor is not open");
+            return reply_message(encoding, request_id, "", &Err(error), None);
         };
         let rest = &entries[*at..];
         let mut taken = 0usize;
         let mut end = 0usize;
         while taken < max_count as usize && end < rest.len() {
-            let line = rest[end..].iter().position(|&b| b == b'\n').map_or(rest.len(), |p| end + p + 1);
-            end = line;
+            end += entry_end(&rest[end..], encoding);
             taken += 1;
         }
         let chunk = &rest[..end];
         if let Err(error) = memory.charge(chunk.len() as u64 + 64) {
             let error = buffer_error(error, "fetching from a cursor");
-            return reply_message(request_id, &Err(api_hrana_error(&error)), None);
+            return reply_message(encoding, request_id, "", &Err(api_hrana_error(&error)), None);
         }
-        let mut list = Vec::with_capacity(chunk.len() + 2);
-        list.push(b'[');
-        for (index, line) in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            if index > 0 {
-                list.push(b',');
-            }
-            list.extend_from_slice(line);
-        }
-        list.push(b']');
+        let done = *at + end >= entries.len();
+        let response = match encoding {
+            Encoding::Json => fetch_json(chunk, done),
+            Encoding::Protobuf => pb::fetch_cursor_body(chunk, done),
+        };
         *at += end;
-        let done = *at >= entries.len();
-        let head = json!({"type": "fetch_cursor", "done": done});
-        let response = proto::wrap(&head, "entries", &list);
-        reply_message(request_id, &Ok(response), Some(memory))
+        reply_message(encoding, request_id, "fetch_cursor", &Ok(response), Some(memory))
     }
 }
 
-fn broken(request_id: i32) -> Outgoing {
+/// Where the first of a cursor's `entries` ends: after its newline (JSON), or after its length
+/// prefix and message (protobuf).
+fn entry_end(entries: &[u8], encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Json => entries.iter().position(|&b| b == b'\n').map_or(entries.len(), |p| p + 1),
+        Encoding::Protobuf => pb::entry_end(entries),
+    }
+}
+
+/// A `fetch_cursor` response from newline-delimited JSON entries.
+fn fetch_json(chunk: &[u8], done: bool) -> Vec<u8> {
+    let mut list = Vec::with_capacity(chunk.len() + 2);
+    list.push(b'[');
+    for (index, line) in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        if index > 0 {
+            list.push(b',');
+        }
+        list.extend_from_slice(line);
+    }
+    list.push(b']');
+    proto::wrap(&json!({"type": "fetch_cursor", "done": done}), "entries", &list)
+}
+
+fn broken(encoding: Encoding, request_id: i32) -> Outgoing {
     let error = HError::new(
         "STREAM_BROKEN",
         "the stream failed earlier (its transaction was rolled back); open a new one",
     );
-    reply_message(request_id, &Err(error), None)
+    reply_message(encoding, request_id, "", &Err(error), None)
+}
+
+/// The request id of a message that could not be charged, read without decoding the rest.
+fn request_id_only(bytes: &[u8], encoding: Encoding) -> Option<i32> {
+    match encoding {
+        Encoding::Json => serde_json::from_slice::<RequestIdOnly>(bytes).ok().and_then(|r| r.request_id),
+        // Decoding skips the request's fields, which are unknown to these structures.
+        Encoding::Protobuf => {
+            pb::decode::<pb::RequestIdOnly>(bytes).ok().and_then(|m| m.request).map(|r| r.request_id)
+        }
+    }
+}
+
+/// A protobuf client message as the JSON one it means.
+fn from_protobuf(message: pb::ClientMsg) -> Result<ClientMsg, ApiError> {
+    let missing = || ApiError::bad_request("a message without a type");
+    Ok(match message.kind.ok_or_else(missing)? {
+        pb::ClientMsgKind::Hello(hello) => ClientMsg::Hello { jwt: hello.jwt },
+        pb::ClientMsgKind::Request(pb::RequestMsg { request_id, request }) => {
+            let request = request.ok_or_else(|| ApiError::bad_request("a request without a type"))?;
+            ClientMsg::Request { request_id, request: ws_request(request)? }
+        }
+    })
+}
+
+fn ws_request(request: PbRequest) -> Result<WsRequest, ApiError> {
+    use WsRequest as R;
+    Ok(match request {
+        PbRequest::OpenStream(r) => R::OpenStream { stream_id: r.stream_id },
+        PbRequest::CloseStream(r) => R::CloseStream { stream_id: r.stream_id },
+        PbRequest::Execute(r) => R::Execute { stream_id: r.stream_id, stmt: pb::stmt(r.stmt)? },
+        PbRequest::Batch(r) => R::Batch { stream_id: r.stream_id, batch: pb::batch(r.batch)? },
+        PbRequest::OpenCursor(r) => {
+            R::OpenCursor { stream_id: r.stream_id, cursor_id: r.cursor_id, batch: pb::batch(r.batch)? }
+        }
+        PbRequest::CloseCursor(r) => R::CloseCursor { cursor_id: r.cursor_id },
+        PbRequest::FetchCursor(r) => R::FetchCursor { cursor_id: r.cursor_id, max_count: r.max_count },
+        PbRequest::Sequence(r) => R::Sequence { stream_id: r.stream_id, sql: r.sql, sql_id: r.sql_id },
+        PbRequest::Describe(r) => R::Describe { stream_id: r.stream_id, sql: r.sql, sql_id: r.sql_id },
+        PbRequest::StoreSql(r) => R::StoreSql { sql_id: r.sql_id, sql: r.sql },
+        PbRequest::CloseSql(r) => R::CloseSql { sql_id: r.sql_id },
+        PbRequest::GetAutocommit(r) => R::GetAutocommit { stream_id: r.stream_id },
+    })
 }
 
 /// Decodes `bytes` as a client message, and the statements of a decoded request as the
@@ -847,8 +952,22 @@ pub(super) fn decode_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
     let Ok(text) = std::str::from_utf8(bytes) else { return 0 };
     let _ = serde_json::from_str::<RequestIdOnly>(text);
     let Ok(message) = serde_json::from_str::<ClientMsg>(text) else { return 0 };
+    resolve_for_fuzzing(message, ctx);
+    1
+}
+
+/// The same for a binary `hrana3-protobuf` message.
+pub(super) fn decode_protobuf_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
+    let _ = request_id_only(bytes, Encoding::Protobuf);
+    let message = pb::decode::<pb::ClientMsg>(bytes).and_then(from_protobuf);
+    let Ok(message) = message else { return 0 };
+    resolve_for_fuzzing(message, ctx);
+    1
+}
+
+fn resolve_for_fuzzing(message: ClientMsg, ctx: &exec::Ctx) {
     let request = match message {
-        ClientMsg::Hello { .. } => return 1,
+        ClientMsg::Hello { .. } => return,
         ClientMsg::Request { request, .. } => request,
     };
     let request = match request {
@@ -860,8 +979,7 @@ pub(super) fn decode_for_fuzzing(bytes: &[u8], ctx: &exec::Ctx) -> usize {
         WsRequest::Describe { sql, sql_id, .. } => StreamRequest::Describe { sql, sql_id },
         WsRequest::StoreSql { sql_id, sql } => StreamRequest::StoreSql { sql_id, sql },
         WsRequest::CloseSql { sql_id } => StreamRequest::CloseSql { sql_id },
-        _ => return 1,
+        _ => return,
     };
     let _ = exec::resolve_for_fuzzing(&mut Default::default(), request, ctx);
-    1
 }
