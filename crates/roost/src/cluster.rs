@@ -635,6 +635,7 @@ fn no_preload(fence_key: &[u8]) -> Preload {
         chunk_bytes: layout::CHUNK_BYTES as u64,
         whole_chunks: 0,
         first_chunks: 0,
+        hint_chunks: 0,
     }
 }
 
@@ -647,5 +648,9 @@ impl Claims for Cluster {
             return self.claim_sharded(fence_key, keys, preload);
         }
         self.claim_on(0, fence_key, keys, preload)
+    }
+
+    fn remember_hints(&self, fence_key: &[u8], keys: Vec<Key>) {
+        self.shards.shards()[self.shards.shard_of(fence_key)].save_hints(fence_key, keys);
     }
 }

@@ -281,3 +281,42 @@ fn live_nodes_share_one_placement_and_no_shard_is_ever_dropped() {
     let shrunk = join(&stores[..2], "n1").err().expect("dropping the third shard is refused");
     assert!(shrunk.contains("not among"), "{shrunk}");
 }
+
+#[test]
+fn hints_left_at_sleep_let_the_next_wake_read_its_pages_in_its_first_round_trip() {
+    let Some(dbs) = databases("hints", 1) else { return };
+    let stores: Vec<_> = dbs.iter().map(open).collect();
+    let node = join(&stores, "n1").unwrap();
+    let id = ActorId::new("hinted").unwrap();
+    node.storage
+        .open(&id)
+        .unwrap()
+        .execute_script(
+            "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
+             INSERT INTO t SELECT i, randomblob(900) FROM n;",
+        )
+        .unwrap();
+    let sql = "SELECT sum(length(v)) FROM t WHERE k IN (7, 311, 650, 999, 1333, 1700, 2101, 2500, 2877, 3301, 3650, 3999)";
+    let reads = |store: &PostgresStore| {
+        let before = store.stats().read_calls;
+        let mut db = node.storage.open(&id).unwrap();
+        let rows = db.execute(sql, &Params::None).unwrap().rows;
+        assert_eq!(rows, vec![vec![Value::Integer(12 * 900)]]);
+        store.stats().read_calls - before
+    };
+    let cold = reads(&stores[0]);
+    // The hints are saved in the background when the actor goes to sleep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let hinted = loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let hinted = reads(&stores[0]);
+        if hinted * 4 <= cold || std::time::Instant::now() > deadline {
+            break hinted;
+        }
+    };
+    eprintln!("store reads of a wake and its query: {cold} cold, {hinted} with hints");
+    assert!(cold >= 8, "{cold}");
+    assert!(hinted * 4 <= cold, "{hinted} reads with hints vs {cold} without");
+    node.leave();
+}

@@ -92,7 +92,8 @@ pub struct NodeAddress {
 
 /// Which pairs a claim may read ahead in the same round trip: those in `[start, end)`, all
 /// of them if the file whose metadata is at `meta_key` holds at most `whole_chunks` chunks of
-/// `chunk_bytes`, else the first `first_chunks`.
+/// `chunk_bytes`, else the first `first_chunks` and up to `hint_chunks` of the keys the last
+/// owner left as hints ([`Claims::remember_hints`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preload {
     pub meta_key: Key,
@@ -101,6 +102,7 @@ pub struct Preload {
     pub chunk_bytes: u64,
     pub whole_chunks: u32,
     pub first_chunks: u32,
+    pub hint_chunks: u32,
 }
 
 /// Pairs read ahead (by a claim, or by a scan), charged to the store's read-ahead cap until
@@ -199,6 +201,11 @@ pub trait Claims: Send + Sync {
     /// `preload` allows, in the same round trip. Fails with [`KvError::Unavailable`] while this
     /// node's lease is not live.
     fn claim(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim>;
+
+    /// Leaves `keys` (pages the actor read while awake here) as hints for the actor's next
+    /// claim to read ahead, when it goes to sleep. Best effort and without waiting: a hint
+    /// lost costs the next wake some round trips, nothing else.
+    fn remember_hints(&self, _fence_key: &[u8], _keys: Vec<Key>) {}
 }
 
 /// Whether a store can take writes now.

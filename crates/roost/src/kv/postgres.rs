@@ -15,6 +15,8 @@
 //!   of the transaction that publishes them (see Staging); rows of writes that never published
 //!   are deleted after them, or pruned after `commit_retention_s` with the commit ids.
 //! - `roost_placement(shard_id)`: the shard ids of the placement the live nodes use.
+//! - `roost_hints(actor, keys, saved_at)`: pages an actor read while awake, saved when it
+//!   went to sleep, read ahead by its next claim (see `postgres_nodes`).
 //! - `roost_fence(key, expected)`: a PL/pgSQL function that raises SQLSTATE `RF001` unless the
 //!   fence holds, locking the fence row (`FOR UPDATE`) until the transaction ends.
 //!
@@ -168,6 +170,11 @@ CREATE TABLE IF NOT EXISTS roost_staged (
 );
 CREATE INDEX IF NOT EXISTS roost_staged_staged_at ON roost_staged (staged_at);
 CREATE TABLE IF NOT EXISTS roost_placement (shard_id bigint PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS roost_hints (
+  actor bytea PRIMARY KEY,
+  keys bytea[] NOT NULL,
+  saved_at timestamptz NOT NULL DEFAULT now()
+);
 ALTER TABLE roost_nodes ADD COLUMN IF NOT EXISTS placement bigint NOT NULL DEFAULT 0;
 INSERT INTO roost_meta (name, value)
   VALUES ('shard_id', (random() * 9.0e18)::bigint)
@@ -477,6 +484,14 @@ impl PostgresStore {
     /// The read-ahead cap and the counter of bytes taken from it.
     pub(super) fn preload_budget(&self) -> (u64, &std::sync::Arc<std::sync::atomic::AtomicU64>) {
         (self.config.preload_bytes_max, &self.preload_used)
+    }
+
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(super) fn call_timeout_ms(&self) -> u64 {
+        self.config.call_timeout_ms.max(1)
     }
 
     /// The random id naming this database among a cluster's shards.

@@ -150,6 +150,13 @@ const READ_AHEAD: &str = "SELECT key, value FROM roost_kv WHERE key >= $2 AND ke
                         ELSE $6::bigint END \
             FROM (SELECT (SELECT ('x' || encode(substring(value FROM 2 FOR 8), 'hex'))::bit(64)::bigint \
                           FROM roost_kv WHERE key = $1 AND length(value) = 9) AS size) m)";
+/// Read-ahead of the pages the last owner used: $1 the actor's generation key, $2 the most
+/// pages.
+const HINTED: &str = "SELECT kv.key, kv.value FROM roost_hints h \
+     CROSS JOIN LATERAL unnest(h.keys[1:$2]) AS k(key) JOIN roost_kv kv ON kv.key = k.key \
+     WHERE h.actor = $1";
+const SAVE_HINTS: &str = "INSERT INTO roost_hints (actor, keys) VALUES ($1, $2) \
+     ON CONFLICT (actor) DO UPDATE SET keys = EXCLUDED.keys, saved_at = now()";
 const OWNER: &str = "SELECT o.node_id, n.address, (n.epoch = o.epoch AND n.expires_at > now()) \
      FROM roost_owners o LEFT JOIN roost_nodes n ON n.node_id = o.node_id WHERE o.actor = $1";
 const NODES: &str = "SELECT node_id, epoch, address, started_at::text, \
@@ -212,6 +219,10 @@ pub struct NodeClaims {
 impl Claims for NodeClaims {
     fn claim(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
         self.store.claim(fence_key, &self.node_id, self.epoch, keys, preload)
+    }
+
+    fn remember_hints(&self, fence_key: &[u8], keys: Vec<Key>) {
+        self.store.save_hints(fence_key, keys);
     }
 }
 
@@ -295,17 +306,21 @@ impl PostgresStore {
         preload: &Preload,
     ) -> KvResult<Claim> {
         self.counters().timed_read(|| {
-            let (mut charge, whole, first) = self.preload_charge(preload);
+            let (mut charge, whole, first, hinted) = self.preload_charge(preload);
             let chunk_bytes = preload.chunk_bytes as i64;
             let (meta, from, to) = (&preload.meta_key, &preload.start, &preload.end);
-            let (whole, first) = (i64::from(whole), i64::from(first));
+            let (whole, first, hinted) =
+                (i64::from(whole), i64::from(first), i32::try_from(hinted).unwrap_or(0));
             let (row, ahead) = self.block_on(|deadline| async move {
                 let client = self.connection(deadline).await?;
                 // Both statements go out back to back (one round trip); they are prepared once
                 // per connection, as an unprepared query costs a round trip of its own.
                 let answers = tokio::time::timeout_at(deadline, async {
-                    let (claim, read_ahead) =
-                        tokio::try_join!(client.prepare_cached(CLAIM), client.prepare_cached(READ_AHEAD))?;
+                    let (claim, read_ahead, hints) = tokio::try_join!(
+                        client.prepare_cached(CLAIM),
+                        client.prepare_cached(READ_AHEAD),
+                        client.prepare_cached(HINTED)
+                    )?;
                     let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                         [&fence_key, &node_id, &epoch, &keys];
                     let claim = client.query_one(&claim, &claim_params);
@@ -319,7 +334,15 @@ impl PostgresStore {
                             }
                         }
                     };
-                    tokio::try_join!(claim, read_ahead)
+                    let hints = async {
+                        match hinted {
+                            0 => Ok(Vec::new()),
+                            _ => client.query(&hints, &[&fence_key, &hinted]).await,
+                        }
+                    };
+                    let (claim, mut ahead, hints) = tokio::try_join!(claim, read_ahead, hints)?;
+                    ahead.extend(hints);
+                    Ok((claim, ahead))
                 })
                 .await;
                 finish(client, answers)
@@ -331,8 +354,10 @@ impl PostgresStore {
                     if values.len() != keys.len() {
                         return Err(KvError::Io("a claim answered the wrong number of values".into()));
                     }
-                    let pairs: Vec<(Key, Vec<u8>)> =
+                    let mut pairs: Vec<(Key, Vec<u8>)> =
                         ahead.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+                    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                    pairs.dedup_by(|later, earlier| later.0 == earlier.0);
                     let bytes: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
                     if let Some(charge) = &mut charge {
                         charge.shrink_to(bytes);
@@ -389,20 +414,41 @@ impl PostgresStore {
 
 impl PostgresStore {
     /// Takes room for the most a claim may read ahead from the read-ahead cap; with less
-    /// room, reads ahead less (or nothing). Answers the charge and the chunk counts to ask.
-    fn preload_charge(&self, preload: &Preload) -> (Option<Charge>, u32, u32) {
+    /// room, reads ahead less (or nothing). Answers the charge and the chunk counts to ask
+    /// (whole file, first chunks, hinted chunks).
+    fn preload_charge(&self, preload: &Preload) -> (Option<Charge>, u32, u32, u32) {
         let chunk = preload.chunk_bytes.max(1) + 64;
         let (cap, used) = self.preload_budget();
-        let room = cap.saturating_sub(used.load(std::sync::atomic::Ordering::SeqCst));
-        let whole = u64::from(preload.whole_chunks).min(room / chunk);
+        let room = cap.saturating_sub(used.load(std::sync::atomic::Ordering::SeqCst)) / chunk;
+        let whole = u64::from(preload.whole_chunks).min(room);
         let first = u64::from(preload.first_chunks).min(whole);
-        if whole == 0 {
-            return (None, 0, 0);
+        let hinted = u64::from(preload.hint_chunks).min(room - whole);
+        if whole + hinted == 0 {
+            return (None, 0, 0, 0);
         }
-        match Charge::take(used, whole * chunk, cap) {
-            Some(charge) => (Some(charge), whole as u32, first as u32),
-            None => (None, 0, 0),
+        match Charge::take(used, (whole + hinted) * chunk, cap) {
+            Some(charge) => (Some(charge), whole as u32, first as u32, hinted as u32),
+            None => (None, 0, 0, 0),
         }
+    }
+
+    /// Saves `keys` as the read-ahead hints of the actor whose generation is at `fence_key`,
+    /// in the background (see [`Claims::remember_hints`]); a failure is logged at debug.
+    pub fn save_hints(&self, fence_key: &[u8], keys: Vec<Key>) {
+        let pool = self.pool().clone();
+        let actor = fence_key.to_vec();
+        let timeout = std::time::Duration::from_millis(self.call_timeout_ms());
+        self.handle().spawn(async move {
+            let save = async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                client.execute(SAVE_HINTS, &[&actor, &keys]).await.map_err(|e| describe(&e))
+            };
+            match tokio::time::timeout(timeout, save).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "saving read-ahead hints failed"),
+                Err(_) => tracing::debug!("saving read-ahead hints timed out"),
+            }
+        });
     }
 }
 

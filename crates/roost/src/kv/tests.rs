@@ -687,6 +687,7 @@ fn no_preload() -> crate::kv::Preload {
         chunk_bytes: 4096,
         whole_chunks: 0,
         first_chunks: 0,
+        hint_chunks: 0,
     }
 }
 
@@ -712,6 +713,7 @@ fn postgres_claims_read_small_files_whole_and_the_start_of_big_ones_within_the_c
         chunk_bytes: 4096,
         whole_chunks: 8,
         first_chunks: 2,
+        hint_chunks: 0,
     };
     let claim =
         |actor: u8| match store.claim(&[b'a', actor, 0, b'g'], "n", epoch, &[], &preload(actor)).unwrap() {

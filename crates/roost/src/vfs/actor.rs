@@ -28,6 +28,9 @@ use crate::kv::{
 const PRELOAD_WHOLE_BYTES: u64 = 2 << 20;
 /// ... and the first this many pages of a bigger one (the schema and the first b-tree pages).
 const PRELOAD_FIRST_CHUNKS: u32 = 16;
+/// Most pages of a big database an actor leaves as hints for its next wake (1 MiB): the
+/// first ones it read from the store beyond the first pages.
+const HINT_CHUNKS_MAX: usize = 256;
 /// Most bytes of pages read ahead (at the wake or by sequential reads) one actor holds; the
 /// claim's whole-database read ahead fits.
 const READ_AHEAD_HELD_BYTES_MAX: u64 = PRELOAD_WHOLE_BYTES + (1 << 20);
@@ -109,6 +112,19 @@ pub(crate) struct ActorFiles {
     wake_calls: AtomicU64,
     /// Writes since the last durable one (the current transaction's so far).
     pending_writes: AtomicU64,
+    /// Set when the store is shared (a cluster): where hints are left at sleep.
+    claims: Option<Arc<dyn Claims>>,
+    /// Main-file chunks read while attached that the wake did not read ahead (at most
+    /// [`HINT_CHUNKS_MAX`], first come), and whether the wake read hints at all.
+    hints: Mutex<Hints>,
+}
+
+#[derive(Debug, Default)]
+struct Hints {
+    /// Chunks the wake read ahead beyond the first pages (the hints it found).
+    found: Vec<u64>,
+    /// Chunks read since that were neither (new hints).
+    read: Vec<u64>,
 }
 
 impl std::fmt::Debug for ActorFiles {
@@ -125,7 +141,7 @@ impl ActorFiles {
         id: ActorId,
         file_token: String,
         store: Arc<dyn KvStore>,
-        claims: Option<&dyn Claims>,
+        claims: Option<&Arc<dyn Claims>>,
     ) -> Result<Self, Failure> {
         let gen_key = layout::generation_key(&id);
         let keys = layout::open_keys(&id);
@@ -154,6 +170,7 @@ impl ActorFiles {
         let may_hold_leftovers = had_generation && main_meta.is_none() && journal_meta.is_none();
         // A claim bumped the generation already; writes keep it (no bump of their own).
         let claimed = claimed_fresh.is_some();
+        let found = hinted_chunks(&id, &preloaded);
         Ok(Self {
             id,
             file_token,
@@ -169,6 +186,8 @@ impl ActorFiles {
             poisoned: AtomicBool::new(false),
             wake_calls: AtomicU64::new(1),
             pending_writes: AtomicU64::new(0),
+            hints: Mutex::new(Hints { found, read: Vec::new() }),
+            claims: claims.cloned(),
         })
     }
 
@@ -178,6 +197,18 @@ impl ActorFiles {
         let preloaded = self.preloaded.lock();
         let at = preloaded.pairs.binary_search_by(|(k, _)| k.as_slice().cmp(key)).ok()?;
         Some(preloaded.pairs[at].1.clone())
+    }
+
+    /// Notes that main-file chunk `index` was read (from the store or from what the wake read
+    /// ahead), as a hint for the next wake.
+    pub fn note_read(&self, index: ChunkIndex) {
+        if self.claims.is_none() || index.0 < u64::from(PRELOAD_FIRST_CHUNKS) {
+            return;
+        }
+        let mut hints = self.hints.lock();
+        if hints.read.len() < HINT_CHUNKS_MAX && !hints.read.contains(&index.0) {
+            hints.read.push(index.0);
+        }
     }
 
     /// Counts a store call for the wake's round trips while its first statement runs.
@@ -359,6 +390,37 @@ impl ActorFiles {
 }
 
 /// What a claim of `id` reads ahead: the main database's chunks (see [`PRELOAD_WHOLE_BYTES`]).
+/// The chunks past the first pages that a claim read ahead: the hints it found.
+fn hinted_chunks(id: &ActorId, preloaded: &Preloaded) -> Vec<u64> {
+    let (start, end) = layout::chunk_range(id, FileTag::Main, ChunkIndex(u64::from(PRELOAD_FIRST_CHUNKS)));
+    preloaded
+        .pairs
+        .iter()
+        .filter(|(k, _)| *k >= start && *k < end)
+        .filter_map(|(k, _)| Some(u64::from_be_bytes(k[k.len().checked_sub(8)?..].try_into().ok()?)))
+        .collect()
+}
+
+impl Drop for ActorFiles {
+    /// Leaves the chunks this attach read as hints for the next wake, unless they are what
+    /// the wake found already (or the database is small enough to be read whole).
+    fn drop(&mut self) {
+        let Some(claims) = &self.claims else { return };
+        let big = self.main_meta.is_some_and(|m| m.size_bytes > PRELOAD_WHOLE_BYTES);
+        let hints = std::mem::take(&mut *self.hints.lock());
+        let mut read = hints.read.clone();
+        read.sort_unstable();
+        let mut found = hints.found;
+        found.sort_unstable();
+        if !big || hints.read.is_empty() || read == found {
+            return;
+        }
+        let keys =
+            hints.read.iter().map(|i| layout::chunk_key(&self.id, FileTag::Main, ChunkIndex(*i))).collect();
+        claims.remember_hints(&layout::generation_key(&self.id), keys);
+    }
+}
+
 fn preload_of(id: &ActorId) -> Preload {
     let (start, end) = layout::chunk_range(id, FileTag::Main, ChunkIndex(0));
     let chunk_bytes = layout::CHUNK_BYTES as u64;
@@ -369,5 +431,6 @@ fn preload_of(id: &ActorId) -> Preload {
         chunk_bytes,
         whole_chunks: (PRELOAD_WHOLE_BYTES / chunk_bytes) as u32,
         first_chunks: PRELOAD_FIRST_CHUNKS,
+        hint_chunks: HINT_CHUNKS_MAX as u32,
     }
 }

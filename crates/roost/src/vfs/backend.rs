@@ -107,7 +107,7 @@ impl KvVfs {
             return Err(AttachError::Busy);
         }
         let token = new_token();
-        let claims = self.claims.as_deref();
+        let claims = self.claims.as_ref();
         let files = ActorFiles::load(id.clone(), token.clone(), self.store.clone(), claims)
             .map_err(AttachError::Failed)?;
         let files = Arc::new(files);

@@ -170,6 +170,9 @@ impl KvFile {
     /// store has room for them.
     fn load(&self, wanted: &[ChunkIndex], ahead: u64) -> Result<BTreeMap<ChunkIndex, Chunk>, Failure> {
         let fetch: Vec<ChunkIndex> = wanted.iter().copied().filter(|i| self.stored(*i)).collect();
+        if self.tag == FileTag::Main {
+            fetch.iter().for_each(|i| self.actor.note_read(*i));
+        }
         let mut out = BTreeMap::new();
         if fetch.is_empty() {
             return Ok(out);
