@@ -322,7 +322,7 @@ fn bench_cluster_reports_every_section() {
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["wake"].as_array().unwrap().len(), 2, "{report}");
     let commits = report["commits"].as_array().unwrap();
-    assert_eq!(commits.len(), 4);
+    assert_eq!(commits.len(), 5);
     assert!(commits.iter().all(|c| c["commits"].as_u64().unwrap() > 0 && c["errors"] == 0), "{commits:?}");
     assert_eq!(report["forwarding"].as_array().unwrap().len(), 2);
     let failover = report["failover"].as_array().unwrap();

@@ -106,7 +106,8 @@ struct Node {
 }
 
 impl Node {
-    fn start(postgres: Option<(&str, &str, u64)>) -> Result<Self, String> {
+    /// A node on the embedded store, or on PostgreSQL (its shards, node id and lease).
+    fn start(postgres: Option<(&[&str], &str, u64)>) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -120,8 +121,11 @@ impl Node {
             "--memory-log-interval-s",
             "0",
         ]);
-        if let Some((url, node_id, lease_ms)) = postgres {
-            command.args(["--store", "postgres", "--postgres-url", url, "--node-id", node_id]);
+        if let Some((urls, node_id, lease_ms)) = postgres {
+            command.args(["--store", "postgres", "--node-id", node_id]);
+            for url in urls {
+                command.args(["--postgres-url", url]);
+            }
             command.args(["--lease-ms", &lease_ms.to_string(), "--postgres-connections-max", "32"]);
         }
         let child = command
@@ -360,8 +364,8 @@ fn failover_rows(args: &ClusterArgs) -> Result<Vec<FailoverRow>, String> {
     let agent = agent();
     let mut rows = Vec::new();
     for (event, signal) in [("kill -9 of the owner", "-KILL"), ("SIGTERM of the owner", "-TERM")] {
-        let owner = Node::start(Some((&db.url, "owner", args.lease_ms)))?;
-        let other = Node::start(Some((&db.url, "other", args.lease_ms)))?;
+        let owner = Node::start(Some((&[db.url.as_str()], "owner", args.lease_ms)))?;
+        let other = Node::start(Some((&[db.url.as_str()], "other", args.lease_ms)))?;
         let actor = format!("f{}", signal.trim_start_matches('-').to_lowercase());
         must(&agent, &owner.url, &actor, "CREATE TABLE t(x)")?;
         let since = Instant::now();
@@ -406,7 +410,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), String> {
     {
         let embedded = Node::start(None)?;
         let db = TestDatabase::create_on(&args.postgres_url, "bench_wake")?;
-        let pg = Node::start(Some((&db.url, "n0", args.lease_ms)))?;
+        let pg = Node::start(Some((&[db.url.as_str()], "n0", args.lease_ms)))?;
         for size in &args.wake_sizes_kib {
             report.wake.push(wake_row("embedded", &embedded.url, *size, args.wakes)?);
             report.wake.push(wake_row("postgres", &pg.url, *size, args.wakes)?);
@@ -424,18 +428,32 @@ pub fn run(args: &ClusterArgs) -> Result<(), String> {
     }
     {
         let db = TestDatabase::create_on(&args.postgres_url, "bench_commit1")?;
-        let node = Node::start(Some((&db.url, "n0", args.lease_ms)))?;
+        let node = Node::start(Some((&[db.url.as_str()], "n0", args.lease_ms)))?;
         report.commits.push(commit_row(args, "postgres, 1 node", std::slice::from_ref(&node.url), false)?);
     }
     {
         let db = TestDatabase::create_on(&args.postgres_url, "bench_commit3")?;
         let nodes: Vec<Node> = (0..3)
-            .map(|i| Node::start(Some((&db.url, &format!("n{i}"), args.lease_ms))))
+            .map(|i| Node::start(Some((&[db.url.as_str()], &format!("n{i}"), args.lease_ms))))
             .collect::<Result<_, _>>()?;
         let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
         report.commits.push(commit_row(args, "postgres, 3 nodes, random node", &urls, false)?);
         report.commits.push(commit_row(args, "postgres, 3 nodes, owner-aware client", &urls, true)?);
         report.forwarding = forwarding_rows(&urls)?;
+    }
+    // Two shards (two databases of the same server): what placement and claims on the right
+    // shard cost, not what a second server adds.
+    {
+        let shards = [
+            TestDatabase::create_on(&args.postgres_url, "bench_shard_a")?,
+            TestDatabase::create_on(&args.postgres_url, "bench_shard_b")?,
+        ];
+        let urls: Vec<&str> = shards.iter().map(|db| db.url.as_str()).collect();
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| Node::start(Some((&urls, &format!("n{i}"), args.lease_ms))))
+            .collect::<Result<_, _>>()?;
+        let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+        report.commits.push(commit_row(args, "postgres, 3 nodes, 2 shards, owner-aware", &urls, true)?);
     }
     report.failover = failover_rows(args)?;
     print(&report);
@@ -465,12 +483,12 @@ fn print(r: &Report) {
     }
     println!("\ndurable one-row commits");
     println!(
-        "{:<38} {:>7} {:>8} {:>9} {:>7} {:>10} {:>8} {:>8}",
+        "{:<42} {:>7} {:>8} {:>9} {:>7} {:>10} {:>8} {:>8}",
         "setup", "actors", "clients", "commits", "errors", "commits/s", "p50 ms", "p99 ms"
     );
     for c in &r.commits {
         println!(
-            "{:<38} {:>7} {:>8} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2}",
+            "{:<42} {:>7} {:>8} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2}",
             c.setup, c.actors, c.clients, c.commits, c.errors, c.commits_per_sec, c.p50_ms, c.p99_ms
         );
     }
