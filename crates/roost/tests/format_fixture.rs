@@ -1,10 +1,12 @@
-//! Freezes storage format v1: a checked-in store dump that every later version must read.
+//! Freezes storage formats 1 and 2: checked-in store dumps that every later version must
+//! read (version 2 compresses chunks; version 1 wrote them raw).
 //!
-//! `tests/fixtures/storage-v1.kv` holds two actors: `fixture` (a clean database with every
+//! `tests/fixtures/storage-v{1,2}.kv` hold three actors: `fixture` (a clean database with every
 //! value type, an index, a view and overflow pages) and `hot-journal` (a large UPDATE that
 //! was interrupted after its journal was durable and some pages were overwritten: opening it
-//! must roll the UPDATE back). Regenerate only when the format version changes:
-//! `ROOST_WRITE_FIXTURE=1 cargo test -p roost --test format_fixture`.
+//! must roll the UPDATE back) and `stale-journal` (interrupted before its journal header). Only
+//! the current version's fixture can be regenerated, and only when the format version
+//! changes: `ROOST_WRITE_FIXTURE=1 cargo test -p roost --test format_fixture`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -16,8 +18,8 @@ use roost::{ActorId, Database, Params, Storage, StorageConfig, Value};
 const MAGIC: &[u8] = b"ROOSTKV1\n";
 const ROWS: i64 = 300;
 
-fn fixture_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/storage-v1.kv")
+fn fixture_path(version: u8) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/storage-v{version}.kv"))
 }
 
 fn encode(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
@@ -97,6 +99,7 @@ fn interrupt_update(storage: &Storage, store: &FaultyStore<MemoryStore>, name: &
         store.set_plan(FaultPlan::default());
         assert!(failed, "no commit position of the UPDATE leaves the wanted journal");
         let head = store.inner().get_many(std::slice::from_ref(&journal_head)).unwrap().pop().flatten();
+        let head = head.map(|h| layout::decode_chunk(&h).unwrap());
         if head.is_some_and(|h| (h[0] != 0) == hot) {
             return;
         }
@@ -104,12 +107,13 @@ fn interrupt_update(storage: &Storage, store: &FaultyStore<MemoryStore>, name: &
     }
 }
 
-/// The fixture's bytes, written first (once per process) when regeneration was asked for.
-fn fixture_bytes() -> &'static [u8] {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        let path = fixture_path();
-        if std::env::var_os("ROOST_WRITE_FIXTURE").is_some() {
+/// A fixture's bytes; the current version's is written first (once per process) when
+/// regeneration was asked for.
+fn fixture_bytes(version: u8) -> &'static [u8] {
+    static BYTES: [OnceLock<Vec<u8>>; 2] = [OnceLock::new(), OnceLock::new()];
+    BYTES[usize::from(version) - 1].get_or_init(|| {
+        let path = fixture_path(version);
+        if version == layout::FORMAT_VERSION && std::env::var_os("ROOST_WRITE_FIXTURE").is_some() {
             std::fs::write(&path, encode(&build())).unwrap();
         }
         std::fs::read(&path)
@@ -117,10 +121,12 @@ fn fixture_bytes() -> &'static [u8] {
     })
 }
 
-fn load() -> Storage {
-    let store = Arc::new(MemoryStore::from_pairs(decode(fixture_bytes())));
+fn load(version: u8) -> Storage {
+    let store = Arc::new(MemoryStore::from_pairs(decode(fixture_bytes(version))));
     Storage::new(store, StorageConfig::default()).unwrap()
 }
+
+const VERSIONS: [u8; 2] = [1, 2];
 
 fn query(db: &mut Database, sql: &str) -> Vec<Vec<Value>> {
     db.execute(sql, &Params::None).unwrap().rows
@@ -152,10 +158,12 @@ fn check_items(db: &mut Database) {
 }
 
 #[test]
-fn version_1_fixture_reads_back() {
-    let storage = load();
-    let mut db = storage.open(&id("fixture")).unwrap();
-    check_items(&mut db);
+fn every_fixture_reads_back() {
+    for version in VERSIONS {
+        let storage = load(version);
+        let mut db = storage.open(&id("fixture")).unwrap();
+        check_items(&mut db);
+    }
 }
 
 fn journal_keys(storage: &Storage, name: &str) -> usize {
@@ -164,8 +172,12 @@ fn journal_keys(storage: &Storage, name: &str) -> usize {
 }
 
 #[test]
-fn version_1_hot_journal_rolls_back_on_open() {
-    let storage = load();
+fn every_hot_journal_rolls_back_on_open() {
+    VERSIONS.into_iter().for_each(hot_journal_rolls_back_on_open);
+}
+
+fn hot_journal_rolls_back_on_open(version: u8) {
+    let storage = load(version);
     assert!(journal_keys(&storage, "hot-journal") > 0, "the fixture holds a hot journal");
     let mut db = storage.open(&id("hot-journal")).unwrap();
     check_items(&mut db);
@@ -178,8 +190,12 @@ fn version_1_hot_journal_rolls_back_on_open() {
 }
 
 #[test]
-fn version_1_stale_journal_is_ignored_then_removed() {
-    let storage = load();
+fn every_stale_journal_is_ignored_then_removed() {
+    VERSIONS.into_iter().for_each(stale_journal_is_ignored_then_removed);
+}
+
+fn stale_journal_is_ignored_then_removed(version: u8) {
+    let storage = load(version);
     assert!(journal_keys(&storage, "stale-journal") > 0, "the fixture holds a stale journal");
     let mut db = storage.open(&id("stale-journal")).unwrap();
     check_items(&mut db);
@@ -191,8 +207,13 @@ fn version_1_stale_journal_is_ignored_then_removed() {
 }
 
 #[test]
-fn version_1_key_and_value_layout() {
-    let pairs = decode(fixture_bytes());
+fn every_key_and_value_layout() {
+    VERSIONS.into_iter().for_each(key_and_value_layout);
+}
+
+fn key_and_value_layout(version: u8) {
+    let pairs = decode(fixture_bytes(version));
+    let mut compressed = 0;
     for (key, value) in &pairs {
         let actor_end = key.iter().position(|b| *b == 0).expect("actor prefix ends with 0x00");
         assert_eq!(key[0], b'a');
@@ -203,11 +224,16 @@ fn version_1_key_and_value_layout() {
             [b'g'] => assert_eq!(value.len(), 8, "generation is a u64"),
             [b'm' | b'j'] => {
                 assert_eq!(value.len(), 9);
-                assert_eq!(value[0], layout::FORMAT_VERSION);
+                assert_eq!(value[0], version);
             }
             [b'm' | b'j', index @ ..] => {
                 assert_eq!(index.len(), 8, "chunk index is a u64");
-                assert_eq!(value.len(), layout::CHUNK_BYTES);
+                if value.len() != layout::CHUNK_BYTES {
+                    assert!(version >= 2, "version 1 stores chunks raw");
+                    assert_eq!(value[0], 1, "a compressed chunk starts with 0x01");
+                    compressed += 1;
+                }
+                assert_eq!(layout::decode_chunk(value).unwrap().len(), layout::CHUNK_BYTES);
             }
             other => panic!("unexpected key suffix {other:?}"),
         }
@@ -219,4 +245,5 @@ fn version_1_key_and_value_layout() {
     let prefix = layout::meta_key(&id("fixture"), layout::FileTag::Main);
     let chunks = pairs.iter().filter(|(k, _)| k.len() == prefix.len() + 8 && k.starts_with(&prefix)).count();
     assert_eq!(size, chunks as u64 * layout::CHUNK_BYTES as u64);
+    assert_eq!(compressed > 0, version >= 2, "{compressed} compressed chunks in version {version}");
 }

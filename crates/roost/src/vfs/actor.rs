@@ -160,7 +160,10 @@ impl ActorFiles {
         // SQLite treats a journal whose first byte is zero as not hot and ignores it (it was
         // interrupted before its header was written). Reporting it absent saves SQLite two
         // store reads per transaction; its keys go with this owner's first write.
-        let journal_hot = next().is_some_and(|chunk| chunk.first().is_some_and(|b| *b != 0));
+        // An unreadable first chunk counts as hot: SQLite then reads it and the error surfaces.
+        let journal_hot = next().is_some_and(|value| {
+            layout::decode_chunk(&value).map_or(true, |chunk| chunk.first().is_some_and(|b| *b != 0))
+        });
         let mut cleanup = Vec::new();
         if journal_meta.is_some() && !journal_hot {
             let (start, end) = layout::file_range(&id, FileTag::Journal);

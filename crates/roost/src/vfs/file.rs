@@ -203,12 +203,8 @@ impl KvFile {
         }
         for (index, value) in fetch.into_iter().zip(fetched) {
             let Some(value) = value else { continue };
-            if value.len() != CHUNK_BYTES {
-                return Err(self
-                    .actor
-                    .fail(Failure::Format(layout::FormatError("chunk has the wrong length"))));
-            }
-            out.insert(index, value.into_boxed_slice());
+            let chunk = layout::decode_chunk(&value).map_err(|e| self.actor.fail(Failure::Format(e)))?;
+            out.insert(index, chunk);
         }
         Ok(out)
     }
@@ -266,7 +262,7 @@ impl KvFile {
             ops.push(WriteOp::DeleteRange { start, end });
         }
         for (index, chunk) in std::mem::take(&mut self.dirty) {
-            ops.push(WriteOp::Put(layout::chunk_key(id, self.tag, index), chunk.into_vec()));
+            ops.push(WriteOp::Put(layout::chunk_key(id, self.tag, index), layout::encode_chunk(&chunk)));
         }
         if self.size != self.persisted_size || !ops.is_empty() {
             ops.push(WriteOp::Put(

@@ -1,23 +1,30 @@
-//! Storage format version 1: where an actor's files live in the store.
+//! Storage format version 2: where an actor's files live in the store.
 //! `docs/storage-format.md` is the prose version; `tests/format_fixture.rs` freezes it.
 //!
 //! ```text
 //! actor prefix   'a' ++ actor_id ++ 0x00
 //! generation     prefix ++ 'g'                      -> u64 big-endian
-//! file metadata  prefix ++ tag                      -> version u8 (=1) ++ size u64 big-endian
-//! file chunk     prefix ++ tag ++ index u64 BE      -> exactly CHUNK_BYTES bytes
+//! file metadata  prefix ++ tag                      -> version u8 (1 or 2) ++ size u64 big-endian
+//! file chunk     prefix ++ tag ++ index u64 BE      -> CHUNK_BYTES raw bytes, or (version 2)
+//!                                                      0x01 ++ the lz4 block of the chunk,
+//!                                                      when that is shorter than CHUNK_BYTES
 //! tags           'm' main database, 'j' rollback journal
 //! ```
 //! Actor ids never contain 0x00, so one actor's keys never interleave with another's and key
 //! order is actor-id order. A file's metadata key sorts before its chunks, and chunk keys sort
-//! by index because the index is big-endian.
+//! by index because the index is big-endian. A chunk's value length says how it is stored
+//! (exactly `CHUNK_BYTES`: raw, as version 1 wrote every chunk; shorter: compressed), so a
+//! store written by version 1 reads as it is and its chunks are compressed as they are
+//! rewritten: no migration step.
 
 use crate::actor_id::ActorId;
 
 /// Bytes per stored chunk; equal to the SQLite page size, so one page is one value.
 pub const CHUNK_BYTES: usize = 4096;
 /// The format version written into every file's metadata.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// The first byte of a compressed chunk value: an lz4 block follows.
+const CHUNK_LZ4: u8 = 1;
 const META_BYTES: usize = 9;
 
 /// A file of an actor.
@@ -167,13 +174,38 @@ impl FileMeta {
 
     pub fn decode(value: &[u8]) -> Result<Self, FormatError> {
         match value {
-            [FORMAT_VERSION, size @ ..] if size.len() == 8 => {
+            [1 | FORMAT_VERSION, size @ ..] if size.len() == 8 => {
                 let size_bytes = u64::from_be_bytes(size.try_into().expect("8 bytes"));
                 Ok(Self { size_bytes })
             }
-            [FORMAT_VERSION, ..] => Err(FormatError("file metadata has the wrong length")),
+            [1 | FORMAT_VERSION, ..] => Err(FormatError("file metadata has the wrong length")),
             _ => Err(FormatError("file metadata has an unknown format version")),
         }
+    }
+}
+
+/// A chunk's stored value: compressed when that saves bytes (a page that holds one row is
+/// mostly zeros; a page of random blobs does not shrink), else the raw chunk.
+pub fn encode_chunk(chunk: &[u8]) -> Vec<u8> {
+    assert_eq!(chunk.len(), CHUNK_BYTES, "a chunk is one page");
+    // lz4 wants room for its worst case (incompressible input grows a little).
+    let mut block = [0u8; CHUNK_BYTES + CHUNK_BYTES / 8];
+    match lz4_flex::block::compress_into(chunk, &mut block) {
+        Ok(len) if len + 1 < CHUNK_BYTES => [&[CHUNK_LZ4][..], &block[..len]].concat(),
+        _ => chunk.to_vec(),
+    }
+}
+
+/// The chunk a stored value holds (see [`encode_chunk`]; version 1's raw chunks included).
+pub fn decode_chunk(value: &[u8]) -> Result<Box<[u8]>, FormatError> {
+    if value.len() == CHUNK_BYTES {
+        return Ok(value.into());
+    }
+    let [CHUNK_LZ4, block @ ..] = value else { return Err(FormatError("chunk has the wrong length")) };
+    let mut chunk = vec![0u8; CHUNK_BYTES].into_boxed_slice();
+    match lz4_flex::block::decompress_into(block, &mut chunk) {
+        Ok(CHUNK_BYTES) => Ok(chunk),
+        _ => Err(FormatError("a compressed chunk does not hold one page")),
     }
 }
 
@@ -245,8 +277,45 @@ mod tests {
     fn meta_round_trips_and_rejects_unknown_versions() {
         let meta = FileMeta { size_bytes: 123_456 };
         assert_eq!(FileMeta::decode(&meta.encode()), Ok(meta));
-        assert!(FileMeta::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        assert!(FileMeta::decode(&[1, 0]).is_err());
+        assert!(FileMeta::decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(FileMeta::decode(&[2, 0]).is_err());
         assert_eq!(Generation::decode(&Generation(7).encode()), Ok(Generation(7)));
+    }
+
+    #[test]
+    fn chunks_compress_when_that_saves_bytes_and_decode_either_way() {
+        let mut sparse = vec![0u8; CHUNK_BYTES];
+        sparse[CHUNK_BYTES - 40..].copy_from_slice(&[7; 40]);
+        let stored = encode_chunk(&sparse);
+        assert!(stored.len() < 100 && stored[0] == CHUNK_LZ4, "{} bytes", stored.len());
+        assert_eq!(*decode_chunk(&stored).unwrap(), *sparse);
+        // Random bytes do not shrink: stored raw, as version 1 stored every chunk.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let noisy: Vec<u8> = (0..CHUNK_BYTES)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        assert_eq!(encode_chunk(&noisy), noisy);
+        assert_eq!(*decode_chunk(&noisy).unwrap(), *noisy);
+        // Damaged values are errors, not panics or short pages.
+        assert!(decode_chunk(&stored[..stored.len() - 1]).is_err());
+        assert!(decode_chunk(&[CHUNK_LZ4]).is_err());
+        assert!(decode_chunk(&[2, 0, 0]).is_err());
+        assert!(decode_chunk(&[]).is_err());
+        let mut wrong_size = vec![CHUNK_LZ4];
+        wrong_size.extend(lz4_flex::block::compress(&[1u8; 100]));
+        assert!(decode_chunk(&wrong_size).is_err());
+    }
+
+    #[test]
+    fn version_1_metadata_still_reads() {
+        let v1 = [vec![1u8], 8192u64.to_be_bytes().to_vec()].concat();
+        assert_eq!(FileMeta::decode(&v1).unwrap().size_bytes, 8192);
+        assert_eq!(FileMeta { size_bytes: 8192 }.encode()[0], FORMAT_VERSION);
+        assert!(FileMeta::decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 }
