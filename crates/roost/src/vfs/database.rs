@@ -12,6 +12,10 @@
 //! functions that reach outside the database. The connection runs in SQLite's defensive mode
 //! with untrusted schemas, per-connection limits (value and SQL length, one attached database,
 //! no worker threads), and the library is built without URI file names or extension loading.
+//!
+//! A transactional batch is all or nothing: no commit hook is installed except while its
+//! statements run, and then every commit is refused, so no statement of it can commit early;
+//! a statement that leaves the transaction fails the batch before the next one runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
