@@ -138,6 +138,49 @@ fn batches_are_all_or_nothing_and_transactions_roll_back() {
     assert_eq!(count(&mut db), 3);
 }
 
+/// A transactional batch cannot end its own transaction: `ROLLBACK` fails it, a `COMMIT` is
+/// refused (turned into a rollback), an `OR ROLLBACK` conflict fails it with its constraint;
+/// the statements after never run in autocommit and nothing is applied.
+#[test]
+fn transactional_batches_cannot_end_their_transaction() {
+    let (_, storage) = memory();
+    let mut db = storage.open(&id("ended")).unwrap();
+    db.execute_script("CREATE TABLE t(x INTEGER PRIMARY KEY)").unwrap();
+    let count = |db: &mut roost::Database| {
+        int(&db.execute("SELECT count(*) FROM t", &Params::None).unwrap().rows[0][0])
+    };
+    let batch = |ender: &str| {
+        let sqls = ["INSERT INTO t VALUES (1)", ender, "INSERT INTO t VALUES (2)"];
+        sqls.map(Statement::new).to_vec()
+    };
+    for ender in ["ROLLBACK", "COMMIT", "END TRANSACTION"] {
+        let err = db.batch(&batch(ender), true).unwrap_err();
+        assert!(
+            matches!(&err, Error::InBatch { index: 1, source } if matches!(**source, Error::TransactionClosed)),
+            "{ender}: {err:?}"
+        );
+        assert!(!db.in_transaction());
+        assert_eq!(count(&mut db), 0, "{ender}");
+    }
+    let err = db.batch(&batch("INSERT OR ROLLBACK INTO t VALUES (1)"), true).unwrap_err();
+    assert!(
+        matches!(&err, Error::InBatch { index: 1, source } if matches!(**source, Error::Sql { .. })),
+        "{err:?}"
+    );
+    assert_eq!(count(&mut db), 0);
+    // Inside a transaction opened before the batch, ending it ends the caller's transaction too:
+    // the batch fails and nothing of it is kept.
+    db.execute_script("BEGIN; INSERT INTO t VALUES (10)").unwrap();
+    let err = db.batch(&batch("COMMIT"), true).unwrap_err();
+    assert!(matches!(&err, Error::InBatch { index: 1, .. }), "{err:?}");
+    assert!(!db.in_transaction());
+    assert_eq!(count(&mut db), 0);
+    // Commits go through again afterwards.
+    db.batch(&[Statement::new("INSERT INTO t VALUES (1)")], true).unwrap();
+    db.execute_script("INSERT INTO t VALUES (2)").unwrap();
+    assert_eq!(count(&mut db), 2);
+}
+
 #[test]
 fn data_survives_reopen_and_delete_removes_everything() {
     let (store, storage) = memory();

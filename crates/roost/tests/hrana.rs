@@ -16,7 +16,7 @@ use prost::Message;
 use roost::server::{Auth, ServerConfig, Token};
 use roost::{HostConfig, StorageConfig};
 use serde_json::{json, Value};
-use support::{agent, get, post, Answer, TestServer};
+use support::{agent, client_batch, get, post, ran_and_failed, Answer, TestServer};
 
 const TOKEN: &str = "hrana-test-token-0123456789";
 
@@ -238,6 +238,113 @@ fn batch_conditions() {
         json!([execute("SELECT count(*) FROM t", json!([]))]),
     );
     assert_eq!(rows(&a, 0), json!([[int(1)]]));
+}
+
+/// A transaction that ends inside a batch (a `ROLLBACK` statement, an `INSERT OR ROLLBACK`
+/// conflict) stops the statements `@libsql/client` guards with conditions: none of them runs in
+/// autocommit and nothing is committed. Conditions follow libSQL's server exactly.
+#[test]
+fn batch_steps_after_their_transaction_ended() {
+    let server = TestServer::default_config();
+    let run = |version: &str, actor: &str, request: Value| {
+        let requests = json!([
+            execute("CREATE TABLE IF NOT EXISTS t(x INTEGER PRIMARY KEY)", json!([])),
+            request,
+            execute("SELECT count(*) FROM t", json!([])),
+            {"type": "close"},
+        ]);
+        let a = pipeline(&server, &format!("/db/{actor}/{version}/pipeline"), None, requests);
+        assert_eq!(a.status, 200, "{}", a.body);
+        (a.body["results"][1].clone(), rows(&a, 2))
+    };
+    let batch = |steps: Value| json!({"type": "batch", "batch": steps});
+    let (first, second) = ("INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)");
+    // Hrana 3: after the ROLLBACK the stream is in autocommit, so the second insert and the
+    // COMMIT are skipped; the client's own ROLLBACK runs and fails (nothing to roll back).
+    let (result, count) =
+        run("v3", "ended-rollback", batch(client_batch(&[first, "ROLLBACK", second], true)));
+    let result = &result["response"]["result"];
+    let expected =
+        (vec![true, true, true, false, false, false], vec![false, false, false, false, false, true]);
+    assert_eq!(ran_and_failed(result), expected, "{result}");
+    assert_eq!(count, json!([[int(0)]]));
+    // An `OR ROLLBACK` conflict fails its step: what follows is skipped, on Hrana 2 and 3.
+    for (version, v3) in [("v2", false), ("v3", true)] {
+        let conflict = "INSERT OR ROLLBACK INTO t VALUES (1)";
+        let actor = format!("ended-or-rollback-{version}");
+        let (result, count) = run(version, &actor, batch(client_batch(&[first, conflict, second], v3)));
+        let result = &result["response"]["result"];
+        let expected =
+            (vec![true, true, false, false, false, false], vec![false, false, true, false, false, true]);
+        assert_eq!(ran_and_failed(result), expected, "{version}: {result}");
+        assert_eq!(result["step_errors"][2]["code"], "SQLITE_CONSTRAINT");
+        assert_eq!(count, json!([[int(0)]]), "{version}");
+    }
+    // A sequence stops at its first failing statement, as libSQL's server does.
+    let sequence = json!({"type": "sequence", "sql":
+        "BEGIN; INSERT INTO t VALUES (1); INSERT OR ROLLBACK INTO t VALUES (1); INSERT INTO t VALUES (2); COMMIT"});
+    let (result, count) = run("v3", "ended-sequence", sequence);
+    assert_eq!(
+        (result["type"].as_str(), result["error"]["code"].as_str()),
+        (Some("error"), Some("SQLITE_CONSTRAINT"))
+    );
+    assert_eq!(count, json!([[int(0)]]));
+    // `error` holds for a step skipped by its condition: libSQL's server only tells whether a
+    // step ran to its end.
+    let steps = json!({"steps": [
+        {"condition": {"type": "not", "cond": {"type": "is_autocommit"}}, "stmt": {"sql": "SELECT 'skipped'"}},
+        {"condition": {"type": "error", "step": 0}, "stmt": {"sql": "SELECT 'ran'"}},
+    ]});
+    let (result, _) = run("v3", "ended-error-of-skipped", batch(steps));
+    let result = &result["response"]["result"];
+    assert_eq!(ran_and_failed(result), (vec![false, true], vec![false, false]), "{result}");
+    // Steps without conditions run whatever the transaction did, as on libSQL's server: the
+    // second insert runs in autocommit and the COMMIT fails. Clients that want atomic batches
+    // add the conditions above.
+    let steps: Vec<Value> = ["BEGIN", first, "ROLLBACK", second, "COMMIT"]
+        .iter()
+        .map(|sql| json!({"stmt": {"sql": sql}}))
+        .collect();
+    let (result, count) = run("v3", "ended-unguarded", batch(json!({"steps": steps})));
+    let result = &result["response"]["result"];
+    assert_eq!(
+        ran_and_failed(result),
+        (vec![true, true, true, true, false], vec![false, false, false, false, true])
+    );
+    assert_eq!(count, json!([[int(1)]]));
+}
+
+/// The JSON API's transactional batch is all or nothing: a statement that would end its
+/// transaction (`ROLLBACK`, `COMMIT`, an `OR ROLLBACK` conflict) fails the batch, which is rolled
+/// back whole, instead of leaving the rest to run in autocommit.
+#[test]
+fn json_transaction_batch_cannot_end_its_transaction() {
+    let server = TestServer::default_config();
+    let url = format!("{}/v1/actors/json-txn/batch", server.url);
+    let batch = |stmts: &[&str], transaction: bool| {
+        let statements: Vec<Value> = stmts.iter().map(|sql| json!({"sql": sql})).collect();
+        post(&url, None, &json!({"statements": statements, "transaction": transaction}).to_string())
+    };
+    let created = batch(&["CREATE TABLE t(x INTEGER PRIMARY KEY)"], false);
+    assert_eq!(created.status, 200, "{}", created.body);
+    let count = || query_v1(&server, "json-txn", "SELECT count(*) FROM t").body["rows"].clone();
+    let (first, second) = ("INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)");
+    for (ender, says) in [
+        ("ROLLBACK", "ended the batch's transaction"),
+        ("COMMIT", "ended the batch's transaction"),
+        ("END", "ended the batch's transaction"),
+        ("INSERT OR ROLLBACK INTO t VALUES (1)", "UNIQUE constraint failed"),
+    ] {
+        let a = batch(&[first, ender, second], true);
+        assert_eq!((a.status, a.code()), (400, "sql_error"), "{ender}: {}", a.body);
+        let message = a.body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.starts_with("statement 1: ") && message.contains(says), "{ender}: {message}");
+        assert_eq!(count(), json!([[0]]), "{ender}");
+    }
+    // Commits go through again afterwards, in and out of batches.
+    assert_eq!(batch(&[first, second], true).status, 200);
+    assert_eq!(query_v1(&server, "json-txn", "INSERT INTO t VALUES (3)").status, 200);
+    assert_eq!(count(), json!([[3]]));
 }
 
 #[test]
@@ -812,6 +919,39 @@ fn libsql_node_client_websocket() {
     // The socket reader refuses the frame before Roost sees it, so the client only sees the
     // socket go away (code 1006).
     assert_eq!(summary["httpError"]["code"], "HRANA_WEBSOCKET_ERROR", "{summary}");
+}
+
+/// `@libsql/client` (`tests/node/transactions.mjs`) when a transaction ends early, over HTTP and
+/// WebSocket. The client speaks Hrana 2 on both by default (it asks for Hrana 3 only when told
+/// to), so its batches guard each statement with `ok` of the one before but cannot say "only
+/// inside the transaction" (`is_autocommit` is Hrana 3). Hence, as against libSQL's server:
+/// a write batch whose statement fails, or hits an `OR ROLLBACK` conflict, throws and leaves
+/// nothing committed; but a `ROLLBACK` statement succeeds, so the statements after it run in
+/// autocommit and stay, and the `COMMIT` fails (`SQLITE_ERROR`). The same holds in an
+/// interactive transaction. With Hrana 3 conditions those statements are skipped instead
+/// (`batch_steps_after_their_transaction_ended`).
+#[test]
+fn libsql_node_client_transaction_ends_early() {
+    let server = TestServer::start(token_config(), HostConfig::default(), StorageConfig::default());
+    let ws = server.url.replacen("http://", "ws://", 1);
+    for url in [format!("{}/db/team-node-txn/", server.url), format!("{ws}/db/team-node-txn-ws")] {
+        let Some(summary) = run_node("transactions.mjs", &[&url]) else { return };
+        let constraint = json!({"error": "SQLITE_CONSTRAINT", "committed": 0});
+        assert_eq!(summary["batch_failing"], constraint, "{url}: {summary}");
+        assert_eq!(summary["batch_orRollback"], constraint, "{url}: {summary}");
+        let after_rollback = json!({"error": "SQLITE_ERROR", "committed": 1});
+        assert_eq!(summary["batch_rollback"], after_rollback, "{url}: {summary}");
+        assert_eq!(
+            summary["transaction_orRollback"],
+            json!({"endError": "SQLITE_CONSTRAINT", "afterError": null, "commitError": "SQLITE_ERROR", "committed": 1}),
+            "{url}: {summary}"
+        );
+        assert_eq!(
+            summary["transaction_rollback"],
+            json!({"endError": null, "afterError": null, "commitError": "SQLITE_ERROR", "committed": 1}),
+            "{url}: {summary}"
+        );
+    }
 }
 
 /// `@libsql/hrana-client` (what `@libsql/client` is built on) asked for Hrana 3, which makes it

@@ -12,7 +12,7 @@ use prost::Message as _;
 use roost::server::{Auth, ServerConfig, Token};
 use roost::{HostConfig, StorageConfig};
 use serde_json::{json, Value};
-use support::{post, TestServer};
+use support::{client_batch, post, ran_and_failed, TestServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -323,6 +323,55 @@ async fn unanswered_pings_close_the_socket() {
     let (code, reason) = closed(&mut ws).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.contains("ping"), "{reason}");
+}
+
+/// Over WebSocket (Hrana 3), the batch `@libsql/client` sends skips what follows a `ROLLBACK` or
+/// an `OR ROLLBACK` conflict: nothing runs in autocommit, nothing is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_steps_after_their_transaction_ended() {
+    let server = TestServer::default_config();
+    let (mut ws, _) = connect(&server, "/db/ws-ended", "hrana3").await;
+    assert_eq!(hello(&mut ws, None).await, json!({"type": "hello_ok"}));
+    ok(&mut ws, 1, json!({"type": "open_stream", "stream_id": 1})).await;
+    ok(&mut ws, 2, execute(1, "CREATE TABLE t(x INTEGER PRIMARY KEY)")).await;
+    let (first, second) = ("INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)");
+    let cases = [
+        ("ROLLBACK", [false, false, false, false, false, true]),
+        ("INSERT OR ROLLBACK INTO t VALUES (1)", [false, false, true, false, false, true]),
+    ];
+    for (id, (ender, failed)) in (3..).step_by(2).zip(cases) {
+        let batch = client_batch(&[first, ender, second], true);
+        let answer = ok(&mut ws, id, json!({"type": "batch", "stream_id": 1, "batch": batch})).await;
+        let (ran, errors) = ran_and_failed(&answer["result"]);
+        let ended = ender == "ROLLBACK";
+        assert_eq!(ran, [true, true, ended, false, false, false], "{ender}: {answer}");
+        assert_eq!(errors, failed, "{ender}: {answer}");
+        let count = ok(&mut ws, id + 1, execute(1, "SELECT count(*) FROM t")).await;
+        assert_eq!(count["result"]["rows"], json!([[int(0)]]), "{ender}");
+    }
+}
+
+/// sqld's `/v1/batch` (Hrana 1, no `is_autocommit`): an `OR ROLLBACK` conflict fails its step
+/// and the client's `ok` conditions skip the rest; nothing is committed.
+#[test]
+fn sqld_v1_batch_after_or_rollback() {
+    let server = TestServer::default_config();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let stmt = |sql: &str| json!({"stmt": {"sql": sql}}).to_string();
+    assert_eq!(
+        post(&url("/db/v1-ended/v1/execute"), None, &stmt("CREATE TABLE t(x INTEGER PRIMARY KEY)")).status,
+        200
+    );
+    let stmts =
+        ["INSERT INTO t VALUES (1)", "INSERT OR ROLLBACK INTO t VALUES (1)", "INSERT INTO t VALUES (2)"];
+    let body = json!({"batch": client_batch(&stmts, false)}).to_string();
+    let batch = post(&url("/db/v1-ended/v1/batch"), None, &body);
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    let (ran, failed) = ran_and_failed(&batch.body["result"]);
+    assert_eq!(ran, [true, true, false, false, false, false], "{}", batch.body);
+    assert_eq!(failed, [false, false, true, false, false, true], "{}", batch.body);
+    let count = post(&url("/db/v1-ended/v1/execute"), None, &stmt("SELECT count(*) FROM t"));
+    assert_eq!(count.body["result"]["rows"], json!([[int(0)]]));
 }
 
 #[test]

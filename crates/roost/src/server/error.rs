@@ -138,6 +138,7 @@ impl From<vfs::Error> for ApiError {
             E::InvalidActorId(e) => Self::new(StatusCode::BAD_REQUEST, "invalid_actor_id", e.to_string()),
             E::Sql { message, .. } => Self::new(StatusCode::BAD_REQUEST, "sql_error", message),
             E::TransactionTooLarge { .. } => Self::new(StatusCode::BAD_REQUEST, "sql_error", error.to_string()),
+            E::TransactionClosed => Self::new(StatusCode::BAD_REQUEST, "sql_error", error.to_string()),
             E::Parameters(message) => Self::bad_request(message),
             E::TooManyRows { .. } => Self::bad_request(error.to_string()),
             E::AnswerTooLarge { .. } => {

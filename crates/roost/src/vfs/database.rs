@@ -12,6 +12,10 @@
 //! functions that reach outside the database. The connection runs in SQLite's defensive mode
 //! with untrusted schemas, per-connection limits (value and SQL length, one attached database,
 //! no worker threads), and the library is built without URI file names or extension loading.
+//!
+//! A transactional batch is all or nothing: no commit hook is installed except while its
+//! statements run, and then every commit is refused, so no statement of it can commit early;
+//! a statement that leaves the transaction fails the batch before the next one runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -696,7 +700,9 @@ impl Database {
     }
 
     /// Runs statements in order. With `transaction`, all or nothing: on the first failure
-    /// everything is rolled back (to a savepoint when a transaction is already open).
+    /// everything is rolled back (to a savepoint when a transaction is already open), and a
+    /// statement that would end the batch's transaction (`COMMIT`, `ROLLBACK`, an
+    /// `OR ROLLBACK` conflict) fails the batch instead of letting the rest run in autocommit.
     pub fn batch(&mut self, statements: &[Statement], transaction: bool) -> Result<Vec<QueryResult>, Error> {
         self.batch_metered(statements, transaction, &Unmetered)
     }
@@ -710,40 +716,17 @@ impl Database {
     ) -> Result<Vec<QueryResult>, Error> {
         let rows_max = self.storage.inner.config.rows_max;
         self.with_open(|conn, files, vacuum| {
-            let run = Run { conn, files, vacuum, rows_max, meter };
-            let nested = !conn.is_autocommit();
             if transaction {
-                let begin = if nested { "SAVEPOINT roost_batch" } else { "BEGIN IMMEDIATE" };
-                conn.execute_batch(begin).map_err(|e| translate(e, files))?;
+                atomic(conn, files, |conn| {
+                    Run { conn, files, vacuum, rows_max, meter }.inside_transaction(statements)
+                })
+            } else {
+                let run = Run { conn, files, vacuum, rows_max, meter };
+                let each = |(index, s): (usize, &Statement)| {
+                    run.statement(&s.sql, &s.params).map_err(|source| in_batch(index, source))
+                };
+                statements.iter().enumerate().map(each).collect()
             }
-            let mut results = Vec::with_capacity(statements.len());
-            for (index, statement) in statements.iter().enumerate() {
-                match run.statement(&statement.sql, &statement.params) {
-                    Ok(result) => results.push(result),
-                    Err(source) => {
-                        if transaction {
-                            let undo = if nested {
-                                "ROLLBACK TO roost_batch; RELEASE roost_batch"
-                            } else {
-                                "ROLLBACK"
-                            };
-                            let _ = conn.execute_batch(undo);
-                        }
-                        return Err(Error::InBatch { index, source: Box::new(source) });
-                    }
-                }
-            }
-            if transaction {
-                let end = if nested { "RELEASE roost_batch" } else { "COMMIT" };
-                if let Err(e) = conn.execute_batch(end) {
-                    let error = translate(e, files);
-                    if !nested && !conn.is_autocommit() {
-                        let _ = conn.execute_batch("ROLLBACK");
-                    }
-                    return Err(error);
-                }
-            }
-            Ok(results)
         })
     }
 
@@ -919,6 +902,61 @@ fn named_index(stmt: &rusqlite::Statement<'_>, name: &str) -> Result<usize, Erro
 }
 
 /// What running a statement needs.
+fn in_batch(index: usize, source: Error) -> Error {
+    Error::InBatch { index, source: Box::new(source) }
+}
+
+/// SQLite's extended code for a commit that the commit hook turned into a rollback.
+const COMMIT_REFUSED: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_COMMITHOOK;
+
+/// Why a statement left its batch's transaction: its own failure when it has a better
+/// account (an `OR ROLLBACK` conflict names the constraint), else that it ended the
+/// transaction (`ROLLBACK`, or a `COMMIT` refused by [`atomic`]).
+fn transaction_ended_by(ran: Result<QueryResult, Error>) -> Error {
+    match ran {
+        Err(error) if !matches!(error, Error::Sql { code: COMMIT_REFUSED, .. }) => error,
+        _ => Error::TransactionClosed,
+    }
+}
+
+/// A transactional batch: `statements` run in a transaction opened here (a savepoint inside
+/// a transaction already open), committed or released here, rolled back on any failure.
+/// While they run every commit is refused (SQLite's commit hook turns it into a rollback),
+/// so that a `COMMIT` among them cannot make the earlier ones durable.
+fn atomic(
+    conn: &mut Connection,
+    files: &ActorFiles,
+    statements: impl FnOnce(&Connection) -> Result<Vec<QueryResult>, Error>,
+) -> Result<Vec<QueryResult>, Error> {
+    let nested = !conn.is_autocommit();
+    conn.commit_hook(Some(|| true)).map_err(|e| translate(e, files))?;
+    let begin = if nested { "SAVEPOINT roost_batch" } else { "BEGIN IMMEDIATE" };
+    let ran = conn.execute_batch(begin).map_err(|e| translate(e, files)).and_then(|()| statements(conn));
+    // Should letting commits through fail (out of memory), the batch is rolled back rather
+    // than committed with the hook still refusing.
+    let released = conn.commit_hook(None::<fn() -> bool>).map_err(|e| translate(e, files));
+    let ran = released.and(ran);
+    let results = match ran {
+        Ok(results) => results,
+        Err(error) => {
+            // Errors are ignored: when a statement ended the transaction nothing is left
+            // to undo.
+            let undo = if nested { "ROLLBACK TO roost_batch; RELEASE roost_batch" } else { "ROLLBACK" };
+            let _ = conn.execute_batch(undo);
+            return Err(error);
+        }
+    };
+    let end = if nested { "RELEASE roost_batch" } else { "COMMIT" };
+    if let Err(e) = conn.execute_batch(end) {
+        let error = translate(e, files);
+        if !nested && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return Err(error);
+    }
+    Ok(results)
+}
+
 struct Run<'a> {
     conn: &'a Connection,
     files: &'a ActorFiles,
@@ -928,6 +966,21 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The statements of a transactional batch (see [`atomic`]); the first that fails, or
+    /// that leaves the connection in autocommit, stops the batch.
+    fn inside_transaction(&self, statements: &[Statement]) -> Result<Vec<QueryResult>, Error> {
+        let mut results = Vec::with_capacity(statements.len());
+        for (index, statement) in statements.iter().enumerate() {
+            let ran = self.statement(&statement.sql, &statement.params);
+            match (ran, self.conn.is_autocommit()) {
+                (Ok(result), false) => results.push(result),
+                (Err(source), false) => return Err(in_batch(index, source)),
+                (ran, true) => return Err(in_batch(index, transaction_ended_by(ran))),
+            }
+        }
+        Ok(results)
+    }
+
     fn statement(&self, sql: &str, params: &Params) -> Result<QueryResult, Error> {
         let (conn, files) = (self.conn, self.files);
         let _scope = VacuumScope::enter(self.vacuum, crate::sql::scan(sql).is_vacuum());

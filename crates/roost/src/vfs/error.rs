@@ -63,6 +63,10 @@ pub enum Error {
     /// The statement was interrupted.
     #[error("statement interrupted")]
     Interrupted,
+    /// A statement of a transactional batch ended the batch's transaction (`ROLLBACK`, or a
+    /// `COMMIT`, which is refused): the batch was rolled back, nothing was applied.
+    #[error("the statement ended the batch's transaction (a batch with `transaction` must not run COMMIT or ROLLBACK); nothing was applied")]
+    TransactionClosed,
     /// Statement `index` of a batch failed; with a transactional batch nothing was applied.
     #[error("statement {index} failed: {source}")]
     InBatch { index: usize, source: Box<Error> },

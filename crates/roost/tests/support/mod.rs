@@ -161,3 +161,35 @@ pub fn python_venv(name: &str, requirement: &str, check: &str) -> Result<PathBuf
 pub fn python_required() -> bool {
     std::env::var("ROOST_REQUIRE_PYTHON").is_ok_and(|v| v == "1")
 }
+
+/// The Hrana batch `@libsql/client` sends for `client.batch(stmts, "write")`: `BEGIN
+/// IMMEDIATE`, then each statement and the `COMMIT` only if the step before succeeded (and,
+/// with `v3`, the transaction is still open: `not is_autocommit`), then a `ROLLBACK` unless
+/// the `COMMIT` succeeded. Steps: 0 is `BEGIN`, 1..=n the statements, n+1 `COMMIT`, n+2
+/// `ROLLBACK`.
+pub fn client_batch(stmts: &[&str], v3: bool) -> Value {
+    use serde_json::json;
+    let guard = |previous: usize| {
+        let ok = json!({"type": "ok", "step": previous});
+        let open = json!({"type": "not", "cond": {"type": "is_autocommit"}});
+        if v3 {
+            json!({"type": "and", "conds": [ok, open]})
+        } else {
+            ok
+        }
+    };
+    let mut steps = vec![json!({"stmt": {"sql": "BEGIN IMMEDIATE"}})];
+    for (previous, sql) in stmts.iter().chain(&["COMMIT"]).enumerate() {
+        steps.push(json!({"condition": guard(previous), "stmt": {"sql": sql}}));
+    }
+    let commit = steps.len() - 1;
+    let not_committed = json!({"type": "not", "cond": {"type": "ok", "step": commit}});
+    steps.push(json!({"condition": not_committed, "stmt": {"sql": "ROLLBACK"}}));
+    json!({"steps": steps})
+}
+
+/// Which steps of a `BatchResult` ran to their end, and which failed.
+pub fn ran_and_failed(result: &Value) -> (Vec<bool>, Vec<bool>) {
+    let flags = |key: &str| result[key].as_array().expect(key).iter().map(|v| !v.is_null()).collect();
+    (flags("step_results"), flags("step_errors"))
+}

@@ -103,6 +103,8 @@ pub fn statement_error(error: vfs::Error) -> Result<HError, vfs::Error> {
             HError::new("RESPONSE_TOO_LARGE", error.to_string())
         }
         E::TransactionTooLarge { .. } => HError::new("TRANSACTION_TOO_LARGE", error.to_string()),
+        // Only transactional JSON batches raise it; the code is the one libSQL's clients use.
+        E::TransactionClosed => HError::new("TRANSACTION_CLOSED", error.to_string()),
         E::ScratchFull { .. } => HError::new("SQLITE_FULL", error.to_string()),
         E::Interrupted => HError::new(
             "SQLITE_INTERRUPT",
@@ -194,10 +196,16 @@ pub fn run_statement(
     }
 }
 
+/// Whether a condition holds before the next step. As in libSQL's server, a step either ran
+/// to its end (`ok`) or did not (`error`): a step skipped by its own condition counts as not
+/// ok, so `error` holds for it too. `is_autocommit` reads SQLite's own flag, so a transaction
+/// ended by any statement (`ROLLBACK`, `COMMIT`, an `OR ROLLBACK` conflict, a trigger's
+/// `RAISE(ROLLBACK)`) is seen by the next step's condition.
 fn holds(cond: &BatchCond, outcomes: &[Outcome], db: &Database) -> bool {
+    let done = |step: &u32| matches!(outcomes.get(*step as usize), Some(Outcome::Done(_)));
     match cond {
-        BatchCond::Ok { step } => matches!(outcomes.get(*step as usize), Some(Outcome::Done(_))),
-        BatchCond::Error { step } => matches!(outcomes.get(*step as usize), Some(Outcome::Failed(_))),
+        BatchCond::Ok { step } => done(step),
+        BatchCond::Error { step } => !done(step),
         BatchCond::Not { cond } => !holds(cond, outcomes, db),
         BatchCond::And { conds } => conds.iter().all(|c| holds(c, outcomes, db)),
         BatchCond::Or { conds } => conds.iter().any(|c| holds(c, outcomes, db)),
@@ -205,7 +213,11 @@ fn holds(cond: &BatchCond, outcomes: &[Outcome], db: &Database) -> bool {
     }
 }
 
-/// Runs a batch: each step whose condition holds, in order, whatever the others did.
+/// Runs a batch: each step whose condition holds, in order, whatever the others did. Like
+/// libSQL's server, a step without a condition runs even after an earlier step ended the
+/// transaction (it then runs in autocommit): clients that want atomic batches say so with
+/// conditions (`ok` of the previous step and, from Hrana 3, `not is_autocommit`), as
+/// `@libsql/client` does for `batch()` and interactive transactions.
 pub fn run_batch(
     db: &mut Database,
     steps: &[Step],
