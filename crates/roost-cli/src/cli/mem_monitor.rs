@@ -12,7 +12,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::bytes::parse_bytes;
+use roost_bench::bytes::parse_bytes;
 
 #[derive(Debug, Args)]
 pub struct MemMonitorArgs {

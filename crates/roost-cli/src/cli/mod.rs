@@ -1,19 +1,12 @@
 //! Command line parsing and dispatch. Each subcommand's work lives in its own module.
 
-mod bench_actors;
-mod bench_cluster;
-mod bench_http;
-mod bench_load;
-mod bench_storage;
-mod bytes;
 mod mem_monitor;
 mod serve;
 mod sql;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Roost: very many actors, each owning a private SQLite database stored in a KV store.
 #[derive(Debug, Parser)]
@@ -35,219 +28,8 @@ pub enum Command {
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
-        which: BenchCmd,
+        which: roost_bench::BenchCmd,
     },
-}
-
-/// Benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchCmd {
-    /// Compare roost (SQLite over fjall) with plain SQLite in WAL mode on this machine.
-    ///
-    /// Every engine gets the same schema, the same preloaded rows and the same operations
-    /// (drawn from --seed). Workloads run one after another, each on every engine in turn.
-    Storage(StorageArgs),
-    /// Requests/s and latency of single-row reads and writes through the HTTP API, on one
-    /// actor and on many, with a load generator on loopback.
-    Http(bench_http::HttpArgs),
-    /// Many requests over many actors as fast as clients can send them, against `roost serve`
-    /// under a small budget: every request succeeds or is answered `overloaded` with
-    /// `Retry-After`, clients that honour it all finish, and the server's RSS stays in budget.
-    Load(bench_load::LoadArgs),
-    /// Nodes on PostgreSQL beside the embedded store: wake latency by database size, durable
-    /// commits/s on one and three nodes, forwarding overhead, failover after kill -9 and SIGTERM.
-    Cluster(bench_cluster::ClusterArgs),
-    /// The reference actor workload on many actors: memory, wake storms, soak, group commit.
-    ///
-    /// Every measurement point that needs clean memory figures runs in a fresh child process.
-    Actors {
-        #[command(subcommand)]
-        which: ActorsCmd,
-    },
-}
-
-/// `roost bench actors` benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum ActorsCmd {
-    /// RSS of N awake idle actors (roost and native SQLite files side by side), wake time per
-    /// actor and single-row inserts/s on one actor.
-    Memory(MemoryArgs),
-    /// Wake every actor of a population at once under a small memory budget, without and with
-    /// retrying clients.
-    Storm(StormArgs),
-    /// Cycles of inserts and scans over a population, with periodic spikes; RSS sampled every
-    /// second must stay flat.
-    Soak(SoakArgs),
-    /// Many actors each committing single-row durable transactions at once: roost's group
-    /// commit against one plain SQLite file per actor.
-    GroupCommit(GroupCommitArgs),
-    /// Runs one measurement point in this process and prints it as one JSON line (internal).
-    #[command(hide = true)]
-    Child(ChildArgs),
-}
-
-/// Engines of `roost bench actors memory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MemoryEngine {
-    /// Actors in a `Host` over the fjall store.
-    Roost,
-    /// One rusqlite connection per actor on a plain file, default settings.
-    Native,
-    /// Diagnostic: roost, calling `Database::release_memory` after the workload.
-    RoostRelease,
-}
-
-/// Arguments of `roost bench actors memory`.
-#[derive(Debug, Args)]
-pub struct MemoryArgs {
-    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Where to write the results as JSON.
-    #[arg(long, value_name = "PATH", default_value = "bench-actors-memory.json")]
-    pub json: PathBuf,
-    /// Awake actor counts to measure (0 and 1 are always measured too).
-    #[arg(long, value_name = "N,..", value_delimiter = ',', default_value = "1,1000,10000")]
-    pub n: Vec<u64>,
-    /// Engines to measure, each N in its own child process.
-    #[arg(long, value_name = "E,..", value_delimiter = ',', default_value = "roost,native")]
-    pub engines: Vec<MemoryEngine>,
-    /// Single-row autocommit inserts timed on actor 0.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
-    pub inserts: u64,
-    /// Actors put to sleep and woken again (one at a time) to time a wake.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub wake_sample: u64,
-    /// Pause before memory is read, letting background work (store flushes) settle, ms.
-    #[arg(long, value_name = "MS", default_value_t = 2_000)]
-    pub settle_ms: u64,
-}
-
-/// Arguments of `roost bench actors storm`.
-#[derive(Debug, Args)]
-pub struct StormArgs {
-    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Where to write the results as JSON.
-    #[arg(long, value_name = "PATH", default_value = "bench-actors-storm.json")]
-    pub json: PathBuf,
-    /// Actors created, then all requested at once.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one())]
-    pub actors: u64,
-    /// The host's memory budget during the storm, MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = at_least_one())]
-    pub budget_mib: u64,
-    /// The store's block cache cap during the storm, MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    pub cache_mib: u64,
-    /// The store's write buffer cap during the storm, MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    pub write_buffer_mib: u64,
-    /// The host's wake queue (HostConfig::wake_queue_max) during the storm [default: the host's default].
-    #[arg(long, value_name = "N")]
-    pub wake_queue_max: Option<u64>,
-    /// Retrying clients: first backoff, ms (doubles per attempt, full jitter).
-    #[arg(long, value_name = "MS", default_value_t = 10)]
-    pub backoff_base_ms: u64,
-    /// Retrying clients: largest backoff, ms.
-    #[arg(long, value_name = "MS", default_value_t = 2_000)]
-    pub backoff_cap_ms: u64,
-}
-
-/// Arguments of `roost bench actors soak`.
-#[derive(Debug, Args)]
-pub struct SoakArgs {
-    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Where to write the results as JSON.
-    #[arg(long, value_name = "PATH", default_value = "bench-actors-soak.json")]
-    pub json: PathBuf,
-    /// How long the cycles run, seconds (after the population is created).
-    #[arg(long, value_name = "S", default_value_t = 600, value_parser = at_least_one())]
-    pub duration_s: u64,
-    /// RSS growth is measured from this point on (at most half the duration).
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    pub warmup_s: u64,
-    /// Actors visited per cycle.
-    #[arg(long, value_name = "N", default_value_t = 200, value_parser = at_least_one())]
-    pub actors: u64,
-    /// Actors created before the cycles start; each cycle draws from them.
-    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = at_least_one())]
-    pub population: u64,
-    /// Visits running at once in a normal cycle.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = at_least_one())]
-    pub concurrency: u64,
-    /// A cycle starts at most this often, ms.
-    #[arg(long, value_name = "MS", default_value_t = 1_000)]
-    pub cycle_ms: u64,
-    /// Every this many seconds, a spike: --spike-factor times --actors visited all at once.
-    #[arg(long, value_name = "S", default_value_t = 30, value_parser = at_least_one())]
-    pub spike_every_s: u64,
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one())]
-    pub spike_factor: u64,
-    /// The host's memory budget, MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = at_least_one())]
-    pub budget_mib: u64,
-    /// Actors idle this long are put to sleep, ms.
-    #[arg(long, value_name = "MS", default_value_t = 5_000)]
-    pub idle_timeout_ms: u64,
-}
-
-/// Arguments of `roost bench actors group-commit`.
-#[derive(Debug, Args)]
-pub struct GroupCommitArgs {
-    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Where to write the results as JSON.
-    #[arg(long, value_name = "PATH", default_value = "bench-actors-group-commit.json")]
-    pub json: PathBuf,
-    /// Actors (and, for the baselines, database files) committing at once.
-    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = at_least_one())]
-    pub actors: u64,
-    /// How long each engine commits, seconds.
-    #[arg(long, value_name = "S", default_value_t = 10, value_parser = at_least_one())]
-    pub duration_s: u64,
-    /// roost: the host's blocking threads (HostConfig::blocking_threads).
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one())]
-    pub blocking_threads: u64,
-    /// Baselines: OS threads sharing the connections.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one())]
-    pub baseline_threads: u64,
-}
-
-/// Arguments of the hidden `roost bench actors child`.
-#[derive(Debug, Args)]
-pub struct ChildArgs {
-    /// The measurement point, as JSON.
-    #[arg(long, value_name = "JSON")]
-    pub task: String,
-}
-
-/// Arguments of `roost bench storage`.
-#[derive(Debug, Args)]
-pub struct StorageArgs {
-    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Rows preloaded into each engine before measuring.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one())]
-    pub rows: u64,
-    /// Operations per workload (txn_100rows runs max(N/10, 20) transactions).
-    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = at_least_one())]
-    pub ops: u64,
-    /// Where to write the results as JSON.
-    #[arg(long, value_name = "PATH", default_value = "bench-storage.json")]
-    pub json: PathBuf,
-    /// Seed of the generated rows and operations.
-    #[arg(long, value_name = "N", default_value_t = 42)]
-    pub seed: u64,
-}
-
-fn at_least_one() -> clap::builder::RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..)
 }
 
 /// Parses the command line, runs the command and maps failure to a non-zero exit code.
@@ -257,11 +39,10 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => return serve::main(args),
         Command::Sql(args) => sql::run(args).map_err(Into::into),
         Command::MemMonitor(args) => mem_monitor::run(args).map_err(Into::into),
-        Command::Bench { which: BenchCmd::Storage(args) } => bench_storage::run(args),
-        Command::Bench { which: BenchCmd::Http(args) } => bench_http::run(args).map_err(Into::into),
-        Command::Bench { which: BenchCmd::Load(args) } => bench_load::run(args).map_err(Into::into),
-        Command::Bench { which: BenchCmd::Cluster(args) } => bench_cluster::run(args).map_err(Into::into),
-        Command::Bench { which: BenchCmd::Actors { which } } => bench_actors::run(which),
+        Command::Bench { which } => {
+            roost_bench::common::set_allocator_stats(crate::alloc::stats);
+            roost_bench::run(which)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

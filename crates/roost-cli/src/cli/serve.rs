@@ -20,7 +20,7 @@ use roost::kv::{
 use roost::server::{serve, AppState, Auth, ServeExit, ServerConfig};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 
-use super::bytes::parse_bytes;
+use roost_bench::bytes::parse_bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {

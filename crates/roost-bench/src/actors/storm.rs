@@ -17,12 +17,13 @@ use roost::{ActorId, Host, HostConfig, HostError};
 use serde::{Deserialize, Serialize};
 
 use super::child::{self, Task};
-use super::report::{
-    fixed, verdict, write_json, AllocatorFigures, HostFigures, Machine, ProcMemory, Summary, Table, MIB,
-};
+use super::report::HostFigures;
 use super::workload::{self, actor_id};
+use super::StormArgs;
 use super::{create_actors, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
-use crate::cli::StormArgs;
+use crate::common::{
+    fixed, verdict, write_results, AllocatorFigures, Machine, ProcMemory, Summary, Table, MIB,
+};
 
 /// Actors created at once during setup.
 const SETUP_CONCURRENCY: usize = 64;
@@ -297,7 +298,7 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
         checks,
     };
     print!("{}", table(&report));
-    write_json(&args.json, &report)?;
+    write_results(&args.json, &report)?;
     let failed: Vec<&str> = report
         .checks
         .iter()

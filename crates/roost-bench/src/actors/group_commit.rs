@@ -16,10 +16,10 @@ use roost::{HostConfig, Params, Value};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::report::{fixed, opt, verdict, write_json, Machine, Summary, Table};
 use super::workload::{actor_id, actor_name};
+use super::GroupCommitArgs;
 use super::{bounded, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
-use crate::cli::GroupCommitArgs;
+use crate::common::{fixed, opt, verdict, write_results, Machine, Summary, Table};
 
 const SCHEMA: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
 const INSERT: &str = "INSERT INTO t(v) VALUES (?)";
@@ -142,7 +142,7 @@ pub fn run(args: &GroupCommitArgs) -> BenchResult<()> {
         ratio_met: ratio >= RATIO_TARGET,
     };
     print!("{}", table(&report));
-    write_json(&args.json, &report)
+    write_results(&args.json, &report)
 }
 
 async fn roost(dir: &Path, p: &RunParams, duration: Duration) -> BenchResult<EngineResult> {

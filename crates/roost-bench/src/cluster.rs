@@ -22,7 +22,7 @@ use roost::kv::testing::TestDatabase;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::bench_http::quantile_ms;
+use crate::common::{quantile_ms, scratch_dir, write_json};
 
 /// Arguments of `roost bench cluster`.
 #[derive(Debug, Args)]
@@ -112,7 +112,7 @@ impl Node {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let data = scratch_dir(None, "roost-bench-cluster-").map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut command = Command::new(exe);
         command.args(["serve", "--data", &data.path().display().to_string()]).args([
@@ -133,7 +133,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start roost serve: {e}"))?;
-        super::bench_load::wait_listening(port)?;
+        crate::load::wait_listening(port)?;
         Ok(Self { child: Some(child), url: format!("http://127.0.0.1:{port}"), _data: data })
     }
 
@@ -457,8 +457,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), String> {
     }
     report.failover = failover_rows(args)?;
     print(&report);
-    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&args.json, text).map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
+    write_json(&args.json, &report).map_err(|e| e.to_string())?;
     println!("\nwrote {}", args.json.display());
     Ok(())
 }

@@ -19,13 +19,14 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::child::{self, Task};
-use super::report::{
-    fixed, open_files_limit, opt, verdict, write_json, AllocatorFigures, HostFigures, Machine, ProcMemory,
-    Summary, Table, KIB, MIB,
-};
+use super::report::HostFigures;
 use super::workload::{self, actor_id, actor_name, Answers};
 use super::{open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
-use crate::cli::{MemoryArgs, MemoryEngine};
+use super::{MemoryArgs, MemoryEngine};
+use crate::common::{
+    fixed, open_files_limit, opt, verdict, write_results, AllocatorFigures, Machine, ProcMemory, Summary,
+    Table, KIB, MIB,
+};
 
 /// The host's budget: large enough that no actor is put to sleep.
 const BUDGET_BYTES: u64 = 16 << 30;
@@ -435,7 +436,7 @@ pub fn run(args: &MemoryArgs) -> BenchResult<()> {
         points,
     };
     print!("{}", table(&report));
-    write_json(&args.json, &report)
+    write_results(&args.json, &report)
 }
 
 fn table(report: &Report) -> String {

@@ -1,19 +1,44 @@
-//! Shared pieces of the actor benchmarks' results: process memory, latency summaries, the aligned
-//! text table and the JSON document.
+//! Helpers every benchmark shares: errors, scratch folders, process memory and the allocator's
+//! figures, nearest-rank quantiles, the aligned text table and the JSON document.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use roost::host::HostStats;
+use roost::server::AllocatorStats;
 use serde::{Deserialize, Serialize};
 
-use super::BenchResult;
+/// Errors of the benchmarks: anything printable.
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 pub const KIB: f64 = 1024.0;
 pub const MIB: f64 = 1024.0 * 1024.0;
 
-/// The process's resident memory now and its peak, from `/proc/self/status`.
+/// Bytes in MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+pub fn to_usize(n: u64) -> BenchResult<usize> {
+    usize::try_from(n).map_err(|_| format!("{n} is too large").into())
+}
+
+/// A fresh folder named `<prefix><random>`, removed when dropped: inside `data` (created if
+/// missing) if given, else in the system temp dir.
+pub fn scratch_dir(data: Option<&Path>, prefix: &str) -> BenchResult<tempfile::TempDir> {
+    let builder = tempfile::Builder::new().prefix(prefix).clone();
+    let dir = match data {
+        Some(data) => {
+            std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+            builder.tempdir_in(data)?
+        }
+        None => builder.tempdir()?,
+    };
+    Ok(dir)
+}
+
+/// The process's resident memory now and its peak (`roost::host::process_memory`).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct ProcMemory {
     pub rss_bytes: u64,
@@ -22,22 +47,24 @@ pub struct ProcMemory {
 
 impl ProcMemory {
     pub fn read() -> BenchResult<Self> {
-        let status = std::fs::read_to_string("/proc/self/status")
-            .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-        let field = |name: &str| -> BenchResult<u64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .ok_or_else(|| format!("/proc/self/status has no {name}"))?;
-            let kib = line[name.len()..].trim().trim_end_matches("kB").trim();
-            Ok(kib.parse::<u64>().map_err(|e| format!("{name} {kib:?}: {e}"))? * 1024)
-        };
-        Ok(Self { rss_bytes: field("VmRSS:")?, hwm_bytes: field("VmHWM:")? })
+        let m =
+            roost::host::process_memory().ok_or("cannot read the process's memory from /proc/self/status")?;
+        Ok(Self { rss_bytes: m.rss_bytes, hwm_bytes: m.rss_peak_bytes })
     }
 }
 
+/// Where the process allocator's statistics come from: set once by the binary that owns the
+/// global allocator (the `roost` binary's jemalloc).
+static ALLOCATOR_STATS: OnceLock<fn() -> AllocatorStats> = OnceLock::new();
+
+/// Tells the benchmarks how to read the process allocator's statistics; the first call wins.
+pub fn set_allocator_stats(stats: fn() -> AllocatorStats) {
+    let _ = ALLOCATOR_STATS.set(stats);
+}
+
 /// The process allocator's (jemalloc's) figures: bytes in live allocations, in active pages, and
-/// resident (live plus freed pages not yet returned to the system).
+/// resident (live plus freed pages not yet returned to the system). All 0 when the binary did
+/// not call [`set_allocator_stats`].
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct AllocatorFigures {
     pub allocated_bytes: u64,
@@ -48,7 +75,8 @@ pub struct AllocatorFigures {
 
 impl AllocatorFigures {
     pub fn read() -> Self {
-        let s = crate::alloc::stats();
+        let Some(stats) = ALLOCATOR_STATS.get() else { return Self::default() };
+        let s = stats();
         Self {
             allocated_bytes: s.allocated_bytes,
             active_bytes: s.active_bytes,
@@ -65,13 +93,29 @@ pub fn open_files_limit() -> Option<u64> {
     line["Max open files".len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// The `p`-quantile (0..=1) of sorted values, nearest rank; 0 when empty.
-pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`-quantile (0..=1) of sorted values, nearest rank; `None` when empty. The one
+/// implementation behind [`quantile`], [`quantile_ms`] and [`quantile_us`].
+pub fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
-        return 0.0;
+        return None;
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    Some(sorted[rank - 1])
+}
+
+/// The `p`-quantile (0..=1) of sorted values, nearest rank; 0 when empty.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    nearest_rank(sorted, p).unwrap_or(0.0)
+}
+
+/// The `p`-quantile of sorted latencies, nearest rank, in milliseconds; 0 when empty.
+pub fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    nearest_rank(sorted, p).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// The `p`-quantile of sorted latencies, nearest rank, in microseconds; 0 when empty.
+pub fn quantile_us(sorted: &[Duration], p: f64) -> f64 {
+    nearest_rank(sorted, p).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
 /// p50, p99 and max of a set of values.
@@ -91,67 +135,6 @@ impl Summary {
     /// Latencies summarized in milliseconds.
     pub fn of_ms(latencies: &[Duration]) -> Self {
         Self::of(latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect())
-    }
-}
-
-/// One named memory pool of the host.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pool {
-    pub name: String,
-    pub bytes_max: u64,
-    pub bytes_used: u64,
-}
-
-/// The host's counters and memory, serializable.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct HostFigures {
-    pub actors_awake: usize,
-    pub actors_known: usize,
-    pub awake_max: usize,
-    pub wakes_total: u64,
-    pub sleeps_total: u64,
-    pub evictions_total: u64,
-    pub idle_sleeps_total: u64,
-    pub overloaded_total: u64,
-    pub requests_total: u64,
-    pub budget_bytes: u64,
-    pub sqlite_used_bytes: u64,
-    pub sqlite_highwater_bytes: u64,
-    pub sqlite_page_cache_bytes: u64,
-    pub store_cache_bytes: u64,
-    pub store_cache_bytes_max: u64,
-    pub store_write_buffer_bytes: u64,
-    pub store_write_buffer_bytes_max: u64,
-    pub pools: Vec<Pool>,
-}
-
-impl From<HostStats> for HostFigures {
-    fn from(s: HostStats) -> Self {
-        let m = s.memory;
-        Self {
-            actors_awake: s.actors_awake,
-            actors_known: s.actors_known,
-            awake_max: s.awake_max,
-            wakes_total: s.wakes_total,
-            sleeps_total: s.sleeps_total,
-            evictions_total: s.evictions_total,
-            idle_sleeps_total: s.idle_sleeps_total,
-            overloaded_total: s.overloaded_total,
-            requests_total: s.requests_total,
-            budget_bytes: m.budget_bytes,
-            sqlite_used_bytes: m.sqlite.used_bytes,
-            sqlite_highwater_bytes: m.sqlite.highwater_bytes,
-            sqlite_page_cache_bytes: m.sqlite.page_cache_bytes,
-            store_cache_bytes: m.store.cache_bytes,
-            store_cache_bytes_max: m.store.cache_bytes_max,
-            store_write_buffer_bytes: m.store.write_buffer_bytes,
-            store_write_buffer_bytes_max: m.store.write_buffer_bytes_max,
-            pools: m
-                .pools
-                .into_iter()
-                .map(|p| Pool { name: p.name.to_string(), bytes_max: p.bytes_max, bytes_used: p.bytes_used })
-                .collect(),
-        }
     }
 }
 
@@ -220,9 +203,16 @@ pub fn verdict(met: bool) -> &'static str {
     }
 }
 
+/// Writes `value` to `path` as pretty JSON (with a final newline).
 pub fn write_json(path: &Path, value: &impl Serialize) -> BenchResult<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// [`write_json`], then says where the results went.
+pub fn write_results(path: &Path, value: &impl Serialize) -> BenchResult<()> {
+    write_json(path, value)?;
     println!("\nresults written to {}", path.display());
     Ok(())
 }
@@ -256,6 +246,31 @@ mod tests {
         assert_eq!(quantile(&sorted, 0.99), 99.0);
         assert_eq!(quantile(&sorted, 1.0), 100.0);
         assert_eq!(quantile(&[], 0.5), 0.0);
+        assert_eq!(quantile(&sorted[..1], 0.99), 1.0);
+    }
+
+    #[test]
+    fn latency_quantiles_use_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(quantile_us(&sorted, 0.5), 50.0);
+        assert_eq!(quantile_us(&sorted, 0.99), 99.0);
+        assert_eq!(quantile_us(&sorted, 1.0), 100.0);
+        assert_eq!(quantile_us(&sorted[..1], 0.99), 1.0);
+        assert!((quantile_ms(&sorted, 0.5) - 0.05).abs() < 1e-12);
+        assert_eq!(quantile_ms(&[], 0.5), 0.0);
+        assert_eq!(quantile_us(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn scratch_dirs_are_created_inside_data_and_removed() {
+        let data = tempfile::tempdir().unwrap();
+        let inside = data.path().join("missing");
+        let dir = scratch_dir(Some(&inside), "roost-bench-test-").unwrap();
+        let path = dir.path().to_path_buf();
+        assert!(path.starts_with(&inside) && path.is_dir());
+        assert!(path.file_name().unwrap().to_string_lossy().starts_with("roost-bench-test-"));
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[test]

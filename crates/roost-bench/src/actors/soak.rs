@@ -18,13 +18,14 @@ use rand::SeedableRng;
 use roost::{Host, HostConfig, HostError, Params, Statement};
 use serde::Serialize;
 
-use super::report::{
-    fixed, verdict, write_json, AllocatorFigures, HostFigures, Machine, ProcMemory, Summary, Table, MIB,
-};
+use super::report::HostFigures;
 use super::storm::backoff;
 use super::workload::{self, actor_id};
+use super::SoakArgs;
 use super::{bounded, create_actors, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
-use crate::cli::SoakArgs;
+use crate::common::{
+    fixed, verdict, write_results, AllocatorFigures, Machine, ProcMemory, Summary, Table, MIB,
+};
 
 /// Messages inserted per visit, in one transaction.
 const INSERTS: usize = 10;
@@ -214,7 +215,7 @@ pub fn run(args: &SoakArgs) -> BenchResult<()> {
     let report =
         Report { benchmark: "actors-soak", machine: Machine::new(scratch.path()), params, results, series };
     print!("{}", table(&report));
-    write_json(&args.json, &report)
+    write_results(&args.json, &report)
 }
 
 async fn soak(p: &RunParams, dir: &std::path::Path) -> BenchResult<(Results, Vec<SeriesPoint>)> {

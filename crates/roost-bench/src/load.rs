@@ -20,7 +20,8 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use super::bytes::parse_bytes;
+use crate::bytes::parse_bytes;
+use crate::common::{mib, scratch_dir, write_results};
 
 /// Arguments of `roost bench load`.
 #[derive(Debug, Args)]
@@ -83,7 +84,7 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// Waits (at most 30 s) until a `roost serve` listens on `port` of loopback.
-pub(super) fn wait_listening(port: u16) -> Result<(), String> {
+pub(crate) fn wait_listening(port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -196,11 +197,7 @@ fn drive(args: &LoadArgs, base: &str, counters: &Arc<Counters>) {
 }
 
 pub fn run(args: &LoadArgs) -> Result<(), String> {
-    let dir = match &args.data {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .map_err(|e| e.to_string())?;
+    let dir = scratch_dir(args.data.as_deref(), "roost-bench-load-").map_err(|e| e.to_string())?;
     let port = free_port()?;
     let mut server = start_server(&dir.path().join("data"), port, args.memory_budget)?;
     let done = Arc::new(AtomicBool::new(false));
@@ -215,9 +212,7 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     let _ = server.wait();
     let report = report(args, &counters, duration_s, rss_peak_bytes);
     print(&report);
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).expect("JSON"))
-        .map_err(|e| e.to_string())?;
-    println!("\nresults written to {}", args.json.display());
+    write_results(&args.json, &report).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -244,7 +239,6 @@ fn report(args: &LoadArgs, c: &Counters, duration_s: f64, rss_peak_bytes: u64) -
 }
 
 fn print(r: &Report) {
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
         "roost bench load: {} requests over {} actors from {} clients, --memory-budget {:.0} MiB\n",
         r.requests,

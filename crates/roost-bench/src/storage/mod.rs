@@ -8,19 +8,39 @@ mod engines;
 mod plan;
 mod report;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use clap::Args;
 
 use self::engines::{Engine, RoostEngine, SqliteEngine};
 use self::plan::{Plan, Workload, TXN_ROWS, VALUE_BYTES};
 use self::report::{fill_ratios, Load, Measurement, Report, RunInfo, StoreCalls};
-use super::StorageArgs;
+use crate::at_least_one;
+use crate::common::{scratch_dir, to_usize, write_results, BenchResult};
 
-/// Errors of the benchmark: anything printable.
-pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+/// Arguments of `roost bench storage`.
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Rows preloaded into each engine before measuring.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one())]
+    pub rows: u64,
+    /// Operations per workload (txn_100rows runs max(N/10, 20) transactions).
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = at_least_one())]
+    pub ops: u64,
+    /// Where to write the results as JSON.
+    #[arg(long, value_name = "PATH", default_value = "bench-storage.json")]
+    pub json: PathBuf,
+    /// Seed of the generated rows and operations.
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    pub seed: u64,
+}
 
 pub fn run(args: &StorageArgs) -> BenchResult<()> {
-    let scratch = scratch_dir(args.data.as_deref())?;
+    let scratch = scratch_dir(args.data.as_deref(), "roost-bench-storage-")?;
     let plan = Plan::new(to_usize(args.rows)?, to_usize(args.ops)?, args.seed);
     let mut engines = open_engines(scratch.path())?;
     let loads = engines.iter_mut().map(|e| load(e.as_mut(), &plan)).collect::<BenchResult<Vec<_>>>()?;
@@ -35,26 +55,8 @@ pub fn run(args: &StorageArgs) -> BenchResult<()> {
     fill_ratios(&mut results);
     let report = Report { benchmark: "storage", run: run_info(&plan, scratch.path()), loads, results };
     print!("{}", report.table());
-    report.write_json(&args.json)?;
-    println!("\nresults written to {}", args.json.display());
+    write_results(&args.json, &report)?;
     Ok(())
-}
-
-fn to_usize(n: u64) -> BenchResult<usize> {
-    usize::try_from(n).map_err(|_| format!("{n} is too large").into())
-}
-
-/// A fresh folder, removed when dropped: inside `data` if given, else in the system temp dir.
-fn scratch_dir(data: Option<&Path>) -> BenchResult<tempfile::TempDir> {
-    let builder = tempfile::Builder::new().prefix("roost-bench-storage-").clone();
-    let dir = match data {
-        Some(data) => {
-            std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-            builder.tempdir_in(data)?
-        }
-        None => builder.tempdir()?,
-    };
-    Ok(dir)
 }
 
 fn open_engines(dir: &Path) -> BenchResult<Vec<Box<dyn Engine>>> {

@@ -10,6 +10,7 @@
 //! --task JSON`, which prints its result as one JSON line. Async work runs on a tokio runtime
 //! with 2 worker threads built here; SQLite and store calls run on the host's own threads.
 
+mod args;
 mod child;
 mod group_commit;
 mod memory;
@@ -24,10 +25,8 @@ use std::sync::Arc;
 use roost::kv::{FjallConfig, FjallStore};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 
-use super::ActorsCmd;
-
-/// Errors of the benchmark: anything printable.
-pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use self::args::{ActorsCmd, ChildArgs, GroupCommitArgs, MemoryArgs, MemoryEngine, SoakArgs, StormArgs};
+use crate::common::{self, to_usize, BenchResult};
 
 pub fn run(cmd: &ActorsCmd) -> BenchResult<()> {
     match cmd {
@@ -44,22 +43,9 @@ pub fn runtime() -> BenchResult<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-/// A fresh folder, removed when dropped: inside `data` if given, else in the system temp dir.
+/// A fresh scratch folder `roost-bench-actors-<name>-*` (see [`common::scratch_dir`]).
 pub fn scratch_dir(data: Option<&Path>, name: &str) -> BenchResult<tempfile::TempDir> {
-    let prefix = format!("roost-bench-actors-{name}-");
-    let builder = tempfile::Builder::new().prefix(&prefix).clone();
-    let dir = match data {
-        Some(data) => {
-            std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-            builder.tempdir_in(data)?
-        }
-        None => builder.tempdir()?,
-    };
-    Ok(dir)
-}
-
-pub fn to_usize(n: u64) -> BenchResult<usize> {
-    usize::try_from(n).map_err(|_| format!("{n} is too large").into())
+    common::scratch_dir(data, &format!("roost-bench-actors-{name}-"))
 }
 
 /// The store's cache caps, MiB.

@@ -1,14 +1,13 @@
 //! Results of the storage benchmark: latency summaries, the text table and the JSON document.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use roost::kv::KvStats;
 use serde::Serialize;
 
 use super::engines::SqliteEngine;
-use super::BenchResult;
+use crate::common::{opt, quantile_us};
 
 /// Time taken to preload one engine.
 #[derive(Debug, Clone, Serialize)]
@@ -64,12 +63,6 @@ pub struct Measurement {
     /// ops/s divided by the ops/s of sqlite-wal-full (resp. -normal) on the same workload.
     pub vs_sqlite_wal_full: Option<f64>,
     pub vs_sqlite_wal_normal: Option<f64>,
-}
-
-/// The `p`-quantile (0..=1) of sorted latencies, nearest rank, in microseconds.
-fn quantile_us(sorted: &[Duration], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1e6
 }
 
 impl Measurement {
@@ -134,10 +127,6 @@ pub struct Report {
     pub run: RunInfo,
     pub loads: Vec<Load>,
     pub results: Vec<Measurement>,
-}
-
-fn opt(value: Option<f64>, decimals: usize) -> String {
-    value.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
 }
 
 /// Table columns: header and width. The first two are left-aligned, the others right-aligned.
@@ -209,25 +198,5 @@ impl Report {
         out.push_str("\nvs full / vs normal: ops/s divided by sqlite-wal-full / sqlite-wal-normal ops/s.\n");
         out.push_str("writes/commit, reads/op: KV store write and read calls per operation (roost only).\n");
         out
-    }
-
-    pub fn write_json(&self, path: &Path) -> BenchResult<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_use_nearest_rank() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
-        assert_eq!(quantile_us(&sorted, 0.5), 50.0);
-        assert_eq!(quantile_us(&sorted, 0.99), 99.0);
-        assert_eq!(quantile_us(&sorted, 1.0), 100.0);
-        assert_eq!(quantile_us(&sorted[..1], 0.99), 1.0);
     }
 }

@@ -16,6 +16,8 @@ use roost::{Host, HostConfig, Storage, StorageConfig};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::common::{quantile_ms, scratch_dir, write_results};
+
 /// Arguments of `roost bench http`.
 #[derive(Debug, Args)]
 pub struct HttpArgs {
@@ -49,12 +51,6 @@ struct Row {
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
-}
-
-/// The `p` quantile of sorted latencies, in ms (0 when there are none).
-pub(super) fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Runs `clients` threads for `duration`, each sending `body(client, i)` to `url(client, i)`.
@@ -163,19 +159,13 @@ pub fn run(args: &HttpArgs) -> Result<(), String> {
     }
     print_rows(args, &rows);
     let report = json!({"clients": args.clients, "duration_s": args.duration_s, "results": rows});
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).expect("JSON"))
-        .map_err(|e| e.to_string())?;
-    println!("\nresults written to {}", args.json.display());
+    write_results(&args.json, &report).map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// The four workloads against one server with `release_delay_ms`.
 fn run_server(args: &HttpArgs, release_delay_ms: u64) -> Result<Vec<Row>, String> {
-    let dir = match &args.data {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .map_err(|e| e.to_string())?;
+    let dir = scratch_dir(args.data.as_deref(), "roost-bench-http-").map_err(|e| e.to_string())?;
     let (url, server, stop) = start_server(dir.path(), release_delay_ms)?;
     setup(&url, args.actors.max(1))?;
     let many = args.actors.max(1);
