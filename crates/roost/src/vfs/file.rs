@@ -196,8 +196,11 @@ impl KvFile {
             for (at, value) in missing.into_iter().zip(values) {
                 fetched[at] = value;
             }
-            if let Some(charge) = charge {
-                let pairs = extra.into_iter().zip(ahead_values).filter_map(|(k, v)| Some((k, v?))).collect();
+            if let Some(mut charge) = charge {
+                let pairs: Vec<_> =
+                    extra.into_iter().zip(ahead_values).filter_map(|(k, v)| Some((k, v?))).collect();
+                // Stored pages are often compressed: keep only what they take.
+                charge.shrink_to(pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum());
                 self.actor.add_read_ahead(pairs, charge);
             }
         }
