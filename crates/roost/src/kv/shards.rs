@@ -135,6 +135,14 @@ impl ShardedStore {
         self.shards.iter().position(|s| s.shard_id() == shard_id)
     }
 
+    /// The shard `name` lives on: the highest score (ties, impossible in practice, go to the
+    /// higher index, as in [`ShardedStore::ranked`]). No allocation: every placed key asks.
+    fn winner(&self, name: &[u8]) -> usize {
+        (0..self.shards.len())
+            .max_by_key(|i| (score(self.shards[*i].shard_id(), name), *i))
+            .expect("at least one shard")
+    }
+
     /// The shards by descending score for `name`: the first is where it lives.
     pub fn ranked(&self, name: &[u8]) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.shards.len()).collect();
@@ -148,7 +156,7 @@ impl ShardedStore {
             return 0;
         }
         match (self.placement)(key) {
-            Some(placed) => self.ranked(placed.name)[0],
+            Some(placed) => self.winner(placed.name),
             None => 0,
         }
     }
@@ -160,7 +168,7 @@ impl ShardedStore {
         }
         let placed = (self.placement)(start)?;
         let group_end = prefix_end(placed.group)?;
-        (end <= group_end.as_slice()).then(|| self.ranked(placed.name)[0])
+        (end <= group_end.as_slice()).then(|| self.winner(placed.name))
     }
 
     /// The shard a batch goes to: the one all its keys live on.
