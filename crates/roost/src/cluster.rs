@@ -493,6 +493,12 @@ impl Cluster {
         tracing::debug!(actor = %id, from = source.shard_id(), to = self.shards.shards()[home].shard_id(), "moving an actor to the shard it belongs to");
         let target = &self.shards.shards()[home];
         let fence = Fence { key: fence_key.to_vec(), expected: Some(generation) };
+        // A batch in flight is held in memory: charged to the store's read-ahead cap (part of
+        // the memory budget) like pages read ahead, so concurrent moves cannot outgrow it.
+        let batch_bytes = (RELOCATE_BATCH_BYTES + RELOCATE_BATCH_BYTES / layout::CHUNK_BYTES * 128) as u64;
+        let _held = target.read_ahead_charge(fence_key, batch_bytes).ok_or_else(|| {
+            KvError::Unavailable(format!("no memory to move actor {id} between shards now; retry"))
+        })?;
         let (mut start, end) = (layout::actor_prefix(id), layout::actor_end(id));
         let mut metadata = Vec::new();
         loop {
