@@ -404,15 +404,14 @@ impl Cluster {
     fn claim_sharded(&self, fence_key: &[u8], keys: &[Key], preload: &Preload) -> KvResult<Claim> {
         let id = layout::actor_of_key(fence_key).expect("claims are made with an actor's generation key");
         let home = self.shards.shard_of(fence_key);
-        let relocation = layout::relocation_key(&id);
         let mut asked = keys.to_vec();
-        asked.push(relocation.clone());
+        asked.push(layout::relocation_key(&id));
         let (mut values, fresh, preloaded) = match self.claim_on(home, fence_key, &asked, preload)? {
             Claim::Mine { values, fresh, preloaded } => (values, fresh, preloaded),
             elsewhere => return Ok(elsewhere),
         };
         let moved_from = values.pop().flatten();
-        let generation = self.generation_in(fence_key, keys, &values)?;
+        let generation = generation_in(fence_key, keys, &values)?;
         if let Some(from) = moved_from {
             self.finish_move(&id, home, &from, fence_key, generation);
             return Ok(Claim::Mine { values, fresh, preloaded });
@@ -430,15 +429,6 @@ impl Cluster {
             Claim::Mine { values, preloaded, .. } => Ok(Claim::Mine { values, fresh: false, preloaded }),
             elsewhere => Ok(elsewhere),
         }
-    }
-
-    /// The generation a claim read (the fence key is among the keys asked).
-    fn generation_in(&self, fence_key: &[u8], keys: &[Key], values: &[Option<Vec<u8>>]) -> KvResult<Vec<u8>> {
-        keys.iter()
-            .zip(values)
-            .find(|(k, _)| k.as_slice() == fence_key)
-            .and_then(|(_, v)| v.clone())
-            .ok_or_else(|| KvError::Io("a claim did not read the actor's generation".into()))
     }
 
     /// The first other shard (by rank) holding any of `keys` but the generation.
@@ -480,16 +470,12 @@ impl Cluster {
         generation: Vec<u8>,
     ) -> KvResult<()> {
         let source = &self.shards.shards()[from];
-        let no_preload = no_preload(fence_key);
-        let source_generation = match self.claim_on(from, fence_key, &[fence_key.to_vec()], &no_preload)? {
-            Claim::Mine { mut values, .. } => values.pop().flatten(),
-            Claim::Elsewhere(owner) => {
-                return Err(KvError::Unavailable(format!(
-                    "actor {id} is moving between shards and node {} still holds it",
-                    owner.node_id
-                )))
-            }
-        };
+        let source_generation = self.claim_copy(from, fence_key)?.map_err(|owner| {
+            KvError::Unavailable(format!(
+                "actor {id} is moving between shards and node {} still holds it",
+                owner.node_id
+            ))
+        })?;
         tracing::debug!(actor = %id, from = source.shard_id(), to = self.shards.shards()[home].shard_id(), "moving an actor to the shard it belongs to");
         let target = &self.shards.shards()[home];
         let fence = Fence { key: fence_key.to_vec(), expected: Some(generation) };
@@ -535,19 +521,26 @@ impl Cluster {
             tracing::error!(actor = %id, "a relocation key names a shard this node does not have; keeping it");
             return;
         };
-        let claimed = self.claim_on(source, fence_key, &[fence_key.to_vec()], &no_preload(fence_key));
-        match claimed {
-            Ok(Claim::Mine { mut values, .. }) => {
-                let source_generation = values.pop().flatten();
+        match self.claim_copy(source, fence_key) {
+            Ok(Ok(source_generation)) => {
                 self.finish_move_on(id, home, source, fence_key, &fence, source_generation);
             }
-            Ok(Claim::Elsewhere(owner)) => {
+            Ok(Err(owner)) => {
                 tracing::warn!(actor = %id, owner = %owner.node_id, "the old copy of a moved actor is held by another node; deleting it later");
             }
             Err(e) => {
                 tracing::warn!(actor = %id, error = %e, "could not claim the old copy of a moved actor; deleting it later")
             }
         }
+    }
+
+    /// Claims the actor's copy on shard `from` (steps 1 and 4 of [`Cluster::relocate`]):
+    /// its generation there, or the live node that holds it.
+    fn claim_copy(&self, from: usize, fence_key: &[u8]) -> KvResult<Result<Option<Vec<u8>>, NodeAddress>> {
+        Ok(match self.claim_on(from, fence_key, &[fence_key.to_vec()], &no_preload(fence_key))? {
+            Claim::Mine { mut values, .. } => Ok(values.pop().flatten()),
+            Claim::Elsewhere(owner) => Err(owner),
+        })
     }
 
     /// Deletes the copy on `from` (fenced on its generation there), then the relocation key
@@ -630,6 +623,15 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// The generation a claim read (the fence key is among the keys asked).
+fn generation_in(fence_key: &[u8], keys: &[Key], values: &[Option<Vec<u8>>]) -> KvResult<Vec<u8>> {
+    keys.iter()
+        .zip(values)
+        .find(|(k, _)| k.as_slice() == fence_key)
+        .and_then(|(_, v)| v.clone())
+        .ok_or_else(|| KvError::Io("a claim did not read the actor's generation".into()))
 }
 
 /// A [`Preload`] that reads nothing ahead.
