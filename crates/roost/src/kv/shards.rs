@@ -212,37 +212,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-impl KvStats {
-    /// Adds `other`'s counters and sizes to these (several shards reported as one store).
-    pub fn add(&mut self, other: &KvStats) {
-        self.read_calls += other.read_calls;
-        self.write_calls += other.write_calls;
-        self.group_commits += other.group_commits;
-        self.syncs += other.syncs;
-        self.lost_answers += other.lost_answers;
-        self.staged_writes += other.staged_writes;
-        self.staged_uploads += other.staged_uploads;
-        self.cache_bytes += other.cache_bytes;
-        self.cache_bytes_max += other.cache_bytes_max;
-        self.write_buffer_bytes += other.write_buffer_bytes;
-        self.write_buffer_bytes_max += other.write_buffer_bytes_max;
-        for (mine, theirs) in
-            [(&mut self.read_latency, &other.read_latency), (&mut self.write_latency, &other.write_latency)]
-        {
-            for (a, b) in mine.buckets.iter_mut().zip(theirs.buckets) {
-                *a += b;
-            }
-            mine.count += theirs.count;
-            mine.sum_micros += theirs.sum_micros;
-        }
-        self.disk_bytes += other.disk_bytes;
-        self.write_errors.storage_full += other.write_errors.storage_full;
-        self.write_errors.failed += other.write_errors.failed;
-        self.write_errors.fenced += other.write_errors.fenced;
-        self.write_errors.other += other.write_errors.other;
-    }
-}
-
 impl KvStore for ShardedStore {
     fn get_many(&self, keys: &[Key]) -> KvResult<Vec<Option<Value>>> {
         if self.shards.len() == 1 {
