@@ -143,12 +143,18 @@ fn run_checked(program: &Path, args: &[&str]) -> Result<(), String> {
 /// (no python3, no venv module, no network). Made once, reused by later runs.
 pub fn python_venv(name: &str, requirement: &str, check: &str) -> Result<PathBuf, String> {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    // Tests of one binary (threads) and of several (processes) may ask for the same venv at
+    // once; whoever holds the lock builds it, the others wait and then find it ready.
+    let lock_path = venv.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
     let python = venv.join("bin/python");
     let ready = || Command::new(&python).args(["-c", check]).output().is_ok_and(|o| o.status.success());
     if ready() {
         return Ok(venv);
     }
-    run_checked(Path::new("python3"), &["-m", "venv", venv.to_str().expect("UTF-8 path")])?;
+    // `--clear`: a venv left half-built by an interrupted run is rebuilt, not reused.
+    run_checked(Path::new("python3"), &["-m", "venv", "--clear", venv.to_str().expect("UTF-8 path")])?;
     run_checked(&venv.join("bin/pip"), &["install", "--quiet", "--disable-pip-version-check", requirement])?;
     if ready() {
         Ok(venv)
