@@ -307,6 +307,91 @@ async fn idle_sockets_close_and_sockets_are_bounded() {
     assert_eq!(hello(&mut ws, None).await, json!({"type": "hello_ok"}));
 }
 
+/// The request pool's bytes in use, from `/debug/memory`.
+async fn pool_used_bytes(server: &TestServer, admin: &str) -> u64 {
+    let url = format!("{}/debug/memory", server.url);
+    let admin = admin.to_string();
+    let memory = tokio::task::spawn_blocking(move || support::get(&url, Some(&admin))).await.unwrap();
+    assert_eq!(memory.status, 200, "{}", memory.body);
+    memory.body["request_buffers"]["bytes_used"].as_u64().unwrap()
+}
+
+/// The bytes a client sends are charged to the request pool as they arrive, not once a whole
+/// message is in: a message the pool cannot hold closes its socket (1009 when it could never
+/// fit, 1013 when the pool is busy) instead of being buffered outside the budget, and the frame
+/// buffer a socket grew stays charged until the socket closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_bytes_are_charged_as_they_arrive() {
+    const ADMIN: &str = "hrana-ws-admin-token-0123456789";
+    const POOL_BYTES: u64 = 256 << 10;
+    let auth = Auth { tokens: vec![Token { secret: TOKEN.into(), prefix: None }], admin: Some(ADMIN.into()) };
+    // Messages may be larger than the pool: the limit alone would let them in.
+    let config = ServerConfig { auth, body_bytes_max: 1 << 20, ..ServerConfig::default() };
+    let host = HostConfig { request_buffers_bytes_max: POOL_BYTES, ..HostConfig::default() };
+    let server = TestServer::start(config, host, StorageConfig::default());
+    let length_of = |id: i32, bytes: usize| {
+        let text = "x".repeat(bytes);
+        json!({"type": "request", "request_id": id, "request": {"type": "execute", "stream_id": 1,
+            "stmt": {"sql": "SELECT length(?)", "args": [{"type": "text", "value": text}], "want_rows": true}}})
+    };
+
+    // A message over the message limit: refused from its frame header, 1009.
+    let (mut ws, _) = connect(&server, "/db/ws-meter", "hrana3").await;
+    let _ = ws.send(Message::text(length_of(2, 1100 << 10).to_string())).await;
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, CloseCode::Size, "{reason}");
+    assert!(reason.contains("too long"), "{reason}");
+    drop(ws);
+    // Within the limit but more than the whole pool: refused as it arrives, 1009 as well. (The
+    // server may close before the whole message is written.)
+    let (mut ws, _) = connect(&server, "/db/ws-meter", "hrana3").await;
+    let _ = ws.send(Message::text(length_of(2, 300 << 10).to_string())).await;
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, CloseCode::Size, "{reason}");
+    assert!(reason.contains("request memory"), "{reason}");
+    drop(ws);
+
+    // A 100 KiB message is answered, and the socket keeps its frame buffer charged.
+    let (mut first, _) = connect(&server, "/db/ws-meter", "hrana3").await;
+    hello(&mut first, Some(TOKEN)).await;
+    ok(&mut first, 1, json!({"type": "open_stream", "stream_id": 1})).await;
+    send(&mut first, length_of(2, 100 << 10)).await;
+    let answer = recv(&mut first).await;
+    assert_eq!(answer["response"]["result"]["rows"][0][0]["value"], (100 << 10).to_string(), "{answer}");
+    let held = pool_used_bytes(&server, ADMIN).await;
+    assert!(held >= 100 << 10, "an open socket holds the frame buffer it grew: {held}");
+
+    // Another socket's 150 KiB message does not fit beside it: 1013, try again later.
+    let (mut second, _) = connect(&server, "/db/ws-meter", "hrana3").await;
+    hello(&mut second, Some(TOKEN)).await;
+    ok(&mut second, 1, json!({"type": "open_stream", "stream_id": 1})).await;
+    let _ = second.send(Message::text(length_of(2, 150 << 10).to_string())).await;
+    let (code, reason) = closed(&mut second).await;
+    assert_eq!(code, CloseCode::Again, "{reason}");
+    assert!(reason.starts_with("overloaded"), "{reason}");
+    drop(second);
+
+    // Once the first socket is gone the pool is empty again, and the message goes through (its
+    // bytes are held twice while it is parsed: as read, and as the parsed request).
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut used = u64::MAX;
+    for _ in 0..50 {
+        used = pool_used_bytes(&server, ADMIN).await;
+        if used == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(used, 0, "closed sockets give their bytes back");
+    let (mut third, _) = connect(&server, "/db/ws-meter", "hrana3").await;
+    hello(&mut third, Some(TOKEN)).await;
+    ok(&mut third, 1, json!({"type": "open_stream", "stream_id": 1})).await;
+    send(&mut third, length_of(2, 110 << 10)).await;
+    let answer = recv(&mut third).await;
+    assert_eq!(answer["type"], "response_ok", "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_pings_close_the_socket() {
     let config = ServerConfig { hrana_ws_ping_ms: 200, ..ServerConfig::default() };

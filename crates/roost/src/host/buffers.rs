@@ -78,8 +78,9 @@ impl RequestBuffers {
         }
     }
 
-    fn take(&self, bytes: u64) -> Result<(), BufferError> {
-        if bytes > self.bytes_max {
+    /// Takes `bytes` for an account that would then hold `account_bytes`.
+    fn take(&self, account_bytes: u64, bytes: u64) -> Result<(), BufferError> {
+        if account_bytes > self.bytes_max {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(BufferError::TooLarge { bytes_max: self.bytes_max });
         }
@@ -126,9 +127,12 @@ impl Drop for Account {
 }
 
 impl RequestMemory {
-    /// Charges `bytes` to the pool.
+    /// Charges `bytes` to the pool. An account charged bit by bit (a body or a message as it
+    /// arrives) learns it can never fit, rather than that the pool is busy, once it alone would
+    /// need more than the whole pool.
     pub fn charge(&self, bytes: u64) -> Result<(), BufferError> {
-        self.inner.pool.take(bytes)?;
+        let own = self.inner.reserved.load(Ordering::Acquire);
+        self.inner.pool.take(own.saturating_add(bytes), bytes)?;
         self.inner.reserved.fetch_add(bytes, Ordering::AcqRel);
         Ok(())
     }
@@ -180,6 +184,11 @@ mod tests {
         let pool = RequestBuffers::new(1000, 600, 5);
         let a = pool.memory();
         a.charge(700).unwrap();
+        assert_eq!(
+            a.charge(400),
+            Err(BufferError::TooLarge { bytes_max: 1000 }),
+            "a alone would outgrow the pool"
+        );
         let b = pool.memory();
         assert_eq!(b.charge(400), Err(BufferError::Full { retry_after_ms: 5 }));
         assert_eq!(b.charge(2000), Err(BufferError::TooLarge { bytes_max: 1000 }));

@@ -26,14 +26,13 @@
 mod exec;
 mod proto;
 mod protobuf;
+mod socket;
 mod stream;
 mod v1;
 mod ws;
 
 use std::sync::Arc;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -212,36 +211,22 @@ async fn batch_v1_of(State(hrana): State<Hrana>, Path(id): Path<String>, request
     v1::batch(hrana, Some(id), request).await
 }
 
-async fn websocket(
-    State(hrana): State<Hrana>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    websocket_to(hrana, None, headers, ws)
+async fn websocket(State(hrana): State<Hrana>, request: Request) -> Response {
+    websocket_to(hrana, None, request)
 }
 
-async fn websocket_of(
-    State(hrana): State<Hrana>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    websocket_to(hrana, Some(id), headers, ws)
+async fn websocket_of(State(hrana): State<Hrana>, Path(id): Path<String>, request: Request) -> Response {
+    websocket_to(hrana, Some(id), request)
 }
 
 /// The actor is checked before the upgrade; the token comes with `hello` (or, when `hello`
 /// has none, from the upgrade request's `Authorization` header).
-fn websocket_to(
-    hrana: Hrana,
-    path: Option<String>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(ws) = ws else {
+fn websocket_to(hrana: Hrana, path: Option<String>, mut request: Request) -> Response {
+    let Ok(upgrade) = socket::Upgrade::from_request(&mut request) else {
         return ApiError::not_found("expected a WebSocket upgrade (Hrana over WebSocket)").into_response();
     };
-    match actor_of(path, &headers) {
-        Ok(id) => ws::upgrade(hrana, id, &headers, ws),
+    match actor_of(path, request.headers()) {
+        Ok(id) => ws::upgrade(hrana, id, request.headers(), upgrade),
         Err(error) => error.into_response(),
     }
 }

@@ -31,12 +31,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::super::body::{buffer_error, encode, parse_bytes_bound};
 use super::super::error::ApiError;
@@ -44,10 +47,11 @@ use super::super::{Phase, ServerConfig};
 use super::exec::{self, Ctx, Encoding};
 use super::proto::{self, Batch, HError, Reply, Stmt, StreamRequest};
 use super::protobuf::{self as pb, WsRequest as PbRequest};
+use super::socket::{Meter, Socket, Upgrade};
 use super::stream::{stored_sql_bytes, Stream};
 use super::Hrana;
 use crate::actor_id::ActorId;
-use crate::host::RequestMemory;
+use crate::host::{BufferError, RequestMemory};
 
 /// Subprotocols served, most preferred first (sqld's order).
 const PROTOCOLS: [&str; 4] = ["hrana3-protobuf", "hrana3", "hrana2", "hrana1"];
@@ -68,10 +72,12 @@ const STREAM_QUEUE: usize = 16;
 /// Close codes (RFC 6455).
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_UNSUPPORTED: u16 = 1003;
 const CLOSE_INVALID: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -163,8 +169,24 @@ impl Closing {
 }
 
 impl Closing {
-    fn too_big(error: axum::Error) -> Self {
-        Self { code: CLOSE_TOO_BIG, reason: format!("cannot read a message: {error}") }
+    /// Why the socket could not read on. When the meter refused the bytes, the socket had no
+    /// room in the request pool: the reason says whether waiting can help.
+    fn unreadable(error: WsError, meter: &Meter) -> Self {
+        let (code, reason) = match (meter.refused(), error) {
+            (Some(BufferError::Full { retry_after_ms }), _) => (
+                CLOSE_TRY_AGAIN_LATER,
+                format!(
+                    "overloaded: request memory is in use by other requests; retry after {retry_after_ms} ms"
+                ),
+            ),
+            (Some(BufferError::TooLarge { bytes_max }), _) => {
+                (CLOSE_TOO_BIG, format!("message needs more than the {bytes_max}-byte request memory"))
+            }
+            (None, WsError::Capacity(error)) => (CLOSE_TOO_BIG, format!("cannot read a message: {error}")),
+            (None, WsError::Utf8(error)) => (CLOSE_INVALID, format!("cannot read a message: {error}")),
+            (None, error) => (CLOSE_PROTOCOL, format!("cannot read a message: {error}")),
+        };
+        Self { code, reason }
     }
 }
 
@@ -238,13 +260,13 @@ struct StreamHandle {
 }
 
 /// Upgrades `GET /db/{id}` (or `GET /` with `x-namespace`) to a Hrana socket on `actor`.
-pub(super) fn upgrade(hrana: Hrana, actor: ActorId, headers: &HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let asked = ws.requested_protocols().count() > 0;
-    let ws = ws.protocols(PROTOCOLS);
+pub(super) fn upgrade(hrana: Hrana, actor: ActorId, headers: &HeaderMap, upgrade: Upgrade) -> Response {
+    // The server's order decides among the offered subprotocols (sqld's behaviour).
+    let chosen = PROTOCOLS.into_iter().find(|p| upgrade.offered().iter().any(|o| o == p));
     // A client that names no subprotocol speaks Hrana 1 (as sqld assumes).
-    let (version, encoding) = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+    let (version, encoding) = match chosen {
         Some(name) => protocol(name),
-        None if !asked => (1, Encoding::Json),
+        None if upgrade.offered().is_empty() => (1, Encoding::Json),
         None => {
             return ApiError::bad_request(format!(
                 "no supported WebSocket subprotocol; this server speaks {}",
@@ -253,16 +275,21 @@ pub(super) fn upgrade(hrana: Hrana, actor: ActorId, headers: &HeaderMap, ws: Web
             .into_response()
         }
     };
+    let config = hrana.app.config();
     let Ok(permit) = hrana.sockets.clone().try_acquire_owned() else {
-        let config = hrana.app.config();
         return ApiError::overloaded("too many Hrana WebSocket connections are open", config.retry_after_ms)
             .into_response();
     };
-    let bytes_max = hrana.app.config().body_bytes_max;
+    let bytes_max = config.body_bytes_max;
     let bearer = headers.get(header::AUTHORIZATION).cloned();
-    ws.max_message_size(bytes_max).max_frame_size(bytes_max).on_upgrade(move |socket| async move {
-        Session::new(hrana, actor, (version, encoding), bearer, permit).run(socket).await;
-    })
+    let account = hrana.app.host().request_memory();
+    let session = move |socket, meter| async move {
+        Session::new(hrana, actor, (version, encoding), bearer, permit).run(socket, meter).await;
+    };
+    match upgrade.accept(chosen, bytes_max, account, session) {
+        Ok(response) => response,
+        Err(error) => buffer_error(error, "opening a Hrana socket").into_response(),
+    }
 }
 
 /// One socket's state, owned by its task.
@@ -312,20 +339,19 @@ impl Session {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    async fn run(mut self, mut socket: Socket, meter: Arc<Meter>) {
         let mut clock = Clock::new(self.hrana.app.config());
         let mut tick = tokio::time::interval(clock.tick_period());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let closing = loop {
             tokio::select! {
-                message = socket.recv() => {
+                message = socket.next() => {
                     let message = match message {
                         None => break None,
                         Some(Ok(message)) => message,
-                        // Mostly a message over the size limit; the reader may be past sending a
-                        // close frame then, and the client sees the socket end.
-                        Some(Err(error)) => break Some(Closing::too_big(error)),
+                        Some(Err(error)) => break Some(Closing::unreadable(error, &meter)),
                     };
+                    meter.message_read();
                     clock.heard(matches!(message, Message::Text(_) | Message::Binary(_)));
                     match self.on_message(message) {
                         Ok(true) => {}
@@ -362,7 +388,10 @@ impl Session {
                 let (code, reason) = (closing.code, &closing.reason);
                 tracing::debug!(actor = %self.actor, code, %reason, "closing a Hrana socket");
             }
-            let frame = CloseFrame { code: closing.code, reason: Utf8Bytes::from(truncated(closing.reason)) };
+            let frame = CloseFrame {
+                code: CloseCode::from(closing.code),
+                reason: Utf8Bytes::from(truncated(closing.reason)),
+            };
             let _ = socket.send(Message::Close(Some(frame))).await;
         }
         // Dropping the handles ends the stream tasks, which roll back and release their actors.
@@ -408,8 +437,9 @@ impl Session {
                 return Err(Closing { code: CLOSE_UNSUPPORTED, reason: reason.into() });
             }
             (Message::Close(_), _) => return Ok(false),
-            // Pongs to client pings are sent by the socket itself.
-            (Message::Ping(_) | Message::Pong(_), _) => return Ok(true),
+            // Pongs to client pings are sent by the socket itself; raw frames are not handed
+            // out when reading.
+            (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => return Ok(true),
         };
         let memory = self.hrana.app.host().request_memory();
         if let Err(error) = memory.charge(self.decode_bound(&bytes)) {
@@ -735,7 +765,11 @@ fn reply_message(
 }
 
 /// Sends a text message (JSON) or a binary one (protobuf).
-async fn send_out(socket: &mut WebSocket, bytes: Vec<u8>, encoding: Encoding) -> Result<(), axum::Error> {
+async fn send_out(
+    socket: &mut Socket,
+    bytes: Vec<u8>,
+    encoding: Encoding,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let message = match encoding {
         Encoding::Json => Message::Text(Utf8Bytes::from(String::from_utf8(bytes).expect("JSON is UTF-8"))),
         Encoding::Protobuf => Message::Binary(bytes.into()),
