@@ -10,6 +10,8 @@
 //! back through one channel to the socket task, which alone writes to the socket.
 //!
 //! Invariants:
+//! - the bytes of a message are charged to the socket's account as they arrive
+//!   ([`super::socket`]), before tungstenite buffers them;
 //! - every request message is charged to a fresh [`RequestMemory`] (its text and what parsing
 //!   may allocate) before it is parsed; the account travels with the request and its reply until
 //!   the reply has been written, so answers stay inside the request pool as over HTTP;
