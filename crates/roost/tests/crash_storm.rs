@@ -74,7 +74,8 @@ fn child(dir: &Path) -> ! {
         let connections =
             roost::host::BudgetPlan::new(&probe, &storage.store().stats()).unwrap().connections_bytes;
         // Eight awake at once: a wave of 40 wakes evicts most of the others.
-        let config = HostConfig { actor_bytes_estimate: connections / 8, ..probe };
+        let config =
+            HostConfig { actor_bytes_estimate: connections / 8, measure_actor_bytes: false, ..probe };
         let host = Host::new(storage, config).unwrap();
         let files = tempfile::tempdir().unwrap();
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));

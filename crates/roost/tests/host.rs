@@ -2,7 +2,8 @@
 //! the budget, admission control, sleep/delete/list, poisoning.
 //!
 //! SQLite's heap limits are process-wide and every host sets them, so all hosts here use the
-//! same generous budget and shape `awake_max` through `actor_bytes_estimate`.
+//! same generous budget and shape `awake_max` through `actor_bytes_estimate` (with the
+//! measured cost off: the measurement reads process-wide figures).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ fn config_awake(awake: u64) -> HostConfig {
     let storage = Storage::new(Arc::new(MemoryStore::new()), StorageConfig::default()).unwrap();
     let connections =
         roost::host::BudgetPlan::new(&probe, &storage.store().stats()).unwrap().connections_bytes;
-    HostConfig { actor_bytes_estimate: connections / awake, ..probe }
+    HostConfig { actor_bytes_estimate: connections / awake, measure_actor_bytes: false, ..probe }
 }
 
 fn id(s: &str) -> ActorId {
@@ -593,4 +594,39 @@ async fn wake_latency_counts_requests_that_found_their_actor_asleep() {
     let stats = host.stats().wake_latency;
     assert_eq!(stats.count, 2);
     assert!(stats.sum_micros > 0 && stats.buckets.last().copied() == Some(2), "{stats:?}");
+}
+
+/// With the measured cost on, `awake_max` follows what awake actors really cost instead of the
+/// estimate: an estimate ten times too high no longer keeps actors asleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awake_max_follows_the_measured_cost_of_awake_actors() {
+    let config = HostConfig { measure_actor_bytes: true, reaper_interval_ms: 20, ..config_awake(10) };
+    let host = host_with(config);
+    assert_eq!(host.stats().awake_max, 10);
+    let open = |i: usize| {
+        let host = host.clone();
+        async move {
+            host.with_db(&id(&format!("measured-{i:03}")), |db| {
+                db.execute_script("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (1)")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for i in 0..10 {
+        open(i).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.stats().awake_max <= 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = host.stats();
+    assert!(stats.awake_max > 100, "{stats:?}");
+    assert!(stats.actor_bytes_measured >= roost::host::ACTOR_RUST_BYTES + (8 << 10), "{stats:?}");
+    assert_eq!(host.plan().awake_max, 10, "the plan keeps the estimate's figure");
+    for i in 10..100 {
+        open(i).await;
+    }
+    let stats = host.stats();
+    assert_eq!((stats.actors_awake, stats.evictions_total), (100, 0), "{stats:?}");
 }

@@ -146,6 +146,7 @@ impl Sim {
         let awake = rng.random_range(2..=ACTORS as u64);
         let config = HostConfig {
             actor_bytes_estimate: connections / awake,
+            measure_actor_bytes: false,
             release_idle_memory: rng.random_bool(0.5),
             release_delay_ms: 0,
             idle_timeout_ms: 3_600_000,

@@ -5,7 +5,9 @@
 //! - a wake takes a [`Reservation`] before its open starts, and the reservation lives with the
 //!   opened database, released only after that database is closed: the count never exceeds
 //!   the maximum, even with many opens in flight;
-//! - `peak` is the highest count ever reached (for tests and metrics).
+//! - `peak` is the highest count ever reached (for tests and metrics);
+//! - the maximum may change while reservations are held ([`AwakeBudget::set_max`]): a lower one
+//!   refuses new reservations until enough are given back, it never takes one away.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 struct Counts {
     now: AtomicUsize,
     peak: AtomicUsize,
-    max: usize,
+    max: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -36,7 +38,9 @@ impl Drop for Reservation {
 
 impl AwakeBudget {
     pub fn new(max: usize) -> Self {
-        Self { counts: Arc::new(Counts { now: AtomicUsize::new(0), peak: AtomicUsize::new(0), max }) }
+        let counts =
+            Counts { now: AtomicUsize::new(0), peak: AtomicUsize::new(0), max: AtomicUsize::new(max) };
+        Self { counts: Arc::new(counts) }
     }
 
     /// A reservation, unless `max` are taken.
@@ -44,7 +48,7 @@ impl AwakeBudget {
         let counts = &self.counts;
         let before = counts
             .now
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < counts.max).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max()).then_some(n + 1))
             .ok()?;
         counts.peak.fetch_max(before + 1, Ordering::SeqCst);
         Some(Reservation { counts: counts.clone() })
@@ -57,6 +61,16 @@ impl AwakeBudget {
 
     pub fn peak(&self) -> usize {
         self.counts.peak.load(Ordering::SeqCst)
+    }
+
+    /// Reservations that may be held at once.
+    pub fn max(&self) -> usize {
+        self.counts.max.load(Ordering::SeqCst)
+    }
+
+    pub fn set_max(&self, max: usize) {
+        assert!(max > 0, "an awake budget of zero actors serves nothing");
+        self.counts.max.store(max, Ordering::SeqCst);
     }
 }
 
@@ -75,6 +89,21 @@ mod tests {
         assert!(budget.try_reserve().is_none());
         drop((b, c));
         assert_eq!((budget.count(), budget.peak()), (0, 2));
+    }
+
+    #[test]
+    fn a_lower_maximum_refuses_new_reservations_and_keeps_the_held_ones() {
+        let budget = AwakeBudget::new(3);
+        let held: Vec<_> = (0..3).map(|_| budget.try_reserve().unwrap()).collect();
+        budget.set_max(1);
+        assert!(budget.try_reserve().is_none());
+        assert_eq!(budget.count(), 3, "nothing is taken away");
+        drop(held);
+        let one = budget.try_reserve().unwrap();
+        assert!(budget.try_reserve().is_none());
+        budget.set_max(2);
+        let two = budget.try_reserve().unwrap();
+        drop((one, two));
     }
 
     #[test]

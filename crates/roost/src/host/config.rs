@@ -17,8 +17,14 @@ pub struct HostConfig {
     pub answer_bytes_max: u64,
     /// Share of the SQLite pool meant for cached pages (the rest is for connections).
     pub page_cache_bytes_max: u64,
-    /// Expected memory of one awake idle actor; sets how many may be awake at once.
+    /// Expected memory of one awake idle actor: sets how many may be awake at once until enough
+    /// actors are awake to measure it (then the measured cost decides, see
+    /// [`BudgetPlan::awake_max_for`]).
     pub actor_bytes_estimate: u64,
+    /// Replace `actor_bytes_estimate` by the measured cost once enough actors are awake. The
+    /// measurement reads SQLite's process-wide heap figures, so it assumes one host per process
+    /// (tests that run several hosts in one process and shape `awake_max` turn it off).
+    pub measure_actor_bytes: bool,
     /// Threads that run SQLite and store calls.
     pub blocking_threads: usize,
     /// Jobs waiting for a blocking thread.
@@ -62,6 +68,7 @@ impl Default for HostConfig {
             answer_bytes_max: 16 << 20,
             page_cache_bytes_max: 0,
             actor_bytes_estimate: 64 << 10,
+            measure_actor_bytes: true,
             blocking_threads: threads,
             blocking_queue_max: 16_384,
             wakes_in_flight_max: 2 * threads,
@@ -77,6 +84,18 @@ impl Default for HostConfig {
         }
     }
 }
+
+/// Rust-side state of one awake actor, outside SQLite's heap: its registry slot and state
+/// channel, VFS file handles, statement-cache entries, map entries. A heap profile of 1,000
+/// awake reference actors (valgrind massif, 2026-12-06) requested 2.6 KiB each; this rounds it
+/// up for the allocator's size classes.
+pub const ACTOR_RUST_BYTES: u64 = 4 << 10;
+/// The least one awake actor is taken to cost, however little it measures: an empty
+/// connection's pager and b-tree buffers alone take 8 KiB.
+pub const ACTOR_BYTES_MIN: u64 = 16 << 10;
+/// Actors open (not waking) before their measured cost replaces the estimate (fewer when the
+/// estimate allows fewer than twice this many).
+pub const MEASURED_ACTORS_MIN: usize = 32;
 
 /// How the budget is split into named pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,5 +147,39 @@ impl BudgetPlan {
             connections_bytes,
             awake_max,
         })
+    }
+
+    /// How many actors fit the connections pool when one costs `actor_bytes` (SQLite heap plus
+    /// Rust-side state), with a quarter of headroom for actors that grow after the measurement
+    /// (a request's statements and temporary memory).
+    pub fn awake_max_for(&self, actor_bytes: u64) -> usize {
+        let with_headroom = actor_bytes.max(ACTOR_BYTES_MIN) / 4 * 5;
+        (self.connections_bytes / with_headroom).max(1) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(connections_bytes: u64) -> BudgetPlan {
+        BudgetPlan {
+            budget_bytes: 0,
+            base_bytes: 0,
+            request_buffers_bytes: 0,
+            store_bytes: 0,
+            sqlite_bytes: connections_bytes,
+            page_cache_bytes: 0,
+            connections_bytes,
+            awake_max: 1,
+        }
+    }
+
+    #[test]
+    fn the_measured_cost_gets_a_quarter_of_headroom_and_a_floor() {
+        let plan = plan(100 << 20);
+        assert_eq!(plan.awake_max_for(32 << 10), (100 << 20) / (40 << 10));
+        assert_eq!(plan.awake_max_for(1), (100 << 20) / (20 << 10), "never below ACTOR_BYTES_MIN");
+        assert_eq!(plan.awake_max_for(1 << 40), 1, "at least one actor");
     }
 }

@@ -34,7 +34,7 @@ mod pool;
 mod registry;
 
 pub use self::buffers::{BufferError, BufferStats, RequestBuffers, RequestMemory};
-pub use self::config::{BudgetPlan, HostConfig};
+pub use self::config::{BudgetPlan, HostConfig, ACTOR_BYTES_MIN, ACTOR_RUST_BYTES};
 pub use self::registry::{
     process_memory, process_memory_of, ActorList, ActorMemory, ActorState, Host, HostStats, MemoryPool,
     MemoryReport, Pinned, ProcessMemory,

@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::awake::{AwakeBudget, Reservation};
 use super::buffers::{RequestBuffers, RequestMemory};
-use super::config::{BudgetPlan, HostConfig};
+use super::config::{BudgetPlan, HostConfig, ACTOR_RUST_BYTES, MEASURED_ACTORS_MIN};
 use super::idle::IdleList;
 use super::pool::{BlockingPool, PoolError};
 use super::HostError;
@@ -150,6 +150,7 @@ struct Counters {
     overloaded: AtomicU64,
     requests: AtomicU64,
     wake_latency: crate::kv::LatencyCounters,
+    actor_bytes_measured: AtomicU64,
 }
 
 struct Inner {
@@ -203,7 +204,12 @@ pub struct HostStats {
     pub actors_waking: usize,
     pub actors_known: usize,
     pub actors_poisoned: usize,
+    /// Actors that may be awake at once: from `actor_bytes_estimate` at start, then from
+    /// `actor_bytes_measured`.
     pub awake_max: usize,
+    /// What one awake actor costs, as last measured: SQLite's connection memory per open
+    /// actor plus the Rust-side state ([`super::config::ACTOR_RUST_BYTES`]); 0 until measured.
+    pub actor_bytes_measured: u64,
     pub wakes_queued: usize,
     pub blocking_queued: usize,
     pub wakes_total: u64,
@@ -813,7 +819,7 @@ impl Inner {
     /// if none can sleep, the wake fails with `Overloaded`.
     async fn reserve(self: &Arc<Self>) -> Result<Reservation, HostError> {
         // Evict a tenth at once so that a storm does not pick victims per wake.
-        let batch = (self.plan.awake_max / 10).max(1);
+        let batch = (self.awake.max() / 10).max(1);
         if vfs::sqlite_memory().used_bytes >= self.plan.sqlite_bytes {
             self.evict(batch).await?;
         }
@@ -904,6 +910,30 @@ impl Inner {
         }
     }
 
+    /// Sizes the awake budget from what the actors open now cost (reaper thread), so that
+    /// `awake_max` follows the tenants' real schemas and statements rather than a guess: light
+    /// actors let more stay awake, heavy ones fewer (a lower maximum puts idle actors to sleep
+    /// as wakes need room). Wakes in flight are left out: they hold a reservation but not yet
+    /// their memory. Changes under 5% are ignored so the figure does not flap.
+    fn size_awake_budget(&self) {
+        if !self.config.measure_actor_bytes {
+            return;
+        }
+        let in_flight = self.config.wakes_in_flight_max.saturating_sub(self.wake_permits.available_permits());
+        let open = self.awake.count().saturating_sub(in_flight);
+        if open < MEASURED_ACTORS_MIN.min(self.plan.awake_max / 2).max(1) {
+            return;
+        }
+        let sqlite = vfs::sqlite_memory();
+        let connections = sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes);
+        let actor_bytes = connections / open as u64 + ACTOR_RUST_BYTES;
+        self.counters.actor_bytes_measured.store(actor_bytes, Ordering::Relaxed);
+        let (now, max) = (self.awake.max(), self.plan.awake_max_for(actor_bytes));
+        if max.abs_diff(now) * 20 > now {
+            self.awake.set_max(max);
+        }
+    }
+
     /// Puts actors idle longer than the timeout to sleep (reaper thread).
     fn reap(&self) {
         let Some(cutoff) = self.now_ms().checked_sub(self.config.idle_timeout_ms) else { return };
@@ -952,7 +982,8 @@ impl Inner {
             actors_waking: waking,
             actors_known: known,
             actors_poisoned: poisoned,
-            awake_max: plan.awake_max,
+            awake_max: self.awake.max(),
+            actor_bytes_measured: c.actor_bytes_measured.load(Ordering::Relaxed),
             wakes_queued: self.wakes_queued.load(Ordering::SeqCst),
             blocking_queued: self.pool.queued(),
             wakes_total: c.wakes.load(Ordering::Relaxed),
@@ -988,6 +1019,7 @@ fn spawn_reaper(host: Weak<Inner>) -> Result<(), HostError> {
                 Some(inner) => {
                     inner.release_idle();
                     inner.reap();
+                    inner.size_awake_budget();
                     inner.config.reaper_interval_ms
                 }
                 None => return,

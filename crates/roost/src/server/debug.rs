@@ -68,7 +68,8 @@ pub fn memory_json(state: &AppState) -> JsonValue {
             "write_errors": write_errors(&m.store), "health": state.host().storage().store().health().reason(),
             "round_trips": round_trips_json()},
         "actors": {"awake": stats.actors_awake, "waking": stats.actors_waking, "queued": stats.wakes_queued,
-            "known": stats.actors_known, "awake_max": stats.awake_max},
+            "known": stats.actors_known, "awake_max": stats.awake_max,
+            "actor_bytes_measured": stats.actor_bytes_measured},
         "budget": {"budget_bytes": m.budget_bytes, "pools": pools},
         "request_buffers": request_buffers(state),
         // On disk with a scratch folder: capped on their own, outside the memory budget.

@@ -126,6 +126,13 @@ pub fn render(stats: &HostStats, metrics: &Metrics) -> String {
     {
         let _ = writeln!(out, "roost_actors{{state=\"{state}\"}} {n}");
     }
+    gauge(&mut out, "roost_awake_max", "Actors that may be awake at once.", stats.awake_max as u64);
+    gauge(
+        &mut out,
+        "roost_actor_bytes_measured",
+        "What one awake actor costs, as last measured (0 until measured).",
+        stats.actor_bytes_measured,
+    );
     gauge(&mut out, "roost_wakes_queued", "Wakes waiting for admission.", stats.wakes_queued as u64);
     counter(&mut out, "roost_wakes_total", "Actors woken.", stats.wakes_total);
     counter(&mut out, "roost_sleeps_total", "Actors put to sleep on request.", stats.sleeps_total);
