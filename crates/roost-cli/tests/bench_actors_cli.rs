@@ -104,7 +104,8 @@ fn memory_measures_every_engine_and_n() {
 #[test]
 fn storm_completes_every_client() {
     let dir = tempfile::tempdir().unwrap();
-    let (stdout, report) = bench(dir.path(), &["storm", "--actors", "200", "--budget-mib", "128"]);
+    let args = ["storm", "--actors", "200", "--budget-mib", "128", "--after-ms", "1000"];
+    let (stdout, report) = bench(dir.path(), &args);
     assert!(stdout.contains("no-retry") && stdout.contains("retry"), "{stdout}");
     assert_eq!(report["benchmark"], "actors-storm");
     assert_eq!(report["setup"]["actors"], 200);
@@ -122,17 +123,22 @@ fn storm_completes_every_client() {
             assert!(pass["host"][key].is_u64(), "{key}: {pass}");
         }
         f64_at(pass, "total_secs");
+        let series = pass["rss_after"].as_array().unwrap();
+        assert!(series.len() >= 10 && series.iter().all(|s| s[1].as_u64().unwrap() > 0), "{series:?}");
+        assert!(f64_at(pass, "rss_recovery_s") <= 1.0);
     }
     assert_eq!(passes[1]["succeeded"], 200);
     // Correctness checks must hold; the peak-RSS verdict must follow from the figures.
     let peak_max = 128.0 * f64::from(1u32 << 20) * 1.1;
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 5, "{checks:?}");
+    assert_eq!(checks.len(), 7, "{checks:?}");
     for check in checks {
         let name = check["name"].as_str().unwrap();
         let pass = passes.iter().find(|p| name.starts_with(p["pass"].as_str().unwrap())).unwrap();
         let want = if name.contains("VmHWM") {
             pass["memory"]["hwm_bytes"].as_u64().unwrap() as f64 <= peak_max
+        } else if name.contains("RSS back") {
+            f64_at(pass, "rss_recovery_s") <= 5.0
         } else {
             true
         };

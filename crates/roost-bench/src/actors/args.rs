@@ -61,6 +61,10 @@ pub struct MemoryArgs {
     /// Pause before memory is read, letting background work (store flushes) settle, ms.
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
     pub settle_ms: u64,
+    /// roost's host memory budget, MiB: 512 (the server's default) checks that every actor fits
+    /// the awake budget the host sizes from their measured cost; the point fails if any sleeps.
+    #[arg(long, value_name = "MIB", default_value_t = 16 << 10)]
+    pub budget_mib: u64,
 }
 
 /// Arguments of `roost bench actors storm`.
@@ -93,6 +97,9 @@ pub struct StormArgs {
     /// Retrying clients: largest backoff, ms.
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
     pub backoff_cap_ms: u64,
+    /// How long RSS is watched after each storm pass, ms (its last sample is the settled figure).
+    #[arg(long, value_name = "MS", default_value_t = 15_000)]
+    pub after_ms: u64,
 }
 
 /// Arguments of `roost bench actors soak`.

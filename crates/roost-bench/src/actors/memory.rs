@@ -28,8 +28,6 @@ use crate::common::{
     Table, KIB, MIB,
 };
 
-/// The host's budget: large enough that no actor is put to sleep.
-const BUDGET_BYTES: u64 = 16 << 30;
 /// Marginal RSS per awake actor at the largest N (10,000 by default): target and goal.
 const MARGINAL_TARGET_KIB: f64 = 64.0;
 const MARGINAL_GOAL_KIB: f64 = 32.0;
@@ -73,6 +71,8 @@ pub struct PointTask {
     pub inserts: usize,
     pub wake_sample: usize,
     pub settle_ms: u64,
+    /// roost: the host's memory budget.
+    pub budget_bytes: u64,
 }
 
 /// What one child measured.
@@ -96,8 +96,20 @@ pub struct Point {
     pub wake_us: Option<Summary>,
     /// Single-row autocommit inserts per second on actor 0.
     pub inserts_per_sec: Option<f64>,
+    /// roost only: the same wakes as the host measures them, from its `wake_latency` histogram
+    /// (request arrival to statement start; quantiles interpolated inside buckets).
+    #[serde(default)]
+    pub wake_inside_us: Option<WakeInside>,
     /// roost only: the host's figures once every actor is awake.
     pub host: Option<HostFigures>,
+}
+
+/// Quantiles of the host's wake histogram, microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WakeInside {
+    pub p50: f64,
+    pub p99: f64,
+    pub count: u64,
 }
 
 /// The child's side.
@@ -131,7 +143,7 @@ fn count_of(rows: &[Vec<Value>]) -> i64 {
 
 async fn roost_point(task: &PointTask) -> BenchResult<Point> {
     let config = HostConfig {
-        memory_budget_bytes: BUDGET_BYTES,
+        memory_budget_bytes: task.budget_bytes,
         idle_timeout_ms: u64::MAX / 4,
         ..HostConfig::default()
     };
@@ -164,8 +176,9 @@ async fn roost_point(task: &PointTask) -> BenchResult<Point> {
     let stats = host.stats();
     let sqlite = stats.memory.sqlite;
     if stats.actors_awake != n {
+        let (awake, max) = (stats.actors_awake, stats.awake_max);
         return Err(
-            format!("{} of {n} actors are awake: the host put some to sleep", stats.actors_awake).into()
+            format!("{awake} of {n} actors are awake (awake_max {max}): the host put some to sleep").into()
         );
     }
 
@@ -191,6 +204,7 @@ async fn roost_point(task: &PointTask) -> BenchResult<Point> {
         }
         wake_us = Some(Summary::of(wakes.iter().map(|d| d.as_secs_f64() * 1e6).collect()));
     }
+    let wake_inside = host.stats().wake_latency;
     host.shutdown().await;
     Ok(Point {
         engine: task.engine,
@@ -204,6 +218,10 @@ async fn roost_point(task: &PointTask) -> BenchResult<Point> {
         open_us_per_actor: (n > 0).then(|| open.as_secs_f64() * 1e6 / n as f64),
         wake_us,
         inserts_per_sec,
+        wake_inside_us: wake_inside
+            .quantile_s(0.5)
+            .zip(wake_inside.quantile_s(0.99))
+            .map(|(p50, p99)| WakeInside { p50: p50 * 1e6, p99: p99 * 1e6, count: wake_inside.count }),
         host: Some(stats.into()),
     })
 }
@@ -262,6 +280,7 @@ fn native_point(task: &PointTask) -> BenchResult<Point> {
         open_us_per_actor: (n > 0).then(|| open.as_secs_f64() * 1e6 / n as f64),
         wake_us,
         inserts_per_sec,
+        wake_inside_us: None,
         host: None,
     })
 }
@@ -286,7 +305,12 @@ pub struct Row {
     pub open_us_per_actor: Option<f64>,
     pub wake_us_p50: Option<f64>,
     pub wake_us_p99: Option<f64>,
+    pub wake_inside_us_p50: Option<f64>,
+    pub wake_inside_us_p99: Option<f64>,
     pub inserts_per_sec: Option<f64>,
+    /// roost: actors allowed awake at once, and one actor's cost as the host measured it.
+    pub awake_max: Option<usize>,
+    pub actor_bytes_measured_kib: Option<f64>,
 }
 
 fn row(point: &Point, points: &[Point]) -> Row {
@@ -311,7 +335,11 @@ fn row(point: &Point, points: &[Point]) -> Row {
         open_us_per_actor: point.open_us_per_actor,
         wake_us_p50: point.wake_us.map(|s| s.p50),
         wake_us_p99: point.wake_us.map(|s| s.p99),
+        wake_inside_us_p50: point.wake_inside_us.map(|w| w.p50),
+        wake_inside_us_p99: point.wake_inside_us.map(|w| w.p99),
         inserts_per_sec: point.inserts_per_sec,
+        awake_max: point.host.as_ref().map(|h| h.awake_max),
+        actor_bytes_measured_kib: point.host.as_ref().map(|h| h.actor_bytes_measured as f64 / KIB),
     }
 }
 
@@ -411,6 +439,7 @@ pub fn run(args: &MemoryArgs) -> BenchResult<()> {
                 inserts,
                 wake_sample,
                 settle_ms: args.settle_ms,
+                budget_bytes: args.budget_mib << 20,
             };
             let point: Point = child::run(&Task::Memory(task))?;
             let _ = std::fs::remove_dir_all(&dir);
@@ -427,7 +456,7 @@ pub fn run(args: &MemoryArgs) -> BenchResult<()> {
             inserts,
             wake_sample,
             settle_ms: args.settle_ms,
-            host_budget_bytes: BUDGET_BYTES,
+            host_budget_bytes: args.budget_mib << 20,
             store: StoreCaps::defaults(),
         },
         targets: targets(&rows),
@@ -443,11 +472,11 @@ fn table(report: &Report) -> String {
     let p = &report.params;
     let mut out = format!(
         "roost bench actors memory: reference workload on N awake idle actors, one child process per point\n\
-         {} cpus, SQLite {}, data in {}; roost: host budget {} GiB, store cache {} MiB, write buffer {} MiB\n\n",
+         {} cpus, SQLite {}, data in {}; roost: host budget {} MiB, store cache {} MiB, write buffer {} MiB\n\n",
         report.machine.cpus,
         report.machine.sqlite_version,
         report.machine.data_dir,
-        p.host_budget_bytes >> 30,
+        p.host_budget_bytes >> 20,
         p.store.cache_mib,
         p.store.write_buffer_mib,
     );
@@ -465,7 +494,10 @@ fn table(report: &Report) -> String {
             "store cache MiB",
             "open us",
             "wake us p50",
+            "wake in us p50/p99",
             "inserts/s",
+            "awake max",
+            "measured KiB",
         ],
         1,
     );
@@ -488,13 +520,20 @@ fn table(report: &Report) -> String {
             opt(r.store_cache_mib, 1),
             opt(r.open_us_per_actor, 0),
             opt(r.wake_us_p50, 0),
+            match (r.wake_inside_us_p50, r.wake_inside_us_p99) {
+                (Some(p50), Some(p99)) => format!("{p50:.0}/{p99:.0}"),
+                _ => "-".into(),
+            },
             opt(r.inserts_per_sec, 0),
+            r.awake_max.map_or("-".into(), |n| n.to_string()),
+            opt(r.actor_bytes_measured_kib, 1),
         ]);
     }
     out.push_str(&t.render());
     out.push_str(
         "\nmarginal: (RSS(N) - RSS(1)) / (N - 1). SQLite/actor: SQLite heap growth / N. pcache: SQLite page \
-         cache bytes.\nopen: step 1 per actor (sequential). wake: first query of an asleep actor with data. \
+         cache bytes.\nopen: step 1 per actor (sequential). wake: first query of an asleep actor with data, timed by the caller \
+         (wake in: the host's own histogram, request arrival to statement start). \
          inserts/s: single-row\nautocommit inserts on actor 0 (roost: durable group commit; native: \
          journal_mode=DELETE, synchronous=FULL).\n",
     );

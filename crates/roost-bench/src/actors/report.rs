@@ -17,6 +17,8 @@ pub struct HostFigures {
     pub actors_awake: usize,
     pub actors_known: usize,
     pub awake_max: usize,
+    #[serde(default)]
+    pub actor_bytes_measured: u64,
     pub wakes_total: u64,
     pub sleeps_total: u64,
     pub evictions_total: u64,
@@ -41,6 +43,7 @@ impl From<HostStats> for HostFigures {
             actors_awake: s.actors_awake,
             actors_known: s.actors_known,
             awake_max: s.awake_max,
+            actor_bytes_measured: s.actor_bytes_measured,
             wakes_total: s.wakes_total,
             sleeps_total: s.sleeps_total,
             evictions_total: s.evictions_total,

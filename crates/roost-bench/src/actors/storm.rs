@@ -65,7 +65,23 @@ pub struct PassTask {
     pub wake_queue_max: usize,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+    /// How long RSS is watched after the storm, ms.
+    #[serde(default = "default_after_ms")]
+    pub after_ms: u64,
 }
+
+fn default_after_ms() -> u64 {
+    AFTER_MS
+}
+
+/// RSS is watched this long after a storm, every [`AFTER_SAMPLE_MS`]; its last sample is the
+/// settled figure the recovery is measured against.
+const AFTER_MS: u64 = 15_000;
+const AFTER_SAMPLE_MS: u64 = 100;
+/// After a burst RSS should be back within this share of the settled figure within
+/// [`RECOVERY_S_MAX`] (issue 10).
+const RECOVERY_SLACK: f64 = 0.10;
+const RECOVERY_S_MAX: f64 = 5.0;
 
 /// What one storm pass measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +109,37 @@ pub struct PassResult {
     /// Most actors awake at once, sampled every 5 ms.
     pub awake_peak: usize,
     pub host: HostFigures,
+    /// RSS after the last client ended: `(ms since then, bytes)` every 100 ms.
+    #[serde(default)]
+    pub rss_after: Vec<(u64, u64)>,
+    /// Seconds until RSS stayed within 10% of its last sample (the settled figure).
+    #[serde(default)]
+    pub rss_recovery_s: f64,
+}
+
+/// Seconds from the first sample until every later one is within `slack` of the last.
+fn recovery_s(series: &[(u64, u64)], slack: f64) -> f64 {
+    let Some(&(_, settled)) = series.last() else { return 0.0 };
+    let limit = settled as f64 * (1.0 + slack);
+    let first = series.first().map_or(0, |s| s.0);
+    let last_over = series.iter().rev().find(|(_, rss)| *rss as f64 > limit);
+    // The first sample at or under the limit after the last one over it.
+    let back = last_over.map_or(first, |(t, _)| t + AFTER_SAMPLE_MS);
+    back.saturating_sub(first) as f64 / 1000.0
+}
+
+/// Samples RSS every [`AFTER_SAMPLE_MS`] for `after_ms`.
+async fn watch_rss(after_ms: u64) -> BenchResult<Vec<(u64, u64)>> {
+    let start = Instant::now();
+    let mut series = Vec::new();
+    loop {
+        let t = start.elapsed().as_millis() as u64;
+        series.push((t, ProcMemory::read()?.rss_bytes));
+        if t >= after_ms {
+            return Ok(series);
+        }
+        tokio::time::sleep(Duration::from_millis(AFTER_SAMPLE_MS)).await;
+    }
 }
 
 enum Outcome {
@@ -179,6 +226,9 @@ async fn run_pass(task: Arc<PassTask>) -> BenchResult<PassResult> {
     let memory = ProcMemory::read()?;
     let allocator = AllocatorFigures::read();
     let stats = host.stats();
+    // The actors stay awake (the idle timeout is longer): what goes away is the storm's own
+    // memory (wakes in flight, answers, allocator retention).
+    let rss_after = watch_rss(task.after_ms).await?;
     host.shutdown().await;
 
     let count = |f: fn(&Outcome) -> bool| done.iter().filter(|c| f(&c.outcome)).count();
@@ -206,6 +256,8 @@ async fn run_pass(task: Arc<PassTask>) -> BenchResult<PassResult> {
         allocator,
         awake_peak: peak.load(Ordering::Relaxed).max(stats.actors_awake),
         host: stats.into(),
+        rss_recovery_s: recovery_s(&rss_after, RECOVERY_SLACK),
+        rss_after,
     })
 }
 
@@ -262,6 +314,7 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
             wake_queue_max,
             backoff_base_ms: args.backoff_base_ms,
             backoff_cap_ms: args.backoff_cap_ms,
+            after_ms: args.after_ms,
         };
         passes.push(child::run::<PassResult>(&Task::StormPass(task))?);
     }
@@ -276,6 +329,10 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
         checks.push(Check {
             name: format!("{}: peak RSS (VmHWM) <= budget + 10%", p.pass),
             met: p.memory.hwm_bytes as f64 <= peak_max,
+        });
+        checks.push(Check {
+            name: format!("{}: RSS back within 10% of settled in <= 5 s", p.pass),
+            met: p.rss_recovery_s <= RECOVERY_S_MAX,
         });
         if p.pass == "retry" {
             checks.push(Check { name: "retry: every client completes".into(), met: p.succeeded == p.actors });
@@ -302,7 +359,7 @@ pub fn run(args: &StormArgs) -> BenchResult<()> {
     let failed: Vec<&str> = report
         .checks
         .iter()
-        .filter(|c| !c.met && !c.name.contains("VmHWM"))
+        .filter(|c| !c.met && !c.name.contains("VmHWM") && !c.name.contains("RSS back"))
         .map(|c| c.name.as_str())
         .collect();
     if failed.is_empty() {
@@ -350,6 +407,8 @@ fn table(report: &Report) -> String {
             "evictions",
             "overloaded_total",
             "awake peak/max",
+            "settled MiB",
+            "back in 10% s",
         ],
         1,
     );
@@ -369,12 +428,15 @@ fn table(report: &Report) -> String {
             r.host.evictions_total.to_string(),
             r.host.overloaded_total.to_string(),
             format!("{}/{}", r.awake_peak, r.host.awake_max),
+            r.rss_after.last().map_or("-".into(), |(_, rss)| fixed(*rss as f64 / MIB, 1)),
+            fixed(r.rss_recovery_s, 1),
         ]);
     }
     out.push_str(&t.render());
     out.push_str(&format!(
         "\nlatency: per client, from the common start to its end (retries included). HWM: the pass's peak RSS \
-         (its own process).\npeak RSS limit: budget + 10% = {:.1} MiB. RSS before the storm: {}.\n\nchecks:\n",
+         (its own process). settled: RSS 15 s after the storm;\nback in 10%: seconds after the storm until RSS \
+         stays within 10% of settled. peak RSS limit: budget + 10% = {:.1} MiB. RSS before the storm: {}.\n\nchecks:\n",
         budget_mib * (1.0 + BUDGET_SLACK),
         report
             .passes
@@ -397,6 +459,14 @@ fn table(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovery_is_when_rss_stays_within_the_slack_of_the_last_sample() {
+        let series = [(0, 300), (100, 200), (200, 115), (300, 100), (400, 100)];
+        assert_eq!(recovery_s(&series, 0.10), 0.3);
+        assert_eq!(recovery_s(&[(0, 100), (100, 105)], 0.10), 0.0);
+        assert_eq!(recovery_s(&[], 0.10), 0.0);
+    }
 
     #[test]
     fn backoff_is_capped_and_floored() {

@@ -392,9 +392,10 @@ impl WriteErrorCounts {
     }
 }
 
-/// Upper bounds (seconds) of the store latency buckets.
-pub const LATENCY_BUCKETS_S: [f64; 11] =
-    [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+/// Upper bounds (seconds) of the latency buckets of the store's calls and of wakes (fine below
+/// a millisecond, where an embedded read or a wake lands).
+pub const LATENCY_BUCKETS_S: [f64; 14] =
+    [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// A cumulative latency histogram snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -402,6 +403,28 @@ pub struct LatencyHistogram {
     pub buckets: [u64; LATENCY_BUCKETS_S.len()],
     pub count: u64,
     pub sum_micros: u64,
+}
+
+impl LatencyHistogram {
+    /// The `p` quantile (0..=1) in seconds, interpolated linearly inside its bucket as
+    /// Prometheus's `histogram_quantile` does; `None` without observations. Beyond the last
+    /// bound it answers that bound (the histogram knows no more).
+    pub fn quantile_s(&self, p: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = p.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = (0.0, 0u64);
+        for (&bound, &cumulative) in LATENCY_BUCKETS_S.iter().zip(&self.buckets) {
+            if cumulative as f64 >= rank {
+                let (lower, count_below) = below;
+                let inside = (cumulative - count_below).max(1) as f64;
+                return Some(lower + (bound - lower) * (rank - count_below as f64) / inside);
+            }
+            below = (bound, cumulative);
+        }
+        Some(below.0)
+    }
 }
 
 /// A batch-shaped, ordered key-value store.

@@ -1000,3 +1000,21 @@ fn postgres_publish_deadline_grows_with_the_staged_bytes_on_both_sides() {
     assert!(matches!(&small, Err(KvError::Unavailable(_))), "{small:?}");
     assert_eq!(store.get_many(&[page(0)]).unwrap(), vec![Some(vec![5; 64 << 10])]);
 }
+
+#[test]
+fn latency_quantiles_interpolate_inside_their_bucket() {
+    let counters = LatencyCounters::default();
+    assert_eq!(counters.snapshot().quantile_s(0.5), None);
+    // 100 observations: 50 at 150 us (the 100..200 us bucket), 50 at 300 us (200..500 us).
+    for _ in 0..50 {
+        counters.observe(std::time::Duration::from_micros(150));
+        counters.observe(std::time::Duration::from_micros(300));
+    }
+    let h = counters.snapshot();
+    let p50 = h.quantile_s(0.5).unwrap();
+    assert!((p50 - 0.0002).abs() < 1e-9, "the median is the top of the first half's bucket: {p50}");
+    let p75 = h.quantile_s(0.75).unwrap();
+    assert!((p75 - 0.00035).abs() < 1e-9, "halfway through 200..500 us: {p75}");
+    counters.observe(std::time::Duration::from_secs(5));
+    assert_eq!(counters.snapshot().quantile_s(1.0), Some(1.0), "beyond the last bound: that bound");
+}
