@@ -172,9 +172,10 @@ fn bench_http_reports_four_workloads() {
     }
 }
 
-fn rss(url: &str) -> u64 {
+/// The server's RSS and jemalloc's live bytes.
+fn rss(url: &str) -> (u64, u64) {
     let memory: serde_json::Value = serde_json::from_slice(&fetch(&format!("{url}/debug/memory")).1).unwrap();
-    memory["process"]["rss_bytes"].as_u64().unwrap()
+    (memory["process"]["rss_bytes"].as_u64().unwrap(), memory["allocator"]["allocated_bytes"].as_u64().unwrap())
 }
 
 #[test]
@@ -206,20 +207,23 @@ fn rss_grows_when_a_thousand_actors_wake_and_falls_when_they_sleep() {
         assert_eq!(status, 200);
     }
     let awake = rss(&url);
-    assert!(awake > base + (8 << 20), "rss {base} -> {awake} after 1,000 wakes");
+    assert!(awake.0 > base.0 + (8 << 20), "rss {base:?} -> {awake:?} after 1,000 wakes");
     for i in 0..1000 {
         agent.post(&format!("{url}/v1/actors/r-{i:04}/sleep")).send_empty().unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut asleep = rss(&url);
-    // SQLite frees every connection; the store's caches, allocator bookkeeping and jemalloc's
-    // retained pages stay (measured under load in CI: 19 -> 69 -> 58 MiB), so require an eighth.
-    let target = awake - (awake - base) / 8;
-    while asleep > target && Instant::now() < deadline {
+    // SQLite frees every connection, so the live bytes fall by at least half of what the wakes
+    // added; the store's memtables (the 1,000 new databases) stay. RSS falls less, and by an
+    // amount that depends on the machine's load: pages that still hold a live allocation (a
+    // memtable entry beside a freed connection) cannot go back (measured under load in CI:
+    // 24 -> 62.5 -> 58 MiB), so RSS only has to fall.
+    let fallen = |now: (u64, u64)| now.1 <= awake.1 - (awake.1 - base.1) / 2 && now.0 < awake.0;
+    while !fallen(asleep) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         asleep = rss(&url);
     }
-    assert!(asleep <= target, "rss {base} -> {awake} -> {asleep}: did not fall after sleeping");
+    assert!(fallen(asleep), "(rss, live) {base:?} -> {awake:?} -> {asleep:?}: did not fall after sleeping");
     stop(child.take());
 }
 
