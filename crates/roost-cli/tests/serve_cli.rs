@@ -175,7 +175,10 @@ fn bench_http_reports_four_workloads() {
 /// The server's RSS and jemalloc's live bytes.
 fn rss(url: &str) -> (u64, u64) {
     let memory: serde_json::Value = serde_json::from_slice(&fetch(&format!("{url}/debug/memory")).1).unwrap();
-    (memory["process"]["rss_bytes"].as_u64().unwrap(), memory["allocator"]["allocated_bytes"].as_u64().unwrap())
+    (
+        memory["process"]["rss_bytes"].as_u64().unwrap(),
+        memory["allocator"]["allocated_bytes"].as_u64().unwrap(),
+    )
 }
 
 #[test]

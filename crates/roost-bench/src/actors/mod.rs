@@ -119,3 +119,35 @@ pub async fn create_actors(host: &Host, n: usize, concurrency: usize) -> BenchRe
     })
     .await
 }
+
+#[cfg(test)]
+mod heap_probe {
+    use super::*;
+
+    /// Not a check: a fixture for a heap profile of awake actors (`scripts/actor-heap.sh` runs it
+    /// under valgrind's massif for two N and attributes the difference per call site). It
+    /// creates `ROOST_PROBE_ACTORS` reference actors, waits for their idle release and exits
+    /// without dropping anything, so massif's last snapshot is the awake population.
+    #[test]
+    #[ignore = "run by scripts/actor-heap.sh under valgrind"]
+    fn awake_actor_heap_probe() {
+        let n = std::env::var("ROOST_PROBE_ACTORS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+        let dir = tempfile::tempdir().expect("scratch folder");
+        let config = HostConfig {
+            memory_budget_bytes: 4 << 30,
+            idle_timeout_ms: 3_600_000,
+            release_delay_ms: 100,
+            ..HostConfig::default()
+        };
+        let host =
+            open_host(dir.path(), StoreCaps { cache_mib: 4, write_buffer_mib: 8 }, config).expect("host");
+        runtime().expect("runtime").block_on(async {
+            create_actors(&host, n, 8).await.expect("actors");
+            tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+            let stats = host.stats();
+            let sqlite = roost::vfs::sqlite_memory().used_bytes;
+            eprintln!("probe: {} awake, SQLite heap {sqlite} bytes", stats.actors_awake);
+            std::process::exit(0);
+        });
+    }
+}
