@@ -630,3 +630,27 @@ async fn awake_max_follows_the_measured_cost_of_awake_actors() {
     let stats = host.stats();
     assert_eq!((stats.actors_awake, stats.evictions_total), (100, 0), "{stats:?}");
 }
+
+/// A wake storm over a full awake budget puts to sleep about as many actors as it wakes: one
+/// eviction runs at a time and the wakes waiting for it use the room it made, instead of each
+/// evicting a batch of its own (and the last ones finding no idle actor left: `Overloaded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_storm_evicts_about_what_it_wakes() {
+    let host = host_with(HostConfig { wakes_in_flight_max: 64, ..config_awake(200) });
+    let wake = |name: String| {
+        let host = host.clone();
+        tokio::spawn(async move { host.execute(&id(&name), "SELECT 1", Params::None).await })
+    };
+    for i in 0..200 {
+        wake(format!("resident-{i}")).await.unwrap().unwrap();
+    }
+    let storm: Vec<_> = (0..300).map(|i| wake(format!("storm-{i}"))).collect();
+    for task in storm {
+        task.await.unwrap().unwrap();
+    }
+    let stats = host.stats();
+    assert!(stats.actors_awake <= 200, "{stats:?}");
+    // 300 wakes into a full budget need 300 evictions; one batch (20) of slack.
+    assert!(stats.evictions_total <= 320, "{} evictions for 300 wakes", stats.evictions_total);
+    assert_eq!(stats.overloaded_total, 0, "{stats:?}");
+}
