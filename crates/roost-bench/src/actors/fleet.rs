@@ -38,6 +38,8 @@ use crate::common::{
 };
 
 const SETUP_CONCURRENCY: usize = 64;
+/// The setup host's budget (see [`populate`]).
+const SETUP_BUDGET_BYTES: u64 = 16 << 30;
 /// Marks a `--reuse-data` folder whose setup finished; holds its actor count.
 const SETUP_MARKER: &str = "fleet-setup.json";
 const P99_TARGET_MS: f64 = 10.0;
@@ -163,8 +165,13 @@ fn prepare(args: &FleetArgs, actors: usize) -> BenchResult<(DataDir, Option<f64>
 fn populate(store: &Path, actors: usize) -> BenchResult<f64> {
     eprintln!("creating {actors} actors, {SETUP_CONCURRENCY} at once, in {}", store.display());
     let start = Instant::now();
+    // A budget that no setup reaches, so that nothing is evicted: under the default budget
+    // (512 MiB) 64 creations at once were refused `overloaded` ("no idle actor to put to
+    // sleep") after about 5,000 actors. Every actor stays awake until the shutdown, about
+    // 34 KiB each (`memory` above: 3.3 GB at 100,000).
+    let config = HostConfig { memory_budget_bytes: SETUP_BUDGET_BYTES, ..HostConfig::default() };
     runtime()?.block_on(async {
-        let host = open_host(store, StoreCaps::defaults(), HostConfig::default())?;
+        let host = open_host(store, StoreCaps::defaults(), config)?;
         let created = create_actors(&host, actors, SETUP_CONCURRENCY).await;
         host.shutdown().await;
         created
@@ -193,8 +200,14 @@ struct ClientLog {
 fn check(kind: Kind, status: u16, body: &[u8]) -> Option<String> {
     let answer: Option<Value> = serde_json::from_slice(body).ok();
     if status != 200 {
-        let code = answer.as_ref().and_then(|a| a["error"]["code"].as_str()).unwrap_or("no error code");
-        return Some(format!("{status} {code}"));
+        let error = answer.as_ref().map(|a| &a["error"]);
+        let code = error.and_then(|e| e["code"].as_str()).unwrap_or("no error code");
+        // A 503's message names which limit refused it (the wake queue, the memory budget...),
+        // from a short fixed list; other messages may quote SQL or ids, so only their code counts.
+        return Some(match error.and_then(|e| e["message"].as_str()).filter(|_| status == 503) {
+            Some(message) => format!("{status} {code}: {message}"),
+            None => format!("{status} {code}"),
+        });
     }
     let Some(answer) = answer else { return Some("200 with a body that is not JSON".into()) };
     let plausible = match kind {
@@ -996,7 +1009,9 @@ mod tests {
         assert_eq!(check(Kind::Write, 200, br#"{"rows":[],"rows_affected":1}"#), None);
         assert!(check(Kind::Write, 200, br#"{"rows":[],"rows_affected":0}"#).is_some());
         let overloaded = br#"{"error":{"code":"overloaded","message":"busy"}}"#;
-        assert_eq!(check(Kind::Read, 503, overloaded).as_deref(), Some("503 overloaded"));
+        assert_eq!(check(Kind::Read, 503, overloaded).as_deref(), Some("503 overloaded: busy"));
+        let bad = br#"{"error":{"code":"sql_error","message":"no such table: x"}}"#;
+        assert_eq!(check(Kind::Read, 400, bad).as_deref(), Some("400 sql_error"));
         assert_eq!(check(Kind::Write, 500, b"oops").as_deref(), Some("500 no error code"));
     }
 
