@@ -108,10 +108,7 @@ struct Node {
 impl Node {
     /// A node on the embedded store, or on PostgreSQL (its shards, node id and lease).
     fn start(postgres: Option<(&[&str], &str, u64)>) -> Result<Self, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = crate::common::free_port()?;
         let data = scratch_dir(None, "roost-bench-cluster-").map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut command = Command::new(exe);
@@ -133,7 +130,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start roost serve: {e}"))?;
-        crate::load::wait_listening(port)?;
+        crate::common::wait_listening(port)?;
         Ok(Self { child: Some(child), url: format!("http://127.0.0.1:{port}"), _data: data })
     }
 

@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use roost::server::AllocatorStats;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,40 @@ pub fn scratch_dir(data: Option<&Path>, prefix: &str) -> BenchResult<tempfile::T
         None => builder.tempdir()?,
     };
     Ok(dir)
+}
+
+/// A port of loopback that was free a moment ago (for a server to listen on).
+pub fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Waits (at most 30 s) until a `roost serve` listens on `port` of loopback.
+pub fn wait_listening(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("roost serve did not start listening within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// This binary's `roost serve` in a child process on the embedded store in `data`, listening on
+/// `port` of loopback with `--memory-budget budget_bytes` and no memory log lines; returns once
+/// it listens.
+pub fn start_server(data: &Path, port: u16, budget_bytes: u64) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .args(["serve", "--data", &data.display().to_string(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--memory-budget", &budget_bytes.to_string(), "--memory-log-interval-s", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start roost serve: {e}"))?;
+    wait_listening(port)?;
+    Ok(child)
 }
 
 /// The process's resident memory now and its peak (`roost::host::process_memory`).

@@ -13,6 +13,7 @@
 
 pub mod actors;
 pub mod bytes;
+pub mod chart;
 pub mod cluster;
 pub mod common;
 pub mod http;

@@ -10,7 +10,6 @@
 //! actor and creates its database.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::bytes::parse_bytes;
-use crate::common::{mib, scratch_dir, write_results};
+use crate::common::{free_port, mib, scratch_dir, start_server, write_results};
 
 /// Arguments of `roost bench load`.
 #[derive(Debug, Args)]
@@ -76,36 +75,6 @@ struct Counters {
     other_errors: AtomicU64,
     gave_up: AtomicU64,
     attempts_max_seen: AtomicU64,
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-/// Waits (at most 30 s) until a `roost serve` listens on `port` of loopback.
-pub(crate) fn wait_listening(port: u16) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("roost serve did not start listening within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-fn start_server(data: &std::path::Path, port: u16, budget_bytes: u64) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
-        .args(["serve", "--data", &data.display().to_string(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--memory-budget", &budget_bytes.to_string(), "--memory-log-interval-s", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start roost serve: {e}"))?;
-    wait_listening(port)?;
-    Ok(child)
 }
 
 /// Samples the server's RSS every 20 ms until `done`; returns the highest sample.

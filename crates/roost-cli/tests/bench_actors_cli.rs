@@ -44,7 +44,7 @@ fn the_child_subcommand_is_hidden() {
     let out = roost().args(["bench", "actors", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for name in ["memory", "storm", "soak", "group-commit"] {
+    for name in ["memory", "storm", "soak", "group-commit", "fleet"] {
         assert!(help.contains(name), "{name} missing from:\n{help}");
     }
     assert!(!help.lines().any(|l| l.trim_start().starts_with("child")), "{help}");
@@ -199,4 +199,103 @@ fn group_commit_compares_roost_with_both_baselines() {
     assert!((f64_at(&results[0], "commits_per_sec") - rate).abs() < 1e-6 * rate, "{}", results[0]);
     let ratio = f64_at(&results[0], "vs_wal_full");
     assert_eq!(report["ratio_met"], ratio >= f64_at(&report, "ratio_target"), "{report}");
+}
+
+#[test]
+fn fleet_serves_an_open_loop_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("fleet.svg");
+    let args = [
+        "fleet",
+        "--actors",
+        "200",
+        "--duration-s",
+        "3",
+        "--warmup-s",
+        "1",
+        "--read-interval-s",
+        "1",
+        "--write-interval-s",
+        "5",
+        "--clients",
+        "16",
+        "--memory-budget",
+        "256MiB",
+        "--chart",
+        chart.to_str().unwrap(),
+    ];
+    let (stdout, report) = bench(dir.path(), &args);
+    assert!(stdout.contains("p99 ms") && stdout.contains("targets:"), "{stdout}");
+    assert_eq!(report["benchmark"], "actors-fleet");
+    assert_eq!(report["params"]["actors"], 200);
+    let requests = &report["requests"];
+    // 200 reads/s and 40 writes/s for 3 s measured: about 600 and 120.
+    let (reads, writes) = (&requests["reads"], &requests["writes"]);
+    assert!(reads["ok"].as_u64().unwrap() > 300, "{requests}");
+    assert!(writes["ok"].as_u64().unwrap() > 40, "{requests}");
+    assert!(requests["warmup"]["ok"].as_u64().unwrap() > 0, "{requests}");
+    assert_eq!(requests["errors_total"], 0, "{requests}");
+    for window in [reads, writes, &requests["all"]] {
+        assert_eq!(window["errors"], 0, "{window}");
+        assert_eq!(window["ok"], window["scheduled"], "{window}");
+    }
+    f64_at(requests, "reads_per_s");
+    f64_at(requests, "writes_per_s");
+    for kind in ["reads", "writes", "all"] {
+        let q = &report["latency_ms"][kind];
+        let (p50, p99, max) = (f64_at(q, "p50"), f64_at(q, "p99"), f64_at(q, "max"));
+        assert!(0.0 < p50 && p50 <= f64_at(q, "p90") && p99 <= f64_at(q, "p999") && p99 <= max, "{q}");
+    }
+    let server = &report["server"];
+    let (peak, hwm) = (server["rss_peak_bytes"].as_u64().unwrap(), server["hwm_bytes"].as_u64().unwrap());
+    assert!(hwm > 1 << 20 && peak >= hwm, "{server}");
+    assert!(server["awake_peak"].as_u64().unwrap() > 0, "{server}");
+    for key in ["wakes_per_s", "evictions_per_s", "idle_sleeps_per_s", "commits_per_s"] {
+        f64_at(server, key);
+    }
+    // Setup committed 200 actors before the server started: every commit counted here is a write.
+    assert!(f64_at(server, "wakes_per_s") > 0.0 && f64_at(server, "commits_per_s") > 0.0, "{server}");
+    assert_eq!(server["exit"], "exit status: 0", "the server did not shut down cleanly: {server}");
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    assert_eq!(targets[0]["met"], peak <= 256 << 20, "{targets:?}");
+    assert_eq!(targets[1]["met"], f64_at(&report["latency_ms"]["all"], "p99") <= 10.0, "{targets:?}");
+    assert_eq!(targets[2]["met"], true, "{targets:?}");
+    let series = report["series"].as_array().unwrap();
+    assert!(series.len() >= 4, "{series:?}");
+    assert!(series.iter().all(|p| p["rss_mib"].as_f64().unwrap() > 1.0 && p["awake"].is_u64()), "{series:?}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.contains("data-series=\"rss\"") && svg.contains("data-series=\"awake\""), "{svg}");
+    assert!(svg.contains("class=\"budget\""), "{svg}");
+}
+
+#[test]
+fn fleet_reuses_its_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("keep");
+    let run = |actors: &str| {
+        roost()
+            .args(["bench", "actors", "fleet", "--actors", actors, "--duration-s", "1", "--warmup-s", "0"])
+            .args(["--read-interval-s", "1", "--write-interval-s", "5", "--reuse-data"])
+            .arg(&keep)
+            .arg("--json")
+            .arg(dir.path().join("out.json"))
+            .arg("--chart")
+            .arg(dir.path().join("out.svg"))
+            .output()
+            .unwrap()
+    };
+    let first = run("50");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(keep.join("fleet-setup.json").is_file());
+    let second = run("50");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success() && stderr.contains("reusing the 50 actors"), "{stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).unwrap()).unwrap();
+    assert_eq!(report["params"]["data_reused"], true);
+    assert_eq!(report["requests"]["errors_total"], 0, "{report}");
+    let other = run("60");
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("holds 50 actors"));
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::at_least_one;
+use crate::bytes::parse_bytes;
 
 /// `roost bench actors` benchmarks.
 #[derive(Debug, Subcommand)]
@@ -21,6 +22,10 @@ pub enum ActorsCmd {
     /// Many actors each committing single-row durable transactions at once: roost's group
     /// commit against one plain SQLite file per actor.
     GroupCommit(GroupCommitArgs),
+    /// N actors with the reference workload behind `roost serve` under its memory budget, then
+    /// an open loop of reads and writes (Poisson arrivals, uniformly random actors) for a
+    /// fixed time: latency from each request's scheduled time, errors, the server's RSS.
+    Fleet(FleetArgs),
     /// Runs one measurement point in this process and prints it as one JSON line (internal).
     #[command(hide = true)]
     Child(ChildArgs),
@@ -163,6 +168,50 @@ pub struct GroupCommitArgs {
     /// Baselines: OS threads sharing the connections.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one())]
     pub baseline_threads: u64,
+}
+
+/// Arguments of `roost bench actors fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Folder in which to create (and afterwards remove) the scratch data [default: system temp
+    /// dir]; unused with --reuse-data.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Keep the populated data in DIR and reuse it on the next run (setup is skipped when DIR
+    /// holds a finished setup of the same --actors; an empty or absent DIR is populated). The
+    /// writes of each run stay in it.
+    #[arg(long, value_name = "DIR")]
+    pub reuse_data: Option<PathBuf>,
+    /// Where to write the results as JSON.
+    #[arg(long, value_name = "PATH", default_value = "bench-actors-fleet.json")]
+    pub json: PathBuf,
+    /// Where to write the chart of RSS and awake actors over time (SVG).
+    #[arg(long, value_name = "PATH", default_value = "bench-actors-fleet.svg")]
+    pub chart: PathBuf,
+    /// Actors created with the reference workload (steps 1-4), then addressed by the load.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = at_least_one())]
+    pub actors: u64,
+    /// The server's --memory-budget.
+    #[arg(long, value_name = "BYTES", default_value = "3GiB", value_parser = parse_bytes)]
+    pub memory_budget: u64,
+    /// Each actor reads once per this many seconds on average.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub read_interval_s: f64,
+    /// Each actor writes once per this many seconds on average.
+    #[arg(long, value_name = "S", default_value_t = 600.0)]
+    pub write_interval_s: f64,
+    /// Client threads, each with its own kept-alive connection, sending the next due request.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = at_least_one())]
+    pub clients: u64,
+    /// Measured time, seconds (after the warm-up).
+    #[arg(long, value_name = "S", default_value_t = 600, value_parser = at_least_one())]
+    pub duration_s: u64,
+    /// Load before the measured time: not in the latency figures, in the RSS peak.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    pub warmup_s: u64,
+    /// Seed of the request schedule (arrival times, actors, kinds).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Arguments of the hidden `roost bench actors child`.

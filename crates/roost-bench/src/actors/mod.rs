@@ -3,7 +3,8 @@
 //! - `memory`: RSS of N awake idle actors, roost and native SQLite files side by side;
 //! - `storm`: every actor of a population requested at once under a small budget;
 //! - `soak`: cycles of inserts and scans with spikes, RSS sampled every second;
-//! - `group-commit`: many actors committing at once against one SQLite file per actor.
+//! - `group-commit`: many actors committing at once against one SQLite file per actor;
+//! - `fleet`: many actors behind `roost serve` under its budget, an open loop of reads and writes.
 //!
 //! Measurement points that need clean memory figures (each N of `memory`, each pass of `storm`)
 //! run in a fresh child process: this binary re-executed as the hidden `roost bench actors child
@@ -12,6 +13,7 @@
 
 mod args;
 mod child;
+mod fleet;
 mod group_commit;
 mod memory;
 mod report;
@@ -25,7 +27,9 @@ use std::sync::Arc;
 use roost::kv::{FjallConfig, FjallStore};
 use roost::{Host, HostConfig, Storage, StorageConfig};
 
-pub use self::args::{ActorsCmd, ChildArgs, GroupCommitArgs, MemoryArgs, MemoryEngine, SoakArgs, StormArgs};
+pub use self::args::{
+    ActorsCmd, ChildArgs, FleetArgs, GroupCommitArgs, MemoryArgs, MemoryEngine, SoakArgs, StormArgs,
+};
 use crate::common::{self, to_usize, BenchResult};
 
 pub fn run(cmd: &ActorsCmd) -> BenchResult<()> {
@@ -34,6 +38,7 @@ pub fn run(cmd: &ActorsCmd) -> BenchResult<()> {
         ActorsCmd::Storm(args) => storm::run(args),
         ActorsCmd::Soak(args) => soak::run(args),
         ActorsCmd::GroupCommit(args) => group_commit::run(args),
+        ActorsCmd::Fleet(args) => fleet::run(args),
         ActorsCmd::Child(args) => child::serve(&args.task),
     }
 }

@@ -47,7 +47,7 @@ pub fn body(i: usize) -> String {
 }
 
 /// `session_id`, `body` and `created_at` of message `i` (0-based).
-fn message(i: usize) -> (i64, String, i64) {
+pub fn message(i: usize) -> (i64, String, i64) {
     (i as i64 % 10, body(i), 1_700_000_000 + i as i64)
 }
 

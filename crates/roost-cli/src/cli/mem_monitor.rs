@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use roost_bench::bytes::parse_bytes;
+use roost_bench::chart::{self, Frame};
+use roost_bench::common::mib;
 
 #[derive(Debug, Args)]
 pub struct MemMonitorArgs {
@@ -96,10 +98,6 @@ struct Monitor<'a> {
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
 }
 
 impl Monitor<'_> {
@@ -252,70 +250,6 @@ fn finish(monitor: &Monitor<'_>, out: &Path) -> Result<(), String> {
 /// A chart line: its name, colour and value.
 type Series = (&'static str, &'static str, fn(&Sample) -> u64);
 
-/// The plot area inside the margins, and the time (ms) and bytes at its right and top edges.
-struct Frame {
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
-    t_max: f64,
-    y_max: f64,
-}
-
-impl Frame {
-    fn x(&self, t_ms: u64) -> f64 {
-        self.left + t_ms as f64 / self.t_max * (self.right - self.left)
-    }
-
-    fn y(&self, bytes: u64) -> f64 {
-        self.bottom - bytes as f64 / self.y_max * (self.bottom - self.top)
-    }
-}
-
-/// Round steps (1, 2 or 5 times a power of ten) from 0 to `max`, about `count` of them.
-fn ticks(max: f64, count: f64) -> Vec<f64> {
-    if max <= 0.0 {
-        return vec![0.0];
-    }
-    let raw = max / count;
-    let pow = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|f| f * pow).find(|s| *s >= raw).unwrap_or(raw);
-    // Multiplying (not adding up) steps and rounding keeps labels like 0.3 exact.
-    (0..).map(|i| (i as f64 * step * 1e6).round() / 1e6).take_while(|v| *v <= max * (1.0 + 1e-9)).collect()
-}
-
-/// Axes, grid, ticks labelled in MiB and s, and the axis titles.
-fn axes(f: &Frame) -> String {
-    let (l, r, t, b) = (f.left, f.right, f.top, f.bottom);
-    let mut svg = format!(
-        "<line x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
-         <line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\" stroke=\"black\"/>\n\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">time (s)</text>\n\
-         <text x=\"14\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">memory (MiB)</text>\n",
-        (l + r) / 2.0, b + 34.0, (t + b) / 2.0, (t + b) / 2.0
-    );
-    for v in ticks(mib(f.y_max as u64), 5.0) {
-        let y = f.y((v * (1u64 << 20) as f64) as u64);
-        svg += &format!(
-            "<line class=\"tick\" x1=\"{}\" y1=\"{y:.1}\" x2=\"{r}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v} MiB</text>\n",
-            l - 4.0,
-            l - 6.0,
-            y + 4.0
-        );
-    }
-    for v in ticks(f.t_max / 1000.0, 8.0) {
-        let x = f.x((v * 1000.0) as u64);
-        svg += &format!(
-            "<line class=\"tick\" x1=\"{x:.1}\" y1=\"{b}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"black\"/>\
-             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{v} s</text>\n",
-            b + 4.0,
-            b + 16.0
-        );
-    }
-    svg
-}
-
 /// RSS above the pools (what no pool explains) as a grey band between the two.
 fn unexplained_band(f: &Frame, samples: &[Sample]) -> String {
     let top = samples.iter().map(|s| format!("{:.1},{:.1}", f.x(s.t_ms), f.y(s.rss)));
@@ -342,18 +276,6 @@ fn spike_marks(f: &Frame, spikes: &[Spike]) -> String {
     svg
 }
 
-/// The budget as a dashed horizontal line (none when the server did not report one).
-fn budget_line(f: &Frame, budget: u64) -> String {
-    if budget == 0 {
-        return String::new();
-    }
-    let y = f.y(budget);
-    format!(
-        "<line class=\"budget\" x1=\"{}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#d62728\" stroke-dasharray=\"8 4\"/>\n",
-        f.left, f.right
-    )
-}
-
 /// An SVG chart of RSS and its parts over time against the budget, with the memory no pool
 /// explains as a band and every spike marked.
 fn chart(samples: &[Sample], spikes: &[Spike]) -> String {
@@ -370,13 +292,10 @@ fn chart(samples: &[Sample], spikes: &[Spike]) -> String {
         t_max,
         y_max: y_max as f64 * 1.05,
     };
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    svg += &axes(&f);
+    let mut svg = chart::open(w, h);
+    svg += &chart::axes(&f);
     svg += &unexplained_band(&f, samples);
-    svg += &budget_line(&f, budget);
+    svg += &chart::budget_line(&f, budget);
     svg += &spike_marks(&f, spikes);
     let series: [Series; 4] = [
         ("rss", "#1f77b4", |s| s.rss),
@@ -385,37 +304,21 @@ fn chart(samples: &[Sample], spikes: &[Spike]) -> String {
         ("store", "#ff7f0e", |s| s.store),
     ];
     for (name, color, value) in series {
-        let points: Vec<String> =
-            samples.iter().map(|s| format!("{:.1},{:.1}", f.x(s.t_ms), f.y(value(s)))).collect();
-        svg += &format!(
-            "<polyline data-series=\"{name}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
-            points.join(" ")
-        );
+        svg += &chart::polyline(name, color, samples.iter().map(|s| (f.x(s.t_ms), f.y(value(s)))));
     }
-    svg + &legend(f.right + 10.0, f.top) + "</svg>\n"
+    svg + &chart::legend(f.right + 10.0, f.top, &LEGEND) + "</svg>\n"
 }
 
-fn legend(x: f64, y: f64) -> String {
-    let entries = [
-        ("rss", "#1f77b4"),
-        ("sqlite", "#2ca02c"),
-        ("page cache", "#9467bd"),
-        ("store", "#ff7f0e"),
-        ("unexplained", "#bbb"),
-        ("budget", "#d62728"),
-        ("spike, captured", "red"),
-        ("spike, not captured", "#f08080"),
-    ];
-    let rows = entries.iter().enumerate().map(|(i, (name, color))| {
-        let y = y + 16.0 * i as f64;
-        format!(
-            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{y}\">{name}</text>\n",
-            y - 9.0,
-            x + 14.0
-        )
-    });
-    rows.collect()
-}
+const LEGEND: [(&str, &str); 8] = [
+    ("rss", "#1f77b4"),
+    ("sqlite", "#2ca02c"),
+    ("page cache", "#9467bd"),
+    ("store", "#ff7f0e"),
+    ("unexplained", "#bbb"),
+    ("budget", "#d62728"),
+    ("spike, captured", "red"),
+    ("spike, not captured", "#f08080"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -466,12 +369,5 @@ mod tests {
         assert!(svg.contains(">3 s</text>") && svg.contains(">0 s</text>"), "time ticks: {svg}");
         assert!(svg.matches("class=\"tick\"").count() >= 8);
         assert!(svg.contains("memory (MiB)") && svg.contains("time (s)"));
-    }
-
-    #[test]
-    fn ticks_are_round() {
-        assert_eq!(ticks(100.0, 5.0), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
-        assert_eq!(ticks(3.0, 8.0), [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]);
-        assert_eq!(ticks(0.0, 5.0), [0.0]);
     }
 }
