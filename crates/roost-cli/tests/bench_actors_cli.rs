@@ -249,7 +249,8 @@ fn fleet_serves_an_open_loop_without_errors() {
     let server = &report["server"];
     let (peak, hwm) = (server["rss_peak_bytes"].as_u64().unwrap(), server["hwm_bytes"].as_u64().unwrap());
     assert!(hwm > 1 << 20 && peak >= hwm, "{server}");
-    assert!(server["awake_peak"].as_u64().unwrap() > 0, "{server}");
+    let awake_peak = server["awake_peak"].as_u64().unwrap();
+    assert!(awake_peak > 0 && awake_peak <= server["awake_max"].as_u64().unwrap(), "{server}");
     for key in ["wakes_per_s", "evictions_per_s", "idle_sleeps_per_s", "commits_per_s"] {
         f64_at(server, key);
     }

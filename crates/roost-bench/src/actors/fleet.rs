@@ -314,6 +314,8 @@ struct Sample {
     commits_total: u64,
     overloaded_total: u64,
     sqlite_used_bytes: u64,
+    /// The host's cap on awake actors (it follows the measured cost of an awake actor).
+    awake_max: u64,
 }
 
 /// The `name` or `name{labels}` series of a Prometheus text exposition, with their values.
@@ -345,6 +347,7 @@ fn read_metrics(agent: &ureq::Agent, base: &str, sample: &mut Sample) -> bool {
     sample.commits_total = get("roost_commits_total").unwrap_or(0);
     sample.overloaded_total = get("roost_overloaded_total").unwrap_or(0);
     sample.sqlite_used_bytes = get("roost_sqlite_memory_used_bytes").unwrap_or(0);
+    sample.awake_max = get("roost_awake_max").unwrap_or(0);
     true
 }
 
@@ -473,6 +476,8 @@ struct Server {
     rss_peak_bytes: u64,
     rss_end_bytes: u64,
     awake_peak: u64,
+    /// The host's cap on awake actors at the end (`roost_awake_max`).
+    awake_max: u64,
     /// Over the measured window, from the `/metrics` counters.
     wakes_per_s: f64,
     evictions_per_s: f64,
@@ -498,6 +503,7 @@ struct SeriesPoint {
     t_s: f64,
     rss_mib: f64,
     awake: u64,
+    awake_max: u64,
     wakes_per_s: f64,
     evictions_per_s: f64,
     commits_per_s: f64,
@@ -736,6 +742,7 @@ fn server_figures(
         rss_peak_bytes: rss_samples_max_bytes.max(hwm_bytes),
         rss_end_bytes: samples.last().map_or(0, |s| s.rss_bytes),
         awake_peak: samples.iter().map(|s| s.awake).max().unwrap_or(0),
+        awake_max: with_metrics.last().map_or(0, |s| s.awake_max),
         wakes_per_s: rate(|s| s.wakes_total),
         evictions_per_s: rate(|s| s.evictions_total),
         idle_sleeps_per_s: rate(|s| s.idle_sleeps_total),
@@ -769,6 +776,7 @@ fn series(samples: &[Sample], per_second: &[(u64, u64, Vec<f64>)]) -> Vec<Series
             t_s: round(s.t_s),
             rss_mib: round(mib(s.rss_bytes)),
             awake: s.awake,
+            awake_max: s.awake_max,
             wakes_per_s: round(per_s(|s| s.wakes_total)),
             evictions_per_s: round(per_s(|s| s.evictions_total)),
             commits_per_s: round(per_s(|s| s.commits_total)),
@@ -862,6 +870,7 @@ fn table(r: &Report) -> String {
             "budget MiB",
             "RSS end MiB",
             "awake peak",
+            "awake max",
             "wakes/s",
             "evictions/s",
             "idle sleeps/s",
@@ -877,6 +886,7 @@ fn table(r: &Report) -> String {
         fixed(mib(s.budget_bytes), 0),
         fixed(mib(s.rss_end_bytes), 1),
         s.awake_peak.to_string(),
+        s.awake_max.to_string(),
         fixed(s.wakes_per_s, 1),
         fixed(s.evictions_per_s, 1),
         fixed(s.idle_sleeps_per_s, 1),
