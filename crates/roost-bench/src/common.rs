@@ -1,5 +1,5 @@
-//! Helpers every benchmark shares: errors, scratch folders, process memory and the allocator's
-//! figures, nearest-rank quantiles, the aligned text table and the JSON document.
+//! Helpers every benchmark shares: errors, scratch folders, process memory, CPU time and disk
+//! writes, the allocator's figures, nearest-rank quantiles, the aligned text table and the JSON document.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -86,6 +86,76 @@ impl ProcMemory {
             roost::host::process_memory().ok_or("cannot read the process's memory from /proc/self/status")?;
         Ok(Self { rss_bytes: m.rss_bytes, hwm_bytes: m.rss_peak_bytes })
     }
+}
+
+/// Linux's `USER_HZ`: the unit of the CPU times in `/proc/<pid>/stat`, part of /proc's ABI (100 on
+/// every architecture roost builds for), so a reading has a 10 ms resolution.
+const PROC_TICKS_PER_SEC: u64 = 100;
+
+/// This process's CPU time (user and system, all threads including exited ones: `utime` and
+/// `stime` of `/proc/self/stat`) and the bytes it caused to be written to disk (`write_bytes` of
+/// `/proc/self/io`: counted when a page-cache page is dirtied, so a small append to a page a
+/// previous fsync cleaned counts as a whole 4 KiB page). Two readings around a phase give that
+/// phase's cost; background threads of a store are included, which is the point.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ProcUsage {
+    pub user_us: u64,
+    pub system_us: u64,
+    pub write_bytes: u64,
+}
+
+impl ProcUsage {
+    pub fn read() -> BenchResult<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        let io = std::fs::read_to_string("/proc/self/io")?;
+        Self::parse(&stat, &io).ok_or_else(|| "cannot parse /proc/self/stat or /proc/self/io".into())
+    }
+
+    fn parse(stat: &str, io: &str) -> Option<Self> {
+        // The command name (field 2) is in parentheses and may hold spaces or ')': the fields
+        // after the last ')' start with field 3 (state); utime and stime are fields 14 and 15.
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+        let mut ticks_us = || fields.next()?.parse::<u64>().ok().map(|t| t * 1_000_000 / PROC_TICKS_PER_SEC);
+        let (user_us, system_us) = (ticks_us()?, ticks_us()?);
+        let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+        let write_bytes = line["write_bytes:".len()..].trim().parse().ok()?;
+        Some(Self { user_us, system_us, write_bytes })
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            user_us: self.user_us.saturating_sub(earlier.user_us),
+            system_us: self.system_us.saturating_sub(earlier.system_us),
+            write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
+        }
+    }
+
+    /// A phase's usage (see [`since`](Self::since)) divided among the `ops` operations it did.
+    pub fn per_op(&self, ops: u64) -> UsagePerOp {
+        let per = |v: u64| v as f64 / ops.max(1) as f64;
+        UsagePerOp {
+            cpu_us_per_op: per(self.user_us + self.system_us),
+            system_us_per_op: per(self.system_us),
+            write_bytes_per_op: per(self.write_bytes),
+        }
+    }
+}
+
+/// How long a phase's measurement waits after its last operation before it reads [`ProcUsage`],
+/// whatever the engine: work a store does in the background (fjall's memtable flushes and
+/// compactions, journal rotation) then lands in the phase that caused it rather than the next one.
+/// fjall has no "flush everything now" call that would not also add writes a steady state never
+/// makes.
+pub const USAGE_SETTLE: Duration = Duration::from_secs(1);
+
+/// [`ProcUsage`] per operation. For a commit workload, an operation is one commit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct UsagePerOp {
+    /// User plus system CPU time of the whole process.
+    pub cpu_us_per_op: f64,
+    pub system_us_per_op: f64,
+    pub write_bytes_per_op: f64,
 }
 
 /// Where the process allocator's statistics come from: set once by the binary that owns the
@@ -315,6 +385,21 @@ mod tests {
         t.blank();
         t.row(vec!["long name".into(), "2".into()]);
         assert_eq!(t.render(), "name          n\na          1000\n\nlong name     2\n");
+    }
+
+    #[test]
+    fn proc_usage_parses_and_subtracts() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 3 0 100 1000 10";
+        let io = "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
+        let u = ProcUsage::parse(stat, io).unwrap();
+        assert_eq!((u.user_us, u.system_us, u.write_bytes), (2_500_000, 370_000, 8192));
+        let per = u.since(&ProcUsage { user_us: 500_000, system_us: 70_000, write_bytes: 0 }).per_op(100);
+        assert_eq!(
+            (per.cpu_us_per_op, per.system_us_per_op, per.write_bytes_per_op),
+            (23_000.0, 3_000.0, 81.92)
+        );
+        let now = ProcUsage::read().unwrap();
+        assert!(ProcUsage::read().unwrap().user_us >= now.user_us);
     }
 
     #[test]

@@ -186,6 +186,9 @@ fn group_commit_compares_roost_with_both_baselines() {
         assert!(f64_at(r, "commits_per_sec") > 0.0, "{r}");
         f64_at(&r["latency_ms"], "p99");
         f64_at(r, "vs_wal_full");
+        // A second of durable commits takes CPU and reaches the disk.
+        assert!(f64_at(&r["usage_per_commit"], "cpu_us_per_op") > 0.0, "{r}");
+        assert!(f64_at(&r["usage_per_commit"], "write_bytes_per_op") > 0.0, "{r}");
     }
     // Each commit (one single-row INSERT) is exactly one store write; every group of writes is
     // one apply and one sync; 20 actors committing at once share syncs.

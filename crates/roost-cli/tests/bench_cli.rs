@@ -52,6 +52,12 @@ fn bench_storage_prints_a_table_and_writes_json() {
             assert!(ops_per_sec > 0.0, "{engine} {workload}: {ops_per_sec}");
         }
     }
+    // Durable commits reach the disk; CPU time is only checked for presence (10 ms ticks).
+    for engine in ENGINES {
+        let commit = result(results, engine, "commit_1row");
+        assert!(commit["write_bytes_per_op"].as_f64().unwrap() > 0.0, "{engine}: {commit}");
+        assert!(commit["cpu_us_per_op"].as_f64().unwrap() >= 0.0, "{engine}: {commit}");
+    }
     let writes = result(results, "roost-fjall", "commit_1row")["store_writes_per_commit"].as_f64().unwrap();
     assert!((0.9..=1.5).contains(&writes), "store writes per commit: {writes}");
     let leftovers = std::fs::read_dir(dir.path().join("data")).unwrap().count();

@@ -19,13 +19,16 @@ use serde::Serialize;
 use super::workload::{actor_id, actor_name};
 use super::GroupCommitArgs;
 use super::{bounded, open_host, runtime, scratch_dir, to_usize, BenchResult, StoreCaps};
-use crate::common::{fixed, opt, verdict, write_results, Machine, Summary, Table};
+use crate::common::{
+    fixed, opt, verdict, write_results, Machine, ProcUsage, Summary, Table, UsagePerOp, USAGE_SETTLE,
+};
 
 const SCHEMA: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
 const INSERT: &str = "INSERT INTO t(v) VALUES (?)";
 const SETUP_CONCURRENCY: usize = 64;
-/// roost's aggregate commits/s over the WAL/FULL baseline.
-const RATIO_TARGET: f64 = 20.0;
+/// roost's aggregate commits/s over the WAL/FULL baseline: issue 10's target (issue 3 asked for
+/// 20x, which assumed fsync-bound per-file commits; docs/benchmarks.md shows they are not here).
+const RATIO_TARGET: f64 = 2.0;
 
 const ROOST: &str = "roost";
 const WAL_FULL: &str = "sqlite-wal-full";
@@ -61,6 +64,9 @@ struct EngineResult {
     secs: f64,
     commits_per_sec: f64,
     latency_ms: Summary,
+    /// CPU time and disk writes of the whole process per commit, over the commit phase plus
+    /// [`USAGE_SETTLE`] (setup and closing excluded); an op is one commit.
+    usage_per_commit: UsagePerOp,
     store_per_commit: Option<StorePerCommit>,
     vs_wal_full: Option<f64>,
     vs_delete_full: Option<f64>,
@@ -74,6 +80,7 @@ impl EngineResult {
         setup: f64,
         lat: &[Duration],
         secs: f64,
+        usage: &ProcUsage,
     ) -> Self {
         let commits = lat.len() as u64;
         Self {
@@ -85,6 +92,7 @@ impl EngineResult {
             secs,
             commits_per_sec: commits as f64 / secs,
             latency_ms: Summary::of_ms(lat),
+            usage_per_commit: usage.per_op(commits),
             store_per_commit: None,
             vs_wal_full: None,
             vs_delete_full: None,
@@ -165,6 +173,7 @@ async fn roost(dir: &Path, p: &RunParams, duration: Duration) -> BenchResult<Eng
     let setup_secs = setup.elapsed().as_secs_f64();
     eprintln!("{ROOST}: {} actors committing for {} s", p.actors, duration.as_secs());
     let before = host.storage().store().stats();
+    let usage_before = ProcUsage::read()?;
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -187,8 +196,13 @@ async fn roost(dir: &Path, p: &RunParams, duration: Duration) -> BenchResult<Eng
     }
     let secs = start.elapsed().as_secs_f64();
     let after = host.storage().store().stats();
+    // Background work of the commits (fjall flushes and compactions) lands in this phase, not in
+    // the next engine's; shutting the host down is not counted.
+    tokio::time::sleep(USAGE_SETTLE).await;
+    let usage = ProcUsage::read()?.since(&usage_before);
     host.shutdown().await;
-    let mut result = EngineResult::new(ROOST, p.actors, p.blocking_threads, setup_secs, &latencies, secs);
+    let mut result =
+        EngineResult::new(ROOST, p.actors, p.blocking_threads, setup_secs, &latencies, secs, &usage);
     result.store_per_commit = Some(StorePerCommit::between(&before, &after, result.commits));
     Ok(result)
 }
@@ -236,6 +250,7 @@ fn native(
     }
     let setup_secs = setup.elapsed().as_secs_f64();
     eprintln!("{engine}: {} files committing for {} s on {threads} threads", p.actors, duration.as_secs());
+    let usage_before = ProcUsage::read()?;
     let start = Instant::now();
     let deadline = start + duration;
     let per_thread: Vec<BenchResult<(Vec<Duration>, Vec<Connection>)>> = std::thread::scope(|scope| {
@@ -253,8 +268,12 @@ fn native(
         latencies.extend(lat);
         conns.push(share);
     }
+    // The same settle as roost's; closing the connections (a checkpoint in WAL mode) is not
+    // counted, like roost's shutdown.
+    std::thread::sleep(USAGE_SETTLE);
+    let usage = ProcUsage::read()?.since(&usage_before);
     drop(conns);
-    Ok(EngineResult::new(engine, p.actors, threads, setup_secs, &latencies, secs))
+    Ok(EngineResult::new(engine, p.actors, threads, setup_secs, &latencies, secs, &usage))
 }
 
 fn table(report: &Report) -> String {
@@ -285,6 +304,8 @@ fn table(report: &Report) -> String {
             "p99 ms",
             "vs wal-full",
             "vs delete-full",
+            "cpu us/commit",
+            "write B/commit",
             "syncs/commit",
             "groups/commit",
         ],
@@ -301,14 +322,19 @@ fn table(report: &Report) -> String {
             fixed(r.latency_ms.p99, 2),
             opt(r.vs_wal_full, 2),
             opt(r.vs_delete_full, 2),
+            fixed(r.usage_per_commit.cpu_us_per_op, 1),
+            fixed(r.usage_per_commit.write_bytes_per_op, 0),
             opt(r.store_per_commit.map(|s| s.syncs), 4),
             opt(r.store_per_commit.map(|s| s.group_commits), 4),
         ]);
     }
     out.push_str(&t.render());
     out.push_str(&format!(
-        "\ncommits/s: all commits / wall time. syncs/commit, groups/commit: store fsyncs and physical group \
+        "\ncommits/s: all commits / wall time. cpu us/commit, write B/commit: user+system CPU time of the whole \
+         process (/proc/self/stat) and bytes it caused to be written to disk (/proc/self/io write_bytes) per \
+         commit, over the commit phase plus a {} s settle.\nsyncs/commit, groups/commit: store fsyncs and physical group \
          commits per commit (KvStats deltas).\ntarget: roost >= {RATIO_TARGET}x sqlite-wal-full commits/s: {:.2}x, {}\n",
+        USAGE_SETTLE.as_secs_f64(),
         report.results[0].vs_wal_full.unwrap_or_default(),
         verdict(report.ratio_met)
     ));

@@ -17,7 +17,7 @@ use self::engines::{Engine, RoostEngine, SqliteEngine};
 use self::plan::{Plan, Workload, TXN_ROWS, VALUE_BYTES};
 use self::report::{fill_ratios, Load, Measurement, Report, RunInfo, StoreCalls};
 use crate::at_least_one;
-use crate::common::{scratch_dir, to_usize, write_results, BenchResult};
+use crate::common::{scratch_dir, to_usize, write_results, BenchResult, ProcUsage, USAGE_SETTLE};
 
 /// Arguments of `roost bench storage`.
 #[derive(Debug, Args)]
@@ -76,11 +76,16 @@ fn load(engine: &mut dyn Engine, plan: &Plan) -> BenchResult<Load> {
 fn measure(engine: &mut dyn Engine, workload: Workload, plan: &Plan) -> BenchResult<Measurement> {
     eprintln!("running {} on {} ({} ops)", workload.name(), engine.name(), plan.ops(workload));
     let before = engine.store_stats();
+    let usage_before = ProcUsage::read()?;
     let start = Instant::now();
     let latencies =
         engine.run(workload, plan).map_err(|e| format!("{}: {}: {e}", engine.name(), workload.name()))?;
     let wall = start.elapsed();
-    let mut measurement = Measurement::new(engine.name(), workload.name(), latencies, wall);
+    // CPU and disk writes are read after a settle, so background work the phase caused counts
+    // here; ops/s and latencies stop at the last operation.
+    std::thread::sleep(USAGE_SETTLE);
+    let usage = ProcUsage::read()?.since(&usage_before);
+    let mut measurement = Measurement::new(engine.name(), workload.name(), latencies, wall, &usage);
     if let (Some(before), Some(after)) = (before, engine.store_stats()) {
         measurement.store = Some(StoreCalls::between(before, after, measurement.ops));
     }

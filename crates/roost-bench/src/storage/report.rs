@@ -7,7 +7,7 @@ use roost::kv::KvStats;
 use serde::Serialize;
 
 use super::engines::SqliteEngine;
-use crate::common::{opt, quantile_us};
+use crate::common::{opt, quantile_us, ProcUsage, UsagePerOp, USAGE_SETTLE};
 
 /// Time taken to preload one engine.
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +58,11 @@ pub struct Measurement {
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+    /// CPU time and disk writes of the whole process over the workload plus
+    /// [`USAGE_SETTLE`]; every operation of a commit workload is one
+    /// commit.
+    #[serde(flatten)]
+    pub usage: UsagePerOp,
     #[serde(flatten)]
     pub store: Option<StoreCalls>,
     /// ops/s divided by the ops/s of sqlite-wal-full (resp. -normal) on the same workload.
@@ -71,6 +76,7 @@ impl Measurement {
         workload: &'static str,
         mut latencies: Vec<Duration>,
         wall: Duration,
+        usage: &ProcUsage,
     ) -> Self {
         latencies.sort_unstable();
         let ops = latencies.len();
@@ -84,6 +90,7 @@ impl Measurement {
             p50_us: quantile_us(&latencies, 0.50),
             p99_us: quantile_us(&latencies, 0.99),
             max_us: quantile_us(&latencies, 1.0),
+            usage: usage.per_op(ops as u64),
             store: None,
             vs_sqlite_wal_full: None,
             vs_sqlite_wal_normal: None,
@@ -130,7 +137,7 @@ pub struct Report {
 }
 
 /// Table columns: header and width. The first two are left-aligned, the others right-aligned.
-const COLUMNS: [(&str, usize); 10] = [
+const COLUMNS: [(&str, usize); 12] = [
     ("workload", 12),
     ("engine", 18),
     ("ops", 6),
@@ -139,6 +146,8 @@ const COLUMNS: [(&str, usize); 10] = [
     ("p99 us", 9),
     ("vs full", 8),
     ("vs normal", 10),
+    ("cpu us/op", 10),
+    ("write B/op", 11),
     ("writes/commit", 14),
     ("reads/op", 9),
 ];
@@ -164,6 +173,8 @@ fn cells(m: &Measurement) -> Vec<String> {
         format!("{:.1}", m.p99_us),
         opt(m.vs_sqlite_wal_full, 2),
         opt(m.vs_sqlite_wal_normal, 2),
+        format!("{:.1}", m.usage.cpu_us_per_op),
+        format!("{:.0}", m.usage.write_bytes_per_op),
         opt(m.store.map(|s| s.store_writes_per_commit), 2),
         opt(m.store.map(|s| s.store_reads_per_op), 2),
     ]
@@ -196,6 +207,13 @@ impl Report {
             push_line(&mut out, &cells(m));
         }
         out.push_str("\nvs full / vs normal: ops/s divided by sqlite-wal-full / sqlite-wal-normal ops/s.\n");
+        let _ = writeln!(
+            out,
+            "cpu us/op, write B/op: user+system CPU time of the whole process (/proc/self/stat, 10 ms ticks) and \
+             bytes it caused to be written to disk (/proc/self/io write_bytes) per operation, over the workload \
+             plus a {} s settle; a commit workload's operation is one commit.",
+            USAGE_SETTLE.as_secs_f64()
+        );
         out.push_str("writes/commit, reads/op: KV store write and read calls per operation (roost only).\n");
         out
     }
