@@ -90,6 +90,11 @@ impl Default for HostConfig {
 /// awake reference actors (valgrind massif, 2026-12-06) requested 2.6 KiB each; this rounds it
 /// up for the allocator's size classes.
 pub const ACTOR_RUST_BYTES: u64 = 4 << 10;
+/// Two page-sized buffers every open connection keeps (the pager's and the b-tree's temporary
+/// space). SQLite allocates them as page-cache memory, so its figures count them in the page
+/// cache (`SQLITE_STATUS_PAGECACHE_OVERFLOW`), not in the connection: the measured cost adds
+/// them back.
+pub const CONNECTION_PAGE_BUFFERS_BYTES: u64 = 2 * crate::vfs::layout::CHUNK_BYTES as u64;
 /// The least one awake actor is taken to cost, however little it measures: an empty
 /// connection's pager and b-tree buffers alone take 8 KiB.
 pub const ACTOR_BYTES_MIN: u64 = 16 << 10;

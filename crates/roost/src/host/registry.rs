@@ -11,7 +11,9 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::awake::{AwakeBudget, Reservation};
 use super::buffers::{RequestBuffers, RequestMemory};
-use super::config::{BudgetPlan, HostConfig, ACTOR_RUST_BYTES, MEASURED_ACTORS_MIN};
+use super::config::{
+    BudgetPlan, HostConfig, ACTOR_RUST_BYTES, CONNECTION_PAGE_BUFFERS_BYTES, MEASURED_ACTORS_MIN,
+};
 use super::idle::IdleList;
 use super::pool::{BlockingPool, PoolError};
 use super::HostError;
@@ -210,7 +212,8 @@ pub struct HostStats {
     /// `actor_bytes_measured`.
     pub awake_max: usize,
     /// What one awake actor costs, as last measured: SQLite's connection memory per open
-    /// actor plus the Rust-side state ([`super::config::ACTOR_RUST_BYTES`]); 0 until measured.
+    /// actor, its two page buffers and the Rust-side state ([`super::config::ACTOR_RUST_BYTES`]);
+    /// 0 until measured.
     pub actor_bytes_measured: u64,
     pub wakes_queued: usize,
     pub blocking_queued: usize,
@@ -942,7 +945,7 @@ impl Inner {
         }
         let sqlite = vfs::sqlite_memory();
         let connections = sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes);
-        let actor_bytes = connections / open as u64 + ACTOR_RUST_BYTES;
+        let actor_bytes = connections / open as u64 + CONNECTION_PAGE_BUFFERS_BYTES + ACTOR_RUST_BYTES;
         self.counters.actor_bytes_measured.store(actor_bytes, Ordering::Relaxed);
         let (now, max) = (self.awake.max(), self.plan.awake_max_for(actor_bytes));
         if max.abs_diff(now) * 20 > now {
