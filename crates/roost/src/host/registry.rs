@@ -896,9 +896,7 @@ impl Inner {
     /// Is SQLite's connection memory (all but cached pages) above three quarters of its pool?
     /// Then idle actors give their memory back at once instead of after the delay.
     fn memory_pressure(&self) -> bool {
-        let sqlite = vfs::sqlite_memory();
-        let connections = sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes);
-        connections > self.plan.connections_bytes / 4 * 3
+        vfs::sqlite_memory().connection_bytes() > self.plan.connections_bytes / 4 * 3
     }
 
     /// Notes that a request on `slot` ended; queues the slot for release unless it is queued.
@@ -943,8 +941,7 @@ impl Inner {
         if open < MEASURED_ACTORS_MIN.min(self.plan.awake_max / 2).max(1) {
             return;
         }
-        let sqlite = vfs::sqlite_memory();
-        let connections = sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes);
+        let connections = vfs::sqlite_memory().connection_bytes();
         let actor_bytes = connections / open as u64 + CONNECTION_PAGE_BUFFERS_BYTES + ACTOR_RUST_BYTES;
         self.counters.actor_bytes_measured.store(actor_bytes, Ordering::Relaxed);
         let (now, max) = (self.awake.max(), self.plan.awake_max_for(actor_bytes));
@@ -981,7 +978,7 @@ impl Inner {
             MemoryPool {
                 name: "connections",
                 bytes_max: plan.connections_bytes,
-                bytes_used: sqlite.used_bytes.saturating_sub(sqlite.page_cache_bytes),
+                bytes_used: sqlite.connection_bytes(),
             },
             MemoryPool {
                 name: "store",

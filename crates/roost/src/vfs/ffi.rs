@@ -530,6 +530,14 @@ pub struct SqliteMemory {
     pub page_cache_bytes: u64,
 }
 
+impl SqliteMemory {
+    /// Of `used_bytes`, what the connections hold besides cached pages (schemas, statements):
+    /// the `connections` pool's use.
+    pub fn connection_bytes(&self) -> u64 {
+        self.used_bytes.saturating_sub(self.page_cache_bytes)
+    }
+}
+
 /// Reads SQLite's allocator statistics.
 pub fn sqlite_memory() -> SqliteMemory {
     let (mut current, mut highwater) = (0i64, 0i64);
