@@ -36,14 +36,61 @@ pub struct HttpArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Idle-memory release delays to compare, one server each (0: release when each request
-    /// ends, what hot actors paid before the delay existed).
-    #[arg(long, value_delimiter = ',', default_value = "1000,0")]
-    pub release_delays_ms: Vec<u64>,
+    /// ends, what hot actors paid before the delay existed; `off`: never release, what the
+    /// others are compared with).
+    #[arg(long, value_delimiter = ',', default_value = "1000,0,off")]
+    pub release_delays_ms: Vec<ReleaseDelay>,
+}
+
+/// When a server releases an idle actor's memory: after a delay, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseDelay {
+    AfterMs(u64),
+    Off,
+}
+
+impl std::str::FromStr for ReleaseDelay {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Self::Off),
+            ms => ms.parse().map(Self::AfterMs).map_err(|_| format!("{ms:?}: a delay in ms, or off")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AfterMs(ms) => write!(f, "{ms}ms"),
+            Self::Off => f.write_str("off"),
+        }
+    }
+}
+
+impl ReleaseDelay {
+    fn host_config(self) -> HostConfig {
+        match self {
+            Self::AfterMs(release_delay_ms) => HostConfig { release_delay_ms, ..HostConfig::default() },
+            Self::Off => HostConfig { release_idle_memory: false, ..HostConfig::default() },
+        }
+    }
+
+    /// The delay in the JSON: `null` for never.
+    fn delay_ms(self) -> Option<u64> {
+        match self {
+            Self::AfterMs(ms) => Some(ms),
+            Self::Off => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 struct Row {
-    release_delay_ms: u64,
+    release_delay_ms: Option<u64>,
+    #[serde(skip)]
+    release: String,
     workload: String,
     actors: usize,
     requests: usize,
@@ -51,6 +98,8 @@ struct Row {
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Requests/s over the same workload's on the server that never releases (see [`vs_off`]).
+    vs_off: Option<f64>,
 }
 
 /// Runs `clients` threads for `duration`, each sending `body(client, i)` to `url(client, i)`.
@@ -96,7 +145,8 @@ fn load(
     let secs = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     Row {
-        release_delay_ms: 0,
+        release_delay_ms: None,
+        release: String::new(),
         workload: name.to_string(),
         actors,
         requests: latencies.len(),
@@ -104,12 +154,13 @@ fn load(
         requests_per_sec: latencies.len() as f64 / secs,
         p50_ms: quantile_ms(&latencies, 0.5),
         p99_ms: quantile_ms(&latencies, 0.99),
+        vs_off: None,
     }
 }
 
 fn start_server(
     dir: &std::path::Path,
-    release_delay_ms: u64,
+    release: ReleaseDelay,
 ) -> Result<(String, std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>), String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -121,8 +172,7 @@ fn start_server(
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let storage = Storage::new(Arc::new(store), StorageConfig::default()).expect("storage");
-            let host =
-                Host::new(storage, HostConfig { release_delay_ms, ..HostConfig::default() }).expect("host");
+            let host = Host::new(storage, release.host_config()).expect("host");
             let config = ServerConfig { memory_log_interval_s: 0, ..ServerConfig::default() };
             let _ = serve(listener, AppState::new(host, config), async move {
                 let _ = rx.await;
@@ -157,16 +207,20 @@ pub fn run(args: &HttpArgs) -> Result<(), String> {
     for delay in &args.release_delays_ms {
         rows.extend(run_server(args, *delay)?);
     }
+    let ratios: Vec<_> = rows.iter().map(|r| vs_off(&rows, r)).collect();
+    for (row, ratio) in rows.iter_mut().zip(ratios) {
+        row.vs_off = ratio;
+    }
     print_rows(args, &rows);
     let report = json!({"clients": args.clients, "duration_s": args.duration_s, "results": rows});
     write_results(&args.json, &report).map_err(|e| e.to_string())?;
     Ok(())
 }
 
-/// The four workloads against one server with `release_delay_ms`.
-fn run_server(args: &HttpArgs, release_delay_ms: u64) -> Result<Vec<Row>, String> {
+/// The four workloads against one server that releases idle memory per `release`.
+fn run_server(args: &HttpArgs, release: ReleaseDelay) -> Result<Vec<Row>, String> {
     let dir = scratch_dir(args.data.as_deref(), "roost-bench-http-").map_err(|e| e.to_string())?;
-    let (url, server, stop) = start_server(dir.path(), release_delay_ms)?;
+    let (url, server, stop) = start_server(dir.path(), release)?;
     setup(&url, args.actors.max(1))?;
     let many = args.actors.max(1);
     let read = |actors: usize| {
@@ -194,7 +248,8 @@ fn run_server(args: &HttpArgs, release_delay_ms: u64) -> Result<Vec<Row>, String
         load(args, "write", many, write(many)),
     ];
     for row in &mut rows {
-        row.release_delay_ms = release_delay_ms;
+        row.release_delay_ms = release.delay_ms();
+        row.release = release.to_string();
     }
     let _ = stop.send(());
     let _ = server.join();
@@ -207,20 +262,30 @@ fn print_rows(args: &HttpArgs, rows: &[Row]) {
         args.clients, args.duration_s
     );
     println!(
-        "{:>9} {:<8} {:>7} {:>10} {:>7} {:>12} {:>9} {:>9}",
-        "release", "workload", "actors", "requests", "errors", "requests/s", "p50 ms", "p99 ms"
+        "{:>9} {:<8} {:>7} {:>10} {:>7} {:>12} {:>9} {:>9} {:>7}",
+        "release", "workload", "actors", "requests", "errors", "requests/s", "p50 ms", "p99 ms", "vs off"
     );
     for r in rows {
         println!(
-            "{:>7}ms {:<8} {:>7} {:>10} {:>7} {:>12.0} {:>9.2} {:>9.2}",
-            r.release_delay_ms,
+            "{:>9} {:<8} {:>7} {:>10} {:>7} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+            r.release,
             r.workload,
             r.actors,
             r.requests,
             r.errors,
             r.requests_per_sec,
             r.p50_ms,
-            r.p99_ms
+            r.p99_ms,
+            r.vs_off.map_or("-".to_string(), |ratio| format!("{ratio:.3}x"))
         );
     }
+    println!("\nvs off: requests/s against the same workload on the server that never releases");
+}
+
+/// `row`'s requests/s over the same workload's on the server that never releases idle memory.
+fn vs_off(rows: &[Row], row: &Row) -> Option<f64> {
+    let off = rows
+        .iter()
+        .find(|o| o.release_delay_ms.is_none() && o.workload == row.workload && o.actors == row.actors)?;
+    (off.requests_per_sec > 0.0).then(|| row.requests_per_sec / off.requests_per_sec)
 }

@@ -359,3 +359,56 @@ fn import_refuses_wal_mode_files_and_leaves_no_side_files() {
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("wal.sqlite3")]);
 }
+
+#[test]
+fn attach_table_holds_only_open_actors_and_one_attach_per_actor() {
+    use roost::kv::{FaultPlan, FaultyStore};
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let storage = Storage::new(store.clone(), StorageConfig::default()).unwrap();
+    // Open and close many actors: the table forgets each on close.
+    let mut open: Vec<_> = (0..200).map(|i| storage.open(&id(&format!("a{i}"))).unwrap()).collect();
+    for db in &mut open {
+        db.execute_script("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    }
+    assert_eq!(storage.attached_len(), 200);
+    drop(open.split_off(100));
+    assert_eq!(storage.attached_len(), 100);
+    drop(open);
+    assert_eq!(storage.attached_len(), 0);
+
+    // A load that fails leaves nothing behind: the next open of the actor is not "busy".
+    store.set_plan(FaultPlan { fail_read: 1, ..FaultPlan::default() });
+    assert!(storage.open(&id("a7")).is_err());
+    assert_eq!(storage.attached_len(), 0);
+    store.set_plan(FaultPlan::default());
+    let mut db = storage.open(&id("a7")).unwrap();
+    assert_eq!(db.execute("SELECT x FROM t", &Params::None).unwrap().rows, vec![vec![Value::Integer(1)]]);
+    drop(db);
+
+    // Racing opens of one actor (loads run outside the table's lock): exactly one wins, the
+    // others are told it is busy, and the winner sees its data.
+    let storage = Arc::new(storage);
+    for round in 0..20 {
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (storage, barrier) = (storage.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    storage.open(&id("a3"))
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        // Every outcome is held until here, so a second open cannot follow a first's close.
+        let winners = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(winners, 1, "round {round}: exactly one opens it");
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Ok(_) | Err(Error::ActorBusy))),
+            "round {round}: the others are busy"
+        );
+        assert_eq!(storage.attached_len(), 1);
+        drop(outcomes);
+        assert_eq!(storage.attached_len(), 0);
+    }
+}

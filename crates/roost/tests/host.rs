@@ -194,8 +194,12 @@ async fn a_panicking_job_poisons_only_its_actor() {
     assert_eq!(host.state(&id("broken")), ActorState::Poisoned);
     assert_eq!(host.execute(&id("broken"), "SELECT 1", Params::None).await.unwrap_err(), HostError::Poisoned);
     assert_eq!(count(&host, &id("fine")).await, 0);
+    let stats = host.stats();
+    assert_eq!((stats.actors_poisoned, stats.actors_waking, stats.actors_known), (1, 0, 2));
     assert!(host.sleep(&id("broken")).await.unwrap());
+    assert_eq!((host.stats().actors_poisoned, host.stats().actors_known), (0, 1));
     host.execute(&id("broken"), "SELECT 1", Params::None).await.unwrap();
+    assert_eq!((host.stats().actors_poisoned, host.stats().actors_awake), (0, 2));
 }
 
 #[test]

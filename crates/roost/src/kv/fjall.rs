@@ -3,8 +3,12 @@
 //! Writes go through one committer thread (group commit): it drains every batch waiting in the
 //! bounded queue, checks each batch's fence against the store plus the batches already accepted
 //! in the same group, and applies the accepted ones as one fjall batch followed by one fsync.
-//! Because the committer is the only writer, a fence check and the write it guards cannot be
-//! interleaved with another write. Reads go straight to fjall from the caller's thread.
+//! A writer that finds the queue empty and nobody committing commits its own batch on its own
+//! thread instead (under [`Durability::Sync`]): a lone writer then pays no handoff to the
+//! committer and back. Whoever commits holds the commit lock, so there is one writer at a time
+//! and a fence check and the write it guards cannot be interleaved with another write; the
+//! committer takes the lock before it gathers its group, so batches that queued behind a lone
+//! writer's commit still share one fsync. Reads go straight to fjall from the caller's thread.
 //!
 //! Range deletes are resolved in the writer's thread, not in the committer: `write` turns each
 //! `DeleteRange` into point deletes of the keys the range holds at that moment, so one big
@@ -90,6 +94,8 @@ struct Shared {
     counters: Arc<CallCounters>,
     /// Set once, by the first failure that makes the store's state unknown (fail-stop).
     failed: OnceLock<String>,
+    /// Held by whoever commits: the committer thread, or a writer committing its batch alone.
+    commit: parking_lot::Mutex<()>,
     /// Test hook: the next sync fails as if the disk had refused it.
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
@@ -162,6 +168,9 @@ pub struct FjallStore {
 /// One open fjall database with its committer thread.
 struct Instance {
     shared: Arc<Shared>,
+    /// Under relaxed durability every batch goes through the committer, which owns the timer
+    /// of the periodic sync.
+    relaxed: bool,
     queue: Option<Sender<Request>>,
     committer: Option<JoinHandle<()>>,
 }
@@ -249,6 +258,7 @@ impl Instance {
             data,
             counters,
             failed: OnceLock::new(),
+            commit: parking_lot::Mutex::new(()),
             #[cfg(test)]
             fail_next_sync: Default::default(),
             #[cfg(test)]
@@ -260,12 +270,18 @@ impl Instance {
             .name("roost-commit".into())
             .spawn(move || committer.run(rx))
             .map_err(io)?;
-        Ok(Self { shared, queue: Some(tx), committer: Some(handle) })
+        let relaxed = config.durability == Durability::Relaxed;
+        Ok(Self { shared, relaxed, queue: Some(tx), committer: Some(handle) })
     }
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         let batch = self.shared.expand_ranges(batch)?;
         let queue = self.queue.as_ref().ok_or(KvError::Closed)?;
+        if !self.relaxed && queue.is_empty() {
+            if let Some(result) = self.shared.commit_alone(&batch) {
+                return result;
+            }
+        }
         let (reply, answer) = bounded(1);
         queue.send(Request { batch, reply }).map_err(|_| KvError::Closed)?;
         answer.recv().map_err(|_| KvError::Closed)?
@@ -462,6 +478,7 @@ impl Committer {
             if let Some(first) = first {
                 #[cfg(test)]
                 drop(self.shared.pause.lock());
+                let committing = self.shared.commit.lock();
                 let mut group = vec![first];
                 while group.len() < self.config.group_batches_max {
                     match queue.try_recv() {
@@ -469,7 +486,12 @@ impl Committer {
                         Err(_) => break,
                     }
                 }
-                self.commit_group(group, relaxed);
+                let batches = group.iter().map(|request| &request.batch);
+                let results = self.shared.commit_group(batches, relaxed);
+                drop(committing);
+                for (request, result) in group.iter().zip(results) {
+                    let _ = request.reply.send(result);
+                }
                 if relaxed && unsynced_since.is_none() {
                     unsynced_since = Some(Instant::now());
                 }
@@ -477,62 +499,75 @@ impl Committer {
             if unsynced_since.is_some_and(|since| since.elapsed() >= interval) {
                 // A failure stops the store (logged by `sync`): acknowledged relaxed batches
                 // may be lost, and later reads must not show them as if they were safe.
-                let _ = self.sync();
+                let _committing = self.shared.commit.lock();
+                let _ = self.shared.sync();
                 unsynced_since = None;
             }
         }
     }
+}
+
+/// Committing, by whoever holds the commit lock.
+impl Shared {
+    /// Commits `batch` on this thread if nobody else is committing (`None` otherwise). The
+    /// caller saw the queue empty: a batch that queued meanwhile waits for one commit.
+    fn commit_alone(&self, batch: &WriteBatch) -> Option<KvResult<()>> {
+        #[cfg(test)]
+        let _not_paused = self.pause.try_lock()?;
+        let _committing = self.commit.try_lock()?;
+        let mut results = self.commit_group(std::iter::once(batch), false);
+        Some(results.pop().expect("one outcome per batch"))
+    }
 
     /// Syncs the journal; a failure stops the store (the data it covers is applied already).
     fn sync(&self) -> KvResult<()> {
-        self.shared.check_running()?;
-        CallCounters::bump(&self.shared.counters.syncs);
+        self.check_running()?;
+        CallCounters::bump(&self.counters.syncs);
         #[cfg(test)]
-        if self.shared.fail_next_sync.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(self.shared.fail_stop("sync", "injected by a test"));
+        if self.fail_next_sync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(self.fail_stop("sync", "injected by a test"));
         }
-        self.shared.db.persist(PersistMode::SyncData).map_err(|e| self.shared.fail_stop("sync", e))
+        self.db.persist(PersistMode::SyncData).map_err(|e| self.fail_stop("sync", e))
     }
 
-    fn commit_group(&self, group: Vec<Request>, relaxed: bool) {
-        if let Err(e) = self.shared.check_running() {
-            for request in group {
-                let _ = request.reply.send(Err(e.clone()));
-            }
-            return;
+    /// Applies the batches whose fence holds as one fjall batch (synced if one of them is
+    /// durable and durability is not relaxed); returns each batch's outcome, in order. The
+    /// caller holds the commit lock.
+    fn commit_group<'a>(
+        &self,
+        batches: impl ExactSizeIterator<Item = &'a WriteBatch>,
+        relaxed: bool,
+    ) -> Vec<KvResult<()>> {
+        if let Err(e) = self.check_running() {
+            return batches.map(|_| Err(e.clone())).collect();
         }
         let mut overlay = Overlay::new();
-        let mut accepted = Vec::with_capacity(group.len());
+        let mut results = Vec::with_capacity(batches.len());
         let mut needs_sync = false;
-        for request in group {
-            match self.resolve(&request.batch, &mut overlay) {
-                Ok(()) => {
-                    needs_sync |= request.batch.durable && !relaxed;
-                    accepted.push(request.reply);
-                }
-                Err(e) => {
-                    let _ = request.reply.send(Err(e));
-                }
-            }
+        for batch in batches {
+            let resolved = self.resolve(batch, &mut overlay);
+            needs_sync |= resolved.is_ok() && batch.durable && !relaxed;
+            results.push(resolved);
         }
-        let result = self.apply(overlay, needs_sync);
-        for reply in accepted {
-            let _ = reply.send(result.clone());
+        let applied = self.apply(overlay, needs_sync);
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = applied.clone();
         }
+        results
     }
 
     fn apply(&self, overlay: Overlay, sync: bool) -> KvResult<()> {
         if !overlay.is_empty() {
-            let mut batch = self.shared.db.batch();
+            let mut batch = self.db.batch();
             for (key, value) in overlay {
                 match value {
-                    Some(v) => batch.insert(&self.shared.data, key, v),
-                    None => batch.remove(&self.shared.data, key),
+                    Some(v) => batch.insert(&self.data, key, v),
+                    None => batch.remove(&self.data, key),
                 }
             }
             // fjall may have written part of the group to its journal: its fate is unknown.
-            batch.commit().map_err(|e| self.shared.fail_stop("journal write", e))?;
-            CallCounters::bump(&self.shared.counters.group_commits);
+            batch.commit().map_err(|e| self.fail_stop("journal write", e))?;
+            CallCounters::bump(&self.counters.group_commits);
         }
         if sync {
             self.sync()?;
@@ -546,7 +581,7 @@ impl Committer {
         if let Some(fence) = &batch.fence {
             let current = match overlay.get(&fence.key) {
                 Some(pending) => pending.clone(),
-                None => self.shared.data.get(&fence.key).map_err(io)?.map(|s| s.to_vec()),
+                None => self.data.get(&fence.key).map_err(io)?.map(|s| s.to_vec()),
             };
             if current != fence.expected {
                 return Err(KvError::Fenced);
