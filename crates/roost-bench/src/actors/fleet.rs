@@ -791,6 +791,12 @@ fn series(samples: &[Sample], per_second: &[(u64, u64, Vec<f64>)]) -> Vec<Series
     points
 }
 
+/// The count cells of a row of the requests table: kind, scheduled, sent, ok, errors, ok/s.
+fn count_cells(name: &str, c: &Counts) -> Vec<String> {
+    let counts = [c.scheduled, c.sent, c.ok, c.errors].map(|n| n.to_string());
+    std::iter::once(name.to_string()).chain(counts).chain([fixed(c.ok_per_s, 1)]).collect()
+}
+
 fn table(r: &Report) -> String {
     let p = &r.params;
     let mut out = format!(
@@ -830,29 +836,11 @@ fn table(r: &Report) -> String {
     for (name, c, l) in
         [("read", &rq.reads, &q.reads), ("write", &rq.writes, &q.writes), ("all", &rq.all, &q.all)]
     {
-        t.row(vec![
-            name.into(),
-            c.scheduled.to_string(),
-            c.sent.to_string(),
-            c.ok.to_string(),
-            c.errors.to_string(),
-            fixed(c.ok_per_s, 1),
-            fixed(l.p50, 2),
-            fixed(l.p90, 2),
-            fixed(l.p99, 2),
-            fixed(l.p999, 2),
-            fixed(l.max, 1),
-        ]);
+        let mut row = count_cells(name, c);
+        row.extend([fixed(l.p50, 2), fixed(l.p90, 2), fixed(l.p99, 2), fixed(l.p999, 2), fixed(l.max, 1)]);
+        t.row(row);
     }
-    let w = &rq.warmup;
-    t.row(vec![
-        "warm-up".into(),
-        w.scheduled.to_string(),
-        w.sent.to_string(),
-        w.ok.to_string(),
-        w.errors.to_string(),
-        fixed(w.ok_per_s, 1),
-    ]);
+    t.row(count_cells("warm-up", &rq.warmup));
     out += &t.render();
     out += "\nlatency: from the scheduled time to the answer, answers that passed the check; warm-up not included\n";
     if rq.errors_by_kind.is_empty() {

@@ -176,7 +176,7 @@ impl KvVfs {
     /// Forgets `id` (its connection is closed).
     pub fn detach(&self, id: &ActorId) {
         let mut attached = self.attached.lock();
-        if matches!(attached.by_id.get(id), Some(Attach::Open { files, .. }) if files.strong_count() == 0) {
+        if !attached.busy(id) {
             attached.remove(id);
         }
     }
