@@ -151,25 +151,38 @@ fn heap_profiles_and_the_monitor_catch_a_wake_storm() {
 }
 
 #[test]
-fn bench_http_reports_four_workloads() {
+fn bench_http_interleaves_its_servers_on_four_workloads() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let out = Command::new(ROOST)
-        .args(["bench", "http", "--clients", "2", "--duration-s", "1", "--actors", "5"])
-        .args(["--json", json.to_str().unwrap(), "--data", dir.path().to_str().unwrap()])
-        .args(["--release-delays-ms", "1000,0"])
+        .args(["bench", "http", "--clients", "2", "--rounds", "2", "--slice-ms", "300", "--warmup-ms", "100"])
+        .args(["--actors", "5", "--json", json.to_str().unwrap(), "--data", dir.path().to_str().unwrap()])
+        .args(["--release-delays-ms", "off,1000,0"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 8, "four workloads per release delay");
-    let delays: Vec<_> = results.iter().map(|r| r["release_delay_ms"].as_u64().unwrap()).collect();
-    assert_eq!(delays, [1000, 1000, 1000, 1000, 0, 0, 0, 0]);
+    assert_eq!(results.len(), 12, "every server on each of the four workloads");
+    let delays: Vec<_> = results.iter().map(|r| r["release_delay_ms"].as_u64()).collect();
+    assert_eq!(delays, [None, Some(1000), Some(0)].repeat(4));
     for r in results {
         assert_eq!(r["errors"], serde_json::json!(0), "{r}");
         assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["slice_requests_per_sec"].as_array().unwrap().len(), 2, "one slice per round: {r}");
+        let ratio = &r["vs_off"];
+        let (low, mean, high) = (ratio["ci95_low"].as_f64(), ratio["geo_mean"].as_f64(), ratio["ci95_high"].as_f64());
+        assert!(low.unwrap() <= mean.unwrap() && mean.unwrap() <= high.unwrap() && low.unwrap() > 0.0, "{r}");
     }
+    let reference = &results[0];
+    assert_eq!(reference["vs_off"]["geo_mean"], serde_json::json!(1.0), "the reference against itself");
+
+    let bad = Command::new(ROOST)
+        .args(["bench", "http", "--slice-ms", "100", "--warmup-ms", "100"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--warmup-ms"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
 
 /// The server's RSS and jemalloc's live bytes.
