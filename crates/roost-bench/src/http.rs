@@ -140,7 +140,9 @@ impl Workload {
         let actor = (client * 7919 + i) % self.actors;
         let body = match self.kind {
             Kind::Read => json!({"sql": "SELECT v FROM kv WHERE id = ?", "params": [(i % 100) as i64 + 1]}),
-            Kind::Write => json!({"sql": "INSERT INTO kv(v) VALUES (?)", "params": [format!("c{client}-{i}")]}),
+            Kind::Write => {
+                json!({"sql": "INSERT INTO kv(v) VALUES (?)", "params": [format!("c{client}-{i}")]})
+            }
         };
         (format!("{url}/v1/actors/a-{actor:05}/query"), body.to_string())
     }
@@ -310,8 +312,12 @@ struct Ratio {
 
 impl Ratio {
     fn of(mine: &[f64], reference: &[f64]) -> Option<Self> {
-        let logs: Vec<f64> =
-            mine.iter().zip(reference).filter(|(m, r)| **m > 0.0 && **r > 0.0).map(|(m, r)| (m / r).ln()).collect();
+        let logs: Vec<f64> = mine
+            .iter()
+            .zip(reference)
+            .filter(|(m, r)| **m > 0.0 && **r > 0.0)
+            .map(|(m, r)| (m / r).ln())
+            .collect();
         let n = logs.len() as f64;
         if logs.is_empty() {
             return None;
@@ -333,7 +339,10 @@ impl Ratio {
 
 pub fn run(args: &HttpArgs) -> Result<(), String> {
     if args.warmup_ms >= args.slice_ms {
-        return Err(format!("--warmup-ms {} must be shorter than --slice-ms {}", args.warmup_ms, args.slice_ms));
+        return Err(format!(
+            "--warmup-ms {} must be shorter than --slice-ms {}",
+            args.warmup_ms, args.slice_ms
+        ));
     }
     if args.release_delays_ms.is_empty() {
         return Err("--release-delays-ms: at least one server".into());
@@ -386,15 +395,18 @@ fn run_workload(args: &HttpArgs, servers: &[Server], workload: Workload, rng: &m
             slices[s].push(slice(args, &servers[s].url, workload));
         }
     }
-    let rates: Vec<Vec<f64>> = slices.iter().map(|s| s.iter().map(Slice::requests_per_sec).collect()).collect();
-    let cpus: Vec<Vec<f64>> = slices.iter().map(|s| s.iter().map(Slice::cpu_us_per_request).collect()).collect();
+    let rates: Vec<Vec<f64>> =
+        slices.iter().map(|s| s.iter().map(Slice::requests_per_sec).collect()).collect();
+    let cpus: Vec<Vec<f64>> =
+        slices.iter().map(|s| s.iter().map(Slice::cpu_us_per_request).collect()).collect();
     let reference = servers.iter().position(|s| s.release == ReleaseDelay::Off);
     servers
         .iter()
         .zip(slices)
         .enumerate()
         .map(|(i, (server, slices))| {
-            let mut latencies: Vec<Duration> = slices.iter().flat_map(|s| s.latencies.iter().copied()).collect();
+            let mut latencies: Vec<Duration> =
+                slices.iter().flat_map(|s| s.latencies.iter().copied()).collect();
             latencies.sort_unstable();
             let secs: f64 = slices.iter().map(|s| s.secs).sum();
             let cpu_us: u64 = slices.iter().map(|s| s.cpu_us).sum();
@@ -426,8 +438,17 @@ fn print_rows(args: &HttpArgs, rows: &[Row]) {
     );
     let mut table = Table::new(
         &[
-            "release", "workload", "actors", "requests", "errors", "requests/s", "p50 ms", "p99 ms", "cpu us/req",
-            "vs off (95% CI)", "cpu vs off (95% CI)",
+            "release",
+            "workload",
+            "actors",
+            "requests",
+            "errors",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "cpu us/req",
+            "vs off (95% CI)",
+            "cpu vs off (95% CI)",
         ],
         2,
     );

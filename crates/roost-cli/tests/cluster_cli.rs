@@ -404,26 +404,23 @@ fn two_nodes_on_two_shards_serve_every_actor_and_an_added_shard_takes_its_share(
     support::stop(one.into_child());
     support::stop(two.into_child());
 
-    // A third shard: the nodes restart with it and move the actors it now wins.
+    // A third shard: the nodes restart with it and move the actors it now wins. Its walk over
+    // the shards ends first (a listing may miss an actor until then); then every actor answers
+    // (a claim finishes any move the walk left), and the moves counted match the actors the
+    // added shard holds.
     let grown = Node::start_on(&[&a, &b, &c], "shard-1");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let moved = loop {
-        let metrics =
-            agent.get(format!("{}/metrics", grown.url)).call().unwrap().body_mut().read_to_string().unwrap();
-        let moved = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("roost_cluster_actors_moved_total "))
-            .map(|v| v.trim().parse::<u64>().unwrap())
-            .unwrap();
-        let listed =
-            post(&agent, &grown.url, "/v1/actors/sharded-0/query", &json!({"sql": "SELECT 1"})).unwrap();
-        assert_eq!(listed.status, 200);
-        if moved > 0 && count_on(&c, "sharded-") == moved {
-            break moved;
-        }
-        assert!(Instant::now() < deadline, "actors did not move to the added shard: {moved}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&agent, &grown.url, "roost_cluster_rebalances_total") == 0 {
+        assert!(Instant::now() < deadline, "the walk over the shards did not end");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    for (i, actor) in actors.iter().enumerate() {
+        let answer = ok(&agent, &grown.url, actor, "SELECT v FROM t");
+        assert_eq!(answer.body["rows"], json!([[i]]));
+    }
+    let moved = metric(&agent, &grown.url, "roost_cluster_actors_moved_total");
+    assert!(moved > 0, "no actor moved to the added shard");
+    assert_eq!(count_on(&c, "sharded-"), moved, "every actor on the added shard was counted as moved");
     eprintln!("{moved} of {} actors moved to the added shard", actors.len());
     let listing = agent
         .get(format!("{}/v1/actors?limit=100", grown.url))
@@ -433,12 +430,21 @@ fn two_nodes_on_two_shards_serve_every_actor_and_an_added_shard_takes_its_share(
         .read_to_string()
         .unwrap();
     let listing: Value = serde_json::from_str(&listing).unwrap();
-    for (i, actor) in actors.iter().enumerate() {
+    for actor in &actors {
         assert!(listing.to_string().contains(&format!("\"{actor}\"")), "{actor} not listed: {listing}");
-        let answer = ok(&agent, &grown.url, actor, "SELECT v FROM t");
-        assert_eq!(answer.body["rows"], json!([[i]]));
     }
     support::stop(grown.into_child());
+}
+
+/// A counter or gauge of the node's `/metrics`.
+fn metric(agent: &ureq::Agent, url: &str, name: &str) -> u64 {
+    let metrics = agent.get(format!("{url}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// Actors with a database on the shard `db` whose id starts with `prefix`.

@@ -171,7 +171,8 @@ fn bench_http_interleaves_its_servers_on_four_workloads() {
         assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0);
         assert_eq!(r["slice_requests_per_sec"].as_array().unwrap().len(), 2, "one slice per round: {r}");
         let ratio = &r["vs_off"];
-        let (low, mean, high) = (ratio["ci95_low"].as_f64(), ratio["geo_mean"].as_f64(), ratio["ci95_high"].as_f64());
+        let (low, mean, high) =
+            (ratio["ci95_low"].as_f64(), ratio["geo_mean"].as_f64(), ratio["ci95_high"].as_f64());
         assert!(low.unwrap() <= mean.unwrap() && mean.unwrap() <= high.unwrap() && low.unwrap() > 0.0, "{r}");
     }
     let reference = &results[0];
@@ -182,7 +183,11 @@ fn bench_http_interleaves_its_servers_on_four_workloads() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--warmup-ms"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--warmup-ms"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 /// The server's RSS and jemalloc's live bytes.

@@ -67,6 +67,9 @@ pub struct ClusterCounters {
     pub owner_lookups: AtomicU64,
     /// Actors moved to the shard they belong to (after a shard was added).
     pub actors_moved: AtomicU64,
+    /// Walks of every shard for actors to move ([`Cluster::rebalance`]) that have ended: until
+    /// the first one ends, a listing can miss an actor that has not moved yet.
+    pub rebalances: AtomicU64,
 }
 
 /// Where a request for an actor should run.
@@ -599,6 +602,7 @@ impl Cluster {
                 }
             }
         }
+        self.counters.rebalances.fetch_add(1, Ordering::Relaxed);
         self.counters.actors_moved.load(Ordering::Relaxed) - before
     }
 

@@ -71,8 +71,7 @@ fn child(dir: &Path) -> ! {
         let store = Arc::new(FjallStore::open(FjallConfig::new(dir.join("store"))).unwrap());
         let storage = Storage::new(store, StorageConfig::default()).unwrap();
         let probe = HostConfig { memory_budget_bytes: 1 << 30, ..HostConfig::default() };
-        let connections =
-            roost::host::BudgetPlan::new(&probe, &storage.store().stats()).unwrap().connections_bytes;
+        let connections = roost::host::BudgetPlan::new(&probe, &storage).unwrap().connections_bytes;
         // Eight awake at once: a wave of 40 wakes evicts most of the others.
         let config =
             HostConfig { actor_bytes_estimate: connections / 8, measure_actor_bytes: false, ..probe };

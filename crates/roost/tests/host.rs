@@ -23,8 +23,7 @@ fn host_with(config: HostConfig) -> Host {
 fn config_awake(awake: u64) -> HostConfig {
     let probe = HostConfig { memory_budget_bytes: BUDGET, ..HostConfig::default() };
     let storage = Storage::new(Arc::new(MemoryStore::new()), StorageConfig::default()).unwrap();
-    let connections =
-        roost::host::BudgetPlan::new(&probe, &storage.store().stats()).unwrap().connections_bytes;
+    let connections = roost::host::BudgetPlan::new(&probe, &storage).unwrap().connections_bytes;
     HostConfig { actor_bytes_estimate: connections / awake, measure_actor_bytes: false, ..probe }
 }
 

@@ -141,8 +141,7 @@ impl Sim {
         let storage = Storage::new(store.clone(), StorageConfig::default()).unwrap();
         // Few actors awake at once, so wakes evict; memory released inline (or never).
         let probe = HostConfig { memory_budget_bytes: BUDGET, ..HostConfig::default() };
-        let connections =
-            roost::host::BudgetPlan::new(&probe, &storage.store().stats()).unwrap().connections_bytes;
+        let connections = roost::host::BudgetPlan::new(&probe, &storage).unwrap().connections_bytes;
         let awake = rng.random_range(2..=ACTORS as u64);
         let config = HostConfig {
             actor_bytes_estimate: connections / awake,

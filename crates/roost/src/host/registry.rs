@@ -348,7 +348,7 @@ impl Host {
         if config.blocking_threads == 0 || config.wakes_in_flight_max == 0 || config.blocking_queue_max == 0 {
             return Err(HostError::Config("threads, wakes in flight and queues must be at least 1".into()));
         }
-        let plan = BudgetPlan::new(&config, &storage.store().stats()).map_err(HostError::Config)?;
+        let plan = BudgetPlan::new(&config, &storage).map_err(HostError::Config)?;
         vfs::set_sqlite_heap_limits(plan.sqlite_bytes, plan.sqlite_bytes + plan.sqlite_bytes / 8);
         let pool = BlockingPool::new(config.blocking_threads, config.blocking_queue_max)
             .map_err(|e| HostError::Config(format!("cannot start blocking threads: {e}")))?;

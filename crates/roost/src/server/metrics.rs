@@ -230,6 +230,12 @@ pub fn render_cluster(out: &mut String, state: &AppState) {
         "Actors moved to the PostgreSQL shard they belong to.",
         read(&c.actors_moved),
     );
+    counter(
+        out,
+        "roost_cluster_rebalances_total",
+        "Walks of every shard for actors to move that have ended (one after the node starts).",
+        read(&c.rebalances),
+    );
     gauge(
         out,
         "roost_cluster_shards",
