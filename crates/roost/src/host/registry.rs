@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,7 @@ struct Slot {
     /// When a request on it last ended (host clock), for the deferred memory release.
     last_used_ms: AtomicU64,
     /// The slot is in the release queue.
-    release_queued: std::sync::atomic::AtomicBool,
+    release_queued: AtomicBool,
     /// The host's count of slots per state, which this slot is part of until it drops.
     counts: Arc<StateCounts>,
 }
@@ -218,9 +218,13 @@ struct Inner {
     idle: Arc<Idle>,
     state_counts: Arc<StateCounts>,
     counters: Counters,
-    shutting_down: std::sync::atomic::AtomicBool,
+    shutting_down: AtomicBool,
     /// Actors whose memory is released once idle for `release_delay_ms`, in queueing order.
     releases: Mutex<std::collections::VecDeque<Weak<Slot>>>,
+    /// [`Inner::memory_pressure`] as the reaper last saw it: read on every request, which must
+    /// not take SQLite's process-wide memory mutex on a runtime thread (a fleet profile found
+    /// tokio workers asleep on it).
+    under_pressure: AtomicBool,
     /// Held while an eviction runs: one at a time (see `reserve`).
     evicting: tokio::sync::Mutex<()>,
 }
@@ -369,6 +373,7 @@ impl Host {
             counters: Counters::default(),
             shutting_down: false.into(),
             releases: Mutex::new(std::collections::VecDeque::new()),
+            under_pressure: AtomicBool::new(false),
             evicting: tokio::sync::Mutex::new(()),
         });
         spawn_reaper(Arc::downgrade(&inner))?;
@@ -465,7 +470,8 @@ impl Host {
         let watchdog = self.inner.watchdog();
         let config = &self.inner.config;
         let release = config.release_idle_memory;
-        let release_now = release && (config.release_delay_ms == 0 || self.inner.memory_pressure());
+        let release_now =
+            release && (config.release_delay_ms == 0 || self.inner.under_pressure.load(Ordering::Relaxed));
         let inner = self.inner.clone();
         self.inner
             .run(move || {
@@ -940,7 +946,8 @@ impl Inner {
     }
 
     /// Is SQLite's connection memory (all but cached pages) above three quarters of its pool?
-    /// Then idle actors give their memory back at once instead of after the delay.
+    /// Then idle actors give their memory back at once instead of after the delay. Asked by
+    /// the reaper each pass; requests read its answer from `under_pressure`.
     fn memory_pressure(&self) -> bool {
         vfs::sqlite_memory().connection_bytes() > self.plan.connections_bytes / 4 * 3
     }
@@ -1085,6 +1092,7 @@ fn spawn_reaper(host: Weak<Inner>) -> Result<(), HostError> {
         .spawn(move || loop {
             let interval = match host.upgrade() {
                 Some(inner) => {
+                    inner.under_pressure.store(inner.memory_pressure(), Ordering::Relaxed);
                     inner.release_idle();
                     inner.reap();
                     inner.size_awake_budget();
