@@ -45,8 +45,9 @@ pub struct HostConfig {
     pub reaper_interval_ms: u64,
     /// Release an actor's cached pages and prepared statements once it has been idle for
     /// `release_delay_ms` (at once while SQLite's connection memory is above three quarters of
-    /// its pool, as the reaper last measured it): idle actors then cost their connection and schema only, at the price of
-    /// re-reading pages (from the store's block cache) on their next request.
+    /// its pool, as the reaper last measured it): idle actors then cost their connection and
+    /// schema only, at the price of re-reading pages (from the store's block cache) on their
+    /// next request.
     pub release_idle_memory: bool,
     /// How long an actor must be idle before its memory is released (see
     /// `release_idle_memory`); 0 releases when each request ends. Actors busier than this
