@@ -96,6 +96,52 @@ fn data_folder_problems_exit_2_with_one_sentence_saying_what_to_do() {
     assert!(stderr(&out).contains("store format this roost cannot read"), "{}", stderr(&out));
 }
 
+fn compact_output(data: &Path) -> Output {
+    Command::new(ROOST).args(["compact", "--data", data.to_str().unwrap()]).output().unwrap()
+}
+
+#[test]
+fn compact_merges_a_stopped_servers_store_and_refuses_a_folder_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, client) = (free_port(), agent());
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(dir.path(), port, &[]);
+    // 24 MB of rows: three write buffers (8 MiB each) written out as tables in level 0.
+    let actors: Vec<String> = (0..60).map(|i| format!("compact-{i}")).collect();
+    for actor in &actors {
+        let create = "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)";
+        assert_eq!(query(&client, &base, actor, create).unwrap().0, 200);
+        let fill = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) \
+                    INSERT INTO t (body) SELECT hex(randomblob(500)) FROM n";
+        assert_eq!(query(&client, &base, actor, fill).map(|r| r.0), Some(200), "{actor}");
+    }
+    let busy = compact_output(dir.path());
+    assert_eq!(busy.status.code(), Some(2), "{}", stderr(&busy));
+    assert!(stderr(&busy).contains("is in use by another roost process"), "{}", stderr(&busy));
+    assert_eq!(terminate(server).0, Some(0));
+
+    let out = compact_output(dir.path());
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{printed}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (before, after) = printed.split_once(" -> ").expect("before -> after");
+    assert!(before.starts_with("compacted ") && !before.ends_with("(0 in level 0)"), "{printed}");
+    assert!(after.trim_end().ends_with("in 1 tables (0 in level 0)"), "{printed}");
+
+    let server = start(dir.path(), port, &[]);
+    for actor in &actors {
+        let (status, body) =
+            query(&client, &base, actor, "SELECT count(*), sum(length(body)) FROM t").unwrap();
+        assert_eq!((status, &body["rows"]), (200, &json!([[400, 400_000]])), "{actor}: {body}");
+    }
+    assert_eq!(terminate(server).0, Some(0));
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = compact_output(empty.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("holds no roost store"), "{}", stderr(&out));
+}
+
 #[test]
 fn sigterm_during_writes_exits_0_and_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();

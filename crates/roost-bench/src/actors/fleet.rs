@@ -174,11 +174,25 @@ fn populate(store: &Path, actors: usize) -> BenchResult<f64> {
         let host = open_host(store, StoreCaps::defaults(), config)?;
         let created = create_actors(&host, actors, SETUP_CONCURRENCY).await;
         host.shutdown().await;
-        created
+        created?;
+        settle(&host)
     })?;
     let setup_s = start.elapsed().as_secs_f64();
     eprintln!("created {actors} actors in {setup_s:.1} s");
     Ok(setup_s)
+}
+
+/// Compacts the store the setup filled, so that the load meets a store in the state a server
+/// reaches after serving for a while rather than the backlog of a bulk load: on a fresh setup
+/// the load otherwise ran while the store merged the setup's tables (p99 27 ms where the same
+/// data settled by earlier runs gave 5-6 ms; docs/benchmarks.md, Fleet).
+fn settle(host: &roost::host::Host) -> BenchResult<()> {
+    let start = Instant::now();
+    let compacted = host.storage().store().compact().map_err(|e| format!("cannot compact the store: {e}"))?;
+    if compacted {
+        eprintln!("compacted the store in {:.1} s", start.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// What one request came to.

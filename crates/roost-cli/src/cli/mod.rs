@@ -1,5 +1,6 @@
 //! Command line parsing and dispatch. Each subcommand's work lives in its own module.
 
+mod compact;
 mod mem_monitor;
 mod serve;
 mod sql;
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API (JSON and Hrana) on the embedded store or PostgreSQL.
     Serve(Box<serve::ServeArgs>),
+    /// Merge the embedded store's tables offline (after a bulk load; the folder must not be in use).
+    Compact(compact::CompactArgs),
     /// Run one SQL statement on an actor of a running server and print the rows.
     Sql(sql::SqlArgs),
     /// Sample a server's memory, capture heap profiles on spikes and chart RSS over time.
@@ -37,6 +40,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Serve(args) => return serve::main(args),
+        Command::Compact(args) => return compact::main(args),
         Command::Sql(args) => sql::run(args).map_err(Into::into),
         Command::MemMonitor(args) => mem_monitor::run(args).map_err(Into::into),
         Command::Bench { which } => {

@@ -190,7 +190,7 @@ pub fn main(args: &ServeArgs) -> ExitCode {
 }
 
 /// One sentence for a data folder that cannot be opened: what is wrong, what to do.
-fn open_failure(data: &Path, error: KvError) -> Failure {
+pub(crate) fn open_failure(data: &Path, error: KvError) -> Failure {
     let data = data.display();
     let message = match error {
         KvError::InUse => format!(

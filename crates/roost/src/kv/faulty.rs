@@ -130,6 +130,10 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
         self.inner.sync()
     }
 
+    fn compact(&self) -> KvResult<bool> {
+        self.inner.compact()
+    }
+
     /// Plays a restart in place: a store stopped by the plan runs again.
     fn reopen(&self) -> KvResult<bool> {
         self.stopped.store(false, Ordering::SeqCst);

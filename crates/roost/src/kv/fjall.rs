@@ -415,6 +415,18 @@ impl KvStore for FjallStore {
         StoreHealth::Ok
     }
 
+    /// Seals the write buffer, waits for it to be written out, then merges every table into
+    /// the last level (fjall's major compaction). Writes go on meanwhile; reads pause only
+    /// while each merge's result is installed.
+    fn compact(&self) -> KvResult<bool> {
+        self.with(|i| {
+            i.shared.check_running()?;
+            i.shared.data.rotate_memtable_and_wait().map_err(io)?;
+            i.shared.data.major_compact().map_err(io)?;
+            Ok(true)
+        })
+    }
+
     /// Closes a stopped instance and opens the folder again (a restart in place).
     fn reopen(&self) -> KvResult<bool> {
         let mut instance = self.instance.write();
@@ -439,6 +451,7 @@ impl KvStore for FjallStore {
             stats.cache_bytes_max = i.shared.db.cache_capacity();
             stats.write_buffer_bytes = i.shared.db.write_buffer_size();
             stats.disk_bytes = i.shared.db.disk_space().unwrap_or(0);
+            stats.compaction = i.shared.compaction_stats();
             Ok(())
         });
         self.counters.fill(&mut stats);
@@ -503,6 +516,19 @@ impl Committer {
                 let _ = self.shared.sync();
                 unsynced_since = None;
             }
+        }
+    }
+}
+
+impl Shared {
+    fn compaction_stats(&self) -> super::CompactionStats {
+        super::CompactionStats {
+            running: self.db.active_compactions() as u64,
+            completed: self.db.compactions_completed() as u64,
+            time_ms: self.db.time_compacting().as_millis() as u64,
+            flushes_pending: self.db.outstanding_flushes() as u64,
+            tables: self.data.table_count() as u64,
+            l0_tables: self.data.l0_table_count() as u64,
         }
     }
 }

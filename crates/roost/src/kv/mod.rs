@@ -334,6 +334,24 @@ pub struct KvStats {
     pub disk: DiskSpace,
     /// Failed `write` calls by kind.
     pub write_errors: WriteErrorCounts,
+    /// Background compaction of a log-structured store (all 0 for other backends).
+    pub compaction: CompactionStats,
+}
+
+/// What a log-structured store's background work is doing: compaction debt shows as tables
+/// piling up in level 0 and compactions running back to back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CompactionStats {
+    /// Compactions running now, and finished since the store opened.
+    pub running: u64,
+    pub completed: u64,
+    /// Time spent compacting since the store opened.
+    pub time_ms: u64,
+    /// Sealed write buffers waiting to be written out as tables.
+    pub flushes_pending: u64,
+    /// Tables on disk, and those in level 0 (written out, not yet merged).
+    pub tables: u64,
+    pub l0_tables: u64,
 }
 
 impl KvStats {
@@ -360,6 +378,13 @@ impl KvStats {
             mine.sum_micros += theirs.sum_micros;
         }
         self.disk_bytes += other.disk_bytes;
+        let (c, o) = (&mut self.compaction, &other.compaction);
+        c.running += o.running;
+        c.completed += o.completed;
+        c.time_ms += o.time_ms;
+        c.flushes_pending += o.flushes_pending;
+        c.tables += o.tables;
+        c.l0_tables += o.l0_tables;
         self.write_errors.storage_full += other.write_errors.storage_full;
         self.write_errors.failed += other.write_errors.failed;
         self.write_errors.fenced += other.write_errors.fenced;
@@ -457,6 +482,12 @@ pub trait KvStore: Send + Sync + 'static {
     /// disk). `Ok(false)`: this backend cannot; the process must restart. Callers put every
     /// actor to sleep first: caches built on the stopped store may hold writes it lost.
     fn reopen(&self) -> KvResult<bool> {
+        Ok(false)
+    }
+    /// Writes out buffered writes and merges the store's files into their final layout, so
+    /// that the compaction a bulk load left behind is not paid while serving. Blocks until
+    /// done (seconds per GB). `Ok(false)`: this backend has nothing to compact.
+    fn compact(&self) -> KvResult<bool> {
         Ok(false)
     }
 }
@@ -583,6 +614,9 @@ impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
     }
     fn read_ahead_charge(&self, key: &[u8], bytes: u64) -> Option<Charge> {
         (**self).read_ahead_charge(key, bytes)
+    }
+    fn compact(&self) -> KvResult<bool> {
+        (**self).compact()
     }
 }
 

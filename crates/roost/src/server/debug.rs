@@ -65,6 +65,7 @@ pub fn memory_json(state: &AppState) -> JsonValue {
             "write_buffer_bytes": m.store.write_buffer_bytes, "write_buffer_bytes_max": m.store.write_buffer_bytes_max,
             "disk_bytes": m.store.disk_bytes, "fs_free_bytes": m.store.disk.free_bytes,
             "fs_size_bytes": m.store.disk.total_bytes, "disk_reserve_bytes": m.store.disk.reserve_bytes,
+            "compaction": m.store.compaction,
             "write_errors": write_errors(&m.store), "health": state.host().storage().store().health().reason(),
             "round_trips": round_trips_json()},
         "actors": {"awake": stats.actors_awake, "waking": stats.actors_waking, "queued": stats.wakes_queued,

@@ -273,6 +273,30 @@ fn render_store_capacity(out: &mut String, store: &crate::kv::KvStats) {
         "Writes are refused (storage_full) while free bytes are below this.",
         store.disk.reserve_bytes,
     );
+    let c = &store.compaction;
+    gauge(
+        out,
+        "roost_store_compactions_running",
+        "Compactions of the store's tables running now.",
+        c.running,
+    );
+    counter(out, "roost_store_compactions_total", "Compactions of the store's tables finished.", c.completed);
+    let name = "roost_store_compaction_seconds_total";
+    let _ = writeln!(out, "# HELP {name} Time spent compacting the store's tables.\n# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {}", c.time_ms as f64 / 1e3);
+    gauge(
+        out,
+        "roost_store_flushes_pending",
+        "Sealed write buffers not yet written out as tables.",
+        c.flushes_pending,
+    );
+    gauge(out, "roost_store_tables", "Tables of the store on disk.", c.tables);
+    gauge(
+        out,
+        "roost_store_l0_tables",
+        "Tables written out and not yet merged (compaction debt).",
+        c.l0_tables,
+    );
     let name = "roost_store_write_errors_total";
     let _ = writeln!(out, "# HELP {name} Failed store writes by kind.\n# TYPE {name} counter");
     for (kind, n) in store.write_errors.by_kind() {
