@@ -1,8 +1,8 @@
 //! `roost bench actors fleet`: what a user of a large fleet sees, through the real server.
 //!
 //! Setup creates `--actors` actors with steps 1-4 of the reference workload (in this process,
-//! 64 at once, host shut down cleanly), in a scratch folder or in a kept `--reuse-data` folder
-//! that later runs reuse. Then this binary's `roost serve` runs in a child process on that data
+//! 64 at once, host shut down cleanly, store compacted), in a scratch folder or in a kept
+//! `--reuse-data` folder that later runs reuse. Then this binary's `roost serve` runs in a child process on that data
 //! under `--memory-budget` (3 GiB), and an open loop of requests reaches it over HTTP: each actor
 //! reads (the latest 10 messages) once per `--read-interval-s` and writes (one message row) once
 //! per `--write-interval-s` on average, as Poisson arrivals of the aggregate rates with a
