@@ -100,21 +100,28 @@ fn compact_output(data: &Path) -> Output {
     Command::new(ROOST).args(["compact", "--data", data.to_str().unwrap()]).output().unwrap()
 }
 
+/// Starts a server on `data` and writes 24 MB of rows over 60 actors: three write buffers
+/// (8 MiB each) written out as tables in level 0. Returns the running server and the actors.
+fn fill_for_compaction(data: &Path, port: u16, client: &ureq::Agent) -> (Child, Vec<String>) {
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(data, port, &[]);
+    let actors: Vec<String> = (0..60).map(|i| format!("compact-{i}")).collect();
+    for actor in &actors {
+        let create = "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)";
+        assert_eq!(query(client, &base, actor, create).unwrap().0, 200);
+        let fill = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) \
+                    INSERT INTO t (body) SELECT hex(randomblob(500)) FROM n";
+        assert_eq!(query(client, &base, actor, fill).map(|r| r.0), Some(200), "{actor}");
+    }
+    (server, actors)
+}
+
 #[test]
 fn compact_merges_a_stopped_servers_store_and_refuses_a_folder_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let (port, client) = (free_port(), agent());
     let base = format!("http://127.0.0.1:{port}");
-    let server = start(dir.path(), port, &[]);
-    // 24 MB of rows: three write buffers (8 MiB each) written out as tables in level 0.
-    let actors: Vec<String> = (0..60).map(|i| format!("compact-{i}")).collect();
-    for actor in &actors {
-        let create = "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)";
-        assert_eq!(query(&client, &base, actor, create).unwrap().0, 200);
-        let fill = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) \
-                    INSERT INTO t (body) SELECT hex(randomblob(500)) FROM n";
-        assert_eq!(query(&client, &base, actor, fill).map(|r| r.0), Some(200), "{actor}");
-    }
+    let (server, actors) = fill_for_compaction(dir.path(), port, &client);
     let busy = compact_output(dir.path());
     assert_eq!(busy.status.code(), Some(2), "{}", stderr(&busy));
     assert!(stderr(&busy).contains("is in use by another roost process"), "{}", stderr(&busy));
@@ -140,6 +147,37 @@ fn compact_merges_a_stopped_servers_store_and_refuses_a_folder_in_use() {
     let out = compact_output(empty.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("holds no roost store"), "{}", stderr(&out));
+}
+
+#[test]
+fn compact_refuses_when_the_file_system_cannot_hold_the_rewritten_tables() {
+    let (fs, _dir) = match Tmpfs::mount("160m") {
+        Ok(mounted) => mounted,
+        Err(reason) => {
+            println!("SKIPPED compact_refuses_when...: {reason}");
+            return;
+        }
+    };
+    let (port, client) = (free_port(), agent());
+    let (server, _) = fill_for_compaction(&fs.0, port, &client);
+    assert_eq!(terminate(server).0, Some(0));
+    let df = Command::new("df").args(["--output=avail", "-B1", fs.0.to_str().unwrap()]).output().unwrap();
+    let avail: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    let filler = fs.0.join("filler");
+    let status = Command::new("fallocate")
+        .args(["-l", &(avail - (1 << 20)).to_string(), filler.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let out = compact_output(&fs.0);
+    println!("{}", stderr(&out).trim());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("free on its file system") && stderr(&out).contains("free space first"));
+    std::fs::remove_file(&filler).unwrap();
+    let out = compact_output(&fs.0);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("in 1 tables (0 in level 0)"));
 }
 
 #[test]

@@ -38,6 +38,16 @@ fn run(args: &CompactArgs) -> Result<(), Failure> {
     }
     let store = FjallStore::open(FjallConfig::new(&args.data)).map_err(|e| open_failure(&args.data, e))?;
     let before = store.stats();
+    // The merge writes every table anew before it deletes the old ones.
+    if before.disk.total_bytes > 0 && before.disk.free_bytes < before.disk_bytes {
+        return Err(format!(
+            "compacting {} needs up to {:.0} MiB free on its file system (the tables are written anew before the old ones go) and {:.0} MiB are free; free space first",
+            args.data.display(),
+            mib(before.disk_bytes),
+            mib(before.disk.free_bytes)
+        )
+        .into());
+    }
     let start = Instant::now();
     store.compact().map_err(|e| format!("cannot compact {}: {e}", args.data.display()))?;
     let after = store.stats();
@@ -52,10 +62,9 @@ fn run(args: &CompactArgs) -> Result<(), Failure> {
 }
 
 fn describe(disk_bytes: u64, c: &CompactionStats) -> String {
-    format!(
-        "{:.1} MiB in {} tables ({} in level 0)",
-        disk_bytes as f64 / (1 << 20) as f64,
-        c.tables,
-        c.l0_tables
-    )
+    format!("{:.1} MiB in {} tables ({} in level 0)", mib(disk_bytes), c.tables, c.l0_tables)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
