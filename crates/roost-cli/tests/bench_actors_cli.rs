@@ -268,6 +268,7 @@ fn fleet_serves_an_open_loop_without_errors() {
     let series = report["series"].as_array().unwrap();
     assert!(series.len() >= 4, "{series:?}");
     assert!(series.iter().all(|p| p["rss_mib"].as_f64().unwrap() > 1.0 && p["awake"].is_u64()), "{series:?}");
+    assert!(series.iter().all(|p| p["compactions"].is_u64() && p["l0_tables"].is_u64()), "{series:?}");
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("data-series=\"rss\"") && svg.contains("data-series=\"awake\""), "{svg}");
     assert!(svg.contains("class=\"budget\""), "{svg}");

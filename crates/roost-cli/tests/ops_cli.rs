@@ -122,6 +122,26 @@ fn compact_merges_a_stopped_servers_store_and_refuses_a_folder_in_use() {
     let (port, client) = (free_port(), agent());
     let base = format!("http://127.0.0.1:{port}");
     let (server, actors) = fill_for_compaction(dir.path(), port, &client);
+    // The write buffers written out wait in level 0 (fewer than the 4 that start a compaction):
+    // once written out, the memory report and the metrics say so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let compaction = loop {
+        let (_, memory) = call(&client, &format!("{base}/debug/memory"), None).unwrap();
+        let c = memory["store"]["compaction"].clone();
+        if c["flushes_pending"] == 0 && c["l0_tables"].as_u64().unwrap() >= 1 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "nothing written out to level 0: {memory}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let metrics = client.get(&format!("{base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let gauge = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).expect(name);
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert_eq!(json!(gauge("roost_store_l0_tables")), compaction["l0_tables"], "{metrics}");
+    assert!(gauge("roost_store_tables") >= gauge("roost_store_l0_tables"), "{metrics}");
+    assert!(metrics.contains("\nroost_store_compaction_seconds_total "), "{metrics}");
     let busy = compact_output(dir.path());
     assert_eq!(busy.status.code(), Some(2), "{}", stderr(&busy));
     assert!(stderr(&busy).contains("is in use by another roost process"), "{}", stderr(&busy));

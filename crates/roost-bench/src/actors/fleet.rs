@@ -14,7 +14,8 @@
 //! anything but a plausible 200 is an error, `503 overloaded` included. Requests scheduled in the
 //! first `--warmup-s` seconds are left out of the latency figures and rates, not out of the RSS
 //! peak or the error target. A thread samples the server's VmRSS and its `/metrics` counters
-//! (wakes, evictions, idle sleeps, commits, awake actors) every second.
+//! (wakes, evictions, idle sleeps, commits, awake actors, the store's compactions and level-0
+//! tables) every second.
 //!
 //! Targets: server peak RSS within the budget, request p99 <= 10 ms wakes included, 0 errors.
 
@@ -330,6 +331,10 @@ struct Sample {
     sqlite_used_bytes: u64,
     /// The host's cap on awake actors (it follows the measured cost of an awake actor).
     awake_max: u64,
+    /// The store's background work: compactions finished and running, tables in level 0.
+    compactions_total: u64,
+    compactions_running: u64,
+    l0_tables: u64,
 }
 
 /// The `name` or `name{labels}` series of a Prometheus text exposition, with their values.
@@ -362,6 +367,9 @@ fn read_metrics(agent: &ureq::Agent, base: &str, sample: &mut Sample) -> bool {
     sample.overloaded_total = get("roost_overloaded_total").unwrap_or(0);
     sample.sqlite_used_bytes = get("roost_sqlite_memory_used_bytes").unwrap_or(0);
     sample.awake_max = get("roost_awake_max").unwrap_or(0);
+    sample.compactions_total = get("roost_store_compactions_total").unwrap_or(0);
+    sample.compactions_running = get("roost_store_compactions_running").unwrap_or(0);
+    sample.l0_tables = get("roost_store_l0_tables").unwrap_or(0);
     true
 }
 
@@ -523,6 +531,12 @@ struct SeriesPoint {
     commits_per_s: f64,
     idle_sleeps_per_s: f64,
     sqlite_mib: f64,
+    /// Store compactions finished in the second before, running at the sample, and the
+    /// level-0 tables then: a p99 spike next to a compaction's end is the store's install step
+    /// (docs/operations.md, Compaction).
+    compactions: u64,
+    compactions_running: u64,
+    l0_tables: u64,
     scheduled: u64,
     errors: u64,
     p99_ms: f64,
@@ -796,6 +810,9 @@ fn series(samples: &[Sample], per_second: &[(u64, u64, Vec<f64>)]) -> Vec<Series
             commits_per_s: round(per_s(|s| s.commits_total)),
             idle_sleeps_per_s: round(per_s(|s| s.idle_sleeps_total)),
             sqlite_mib: round(mib(s.sqlite_used_bytes)),
+            compactions: previous.map_or(0, |p| s.compactions_total.saturating_sub(p.compactions_total)),
+            compactions_running: s.compactions_running,
+            l0_tables: s.l0_tables,
             scheduled,
             errors,
             p99_ms: (p99_ms * 100.0).round() / 100.0,
