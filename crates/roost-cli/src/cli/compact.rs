@@ -20,13 +20,7 @@ pub struct CompactArgs {
 /// Runs `roost compact`: exit 2 when the folder cannot be opened (in use, not accessible,
 /// unknown format), as `roost serve` does.
 pub fn main(args: &CompactArgs) -> ExitCode {
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
-    }
+    Failure::exit_code(run(args))
 }
 
 fn run(args: &CompactArgs) -> Result<(), Failure> {

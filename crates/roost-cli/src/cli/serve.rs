@@ -178,15 +178,22 @@ impl From<String> for Failure {
     }
 }
 
-/// Runs `roost serve` and maps its end to an exit code (see the module docs).
-pub fn main(args: &ServeArgs) -> ExitCode {
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", failure.message);
-            ExitCode::from(failure.code)
+impl Failure {
+    /// The exit code of a command's outcome, its message printed on failure.
+    pub fn exit_code(outcome: Result<(), Failure>) -> ExitCode {
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("error: {}", failure.message);
+                ExitCode::from(failure.code)
+            }
         }
     }
+}
+
+/// Runs `roost serve` and maps its end to an exit code (see the module docs).
+pub fn main(args: &ServeArgs) -> ExitCode {
+    Failure::exit_code(run(args))
 }
 
 /// One sentence for a data folder that cannot be opened: what is wrong, what to do.
