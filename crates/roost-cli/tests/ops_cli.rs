@@ -171,13 +171,7 @@ fn compact_merges_a_stopped_servers_store_and_refuses_a_folder_in_use() {
 
 #[test]
 fn compact_refuses_when_the_file_system_cannot_hold_the_rewritten_tables() {
-    let (fs, _dir) = match Tmpfs::mount("160m") {
-        Ok(mounted) => mounted,
-        Err(reason) => {
-            println!("SKIPPED compact_refuses_when...: {reason}");
-            return;
-        }
-    };
+    let Some((fs, _dir)) = Tmpfs::mount_or_skip("160m", "compact_refuses_when...") else { return };
     let (port, client) = (free_port(), agent());
     let (server, _) = fill_for_compaction(&fs.0, port, &client);
     assert_eq!(terminate(server).0, Some(0));
@@ -283,6 +277,11 @@ impl Tmpfs {
         Ok((Self(dir.path().to_path_buf()), dir))
     }
 
+    /// [`Tmpfs::mount`], or `None` after printing why `test` is skipped.
+    fn mount_or_skip(size: &str, test: &str) -> Option<(Self, tempfile::TempDir)> {
+        Self::mount(size).map_err(|reason| println!("SKIPPED {test}: {reason}")).ok()
+    }
+
     fn resize(&self, size: &str) {
         let options = format!("remount,size={size}");
         let out = Command::new("mount").args(["-o", &options, self.0.to_str().unwrap()]).output().unwrap();
@@ -324,13 +323,7 @@ fn watch_health(
 
 #[test]
 fn a_full_disk_answers_507_keeps_reads_and_recovers_when_the_file_system_grows() {
-    let (fs, _dir) = match Tmpfs::mount("40m") {
-        Ok(mounted) => mounted,
-        Err(reason) => {
-            println!("SKIPPED a_full_disk_answers_507...: {reason}");
-            return;
-        }
-    };
+    let Some((fs, _dir)) = Tmpfs::mount_or_skip("40m", "a_full_disk_answers_507...") else { return };
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = start(&fs.0, port, &[]);
@@ -452,13 +445,7 @@ fn check_acknowledged(client: &ureq::Agent, base: &str, actors: &[&str], acked: 
 
 #[test]
 fn without_a_reserve_a_real_enospc_stops_the_store_which_is_reopened_in_place() {
-    let (fs, _dir) = match Tmpfs::mount("40m") {
-        Ok(mounted) => mounted,
-        Err(reason) => {
-            println!("SKIPPED without_a_reserve...: {reason}");
-            return;
-        }
-    };
+    let Some((fs, _dir)) = Tmpfs::mount_or_skip("40m", "without_a_reserve...") else { return };
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = start(&fs.0, port, &["--disk-reserve", "0"]);
@@ -496,13 +483,7 @@ fn without_a_reserve_a_real_enospc_stops_the_store_which_is_reopened_in_place() 
 
 #[test]
 fn a_store_that_keeps_failing_makes_serve_exit_3_and_a_restart_recovers() {
-    let (fs, _dir) = match Tmpfs::mount("40m") {
-        Ok(mounted) => mounted,
-        Err(reason) => {
-            println!("SKIPPED a_store_that_keeps_failing...: {reason}");
-            return;
-        }
-    };
+    let Some((fs, _dir)) = Tmpfs::mount_or_skip("40m", "a_store_that_keeps_failing...") else { return };
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start(&fs.0, port, &["--disk-reserve", "0"]);
