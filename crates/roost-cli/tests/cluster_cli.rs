@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::{free_port, ROOST};
+use support::{free_port, metric, ROOST};
 
 const LEASE_MS: u64 = 1_500;
 
@@ -410,7 +410,7 @@ fn two_nodes_on_two_shards_serve_every_actor_and_an_added_shard_takes_its_share(
     // added shard holds.
     let grown = Node::start_on(&[&a, &b, &c], "shard-1");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&agent, &grown.url, "roost_cluster_rebalances_total") == 0 {
+    while metric(&agent, &grown.url, "roost_cluster_rebalances_total") == 0.0 {
         assert!(Instant::now() < deadline, "the walk over the shards did not end");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -418,7 +418,7 @@ fn two_nodes_on_two_shards_serve_every_actor_and_an_added_shard_takes_its_share(
         let answer = ok(&agent, &grown.url, actor, "SELECT v FROM t");
         assert_eq!(answer.body["rows"], json!([[i]]));
     }
-    let moved = metric(&agent, &grown.url, "roost_cluster_actors_moved_total");
+    let moved = metric(&agent, &grown.url, "roost_cluster_actors_moved_total") as u64;
     assert!(moved > 0, "no actor moved to the added shard");
     assert_eq!(count_on(&c, "sharded-"), moved, "every actor on the added shard was counted as moved");
     eprintln!("{moved} of {} actors moved to the added shard", actors.len());
@@ -434,17 +434,6 @@ fn two_nodes_on_two_shards_serve_every_actor_and_an_added_shard_takes_its_share(
         assert!(listing.to_string().contains(&format!("\"{actor}\"")), "{actor} not listed: {listing}");
     }
     support::stop(grown.into_child());
-}
-
-/// A counter or gauge of the node's `/metrics`.
-fn metric(agent: &ureq::Agent, url: &str, name: &str) -> u64 {
-    let metrics = agent.get(format!("{url}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
-    let prefix = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map(|v| v.trim().parse::<u64>().unwrap())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// Actors with a database on the shard `db` whose id starts with `prefix`.

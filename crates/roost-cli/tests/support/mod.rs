@@ -48,3 +48,14 @@ pub fn stop(mut child: Child) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A counter or gauge of the server's `/metrics` at `url`; panics when it is missing.
+pub fn metric(agent: &ureq::Agent, url: &str, name: &str) -> f64 {
+    let metrics = agent.get(format!("{url}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim().parse::<f64>().unwrap())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
