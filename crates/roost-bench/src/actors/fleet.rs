@@ -2,11 +2,11 @@
 //!
 //! Setup creates `--actors` actors with steps 1-4 of the reference workload (in this process,
 //! 64 at once, host shut down cleanly, store compacted), in a scratch folder or in a kept
-//! `--reuse-data` folder that later runs reuse. Then this binary's `roost serve` runs in a child process on that data
-//! under `--memory-budget` (3 GiB), and an open loop of requests reaches it over HTTP: each actor
-//! reads (the latest 10 messages) once per `--read-interval-s` and writes (one message row) once
-//! per `--write-interval-s` on average, as Poisson arrivals of the aggregate rates with a
-//! uniformly random actor each. The whole schedule is drawn from `--seed` before the load
+//! `--reuse-data` folder that later runs reuse. Then this binary's `roost serve` runs in a child
+//! process on that data under `--memory-budget` (3 GiB), and an open loop of requests reaches it
+//! over HTTP: each actor reads (the latest 10 messages) once per `--read-interval-s` and writes
+//! (one message row) once per `--write-interval-s` on average, as Poisson arrivals of the
+//! aggregate rates with a uniformly random actor each. The whole schedule is drawn from `--seed` before the load
 //! starts; `--clients` threads, each with a kept-alive connection, take the next due request.
 //!
 //! Latency is measured from each request's *scheduled* time to its answer, so time spent waiting
