@@ -415,13 +415,19 @@ impl KvStore for FjallStore {
         StoreHealth::Ok
     }
 
-    /// Seals the write buffer, waits for it to be written out, then merges every table into
-    /// the last level (fjall's major compaction). Writes go on meanwhile; reads pause only
-    /// while each merge's result is installed.
+    /// Seals the write buffer, waits for every sealed one to be written out, then merges every
+    /// table into the last level (fjall's major compaction). Writes go on meanwhile; reads pause
+    /// only while each merge's result is installed.
     fn compact(&self) -> KvResult<bool> {
         self.with(|i| {
             i.shared.check_running()?;
             i.shared.data.rotate_memtable_and_wait().map_err(io)?;
+            // `rotate_memtable_and_wait` waits only when the active buffer held writes: buffers
+            // sealed earlier (by size) may still be flushing, and would land in level 0 after
+            // the merge.
+            while i.shared.data.sealed_memtable_count() > 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             i.shared.data.major_compact().map_err(io)?;
             Ok(true)
         })

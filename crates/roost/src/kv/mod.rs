@@ -342,7 +342,8 @@ pub struct KvStats {
 /// piling up in level 0 and compactions running back to back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CompactionStats {
-    /// Compactions running now, and finished since the store opened.
+    /// Background compactions running now, and finished since the store opened (a
+    /// [`KvStore::compact`] call is not counted).
     pub running: u64,
     pub completed: u64,
     /// Time spent compacting since the store opened.

@@ -277,12 +277,20 @@ fn render_store_capacity(out: &mut String, store: &crate::kv::KvStats) {
     gauge(
         out,
         "roost_store_compactions_running",
-        "Compactions of the store's tables running now.",
+        "Background compactions of the store's tables running now.",
         c.running,
     );
-    counter(out, "roost_store_compactions_total", "Compactions of the store's tables finished.", c.completed);
+    counter(
+        out,
+        "roost_store_compactions_total",
+        "Background compactions of the store's tables finished (roost compact not counted).",
+        c.completed,
+    );
     let name = "roost_store_compaction_seconds_total";
-    let _ = writeln!(out, "# HELP {name} Time spent compacting the store's tables.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time spent in background compactions of the store's tables.\n# TYPE {name} counter"
+    );
     let _ = writeln!(out, "{name} {}", c.time_ms as f64 / 1e3);
     gauge(
         out,
